@@ -1,0 +1,31 @@
+"""imgverify: find recycled and misattributed news photos in a dated reference archive.
+
+    import imgverify
+    archive = imgverify.Archive.open("desk.sqlite")     # or imgverify.Archive.default()
+    result = imgverify.check("viral.jpg", archive, claimed_date="2024-12-24")
+    result.verdict, result.matches[0].event, result.to_dict()
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .archive import Archive, IngestReport, Reference  # noqa: E402
+from .checker import check  # noqa: E402
+from .errors import (  # noqa: E402
+    ArchiveError,
+    FetchError,
+    ImgVerifyError,
+    InputError,
+    ManifestError,
+)
+from .hashing import HashSet, compute_hashes  # noqa: E402
+from .load import Limits, load  # noqa: E402
+from .result import CheckResult, Match  # noqa: E402
+from .verdict import Thresholds  # noqa: E402
+
+__all__ = [
+    "Archive", "ArchiveError", "CheckResult", "FetchError", "HashSet", "ImgVerifyError",
+    "IngestReport", "InputError", "Limits", "ManifestError", "Match", "Reference",
+    "Thresholds", "__version__", "check", "compute_hashes", "load",
+]

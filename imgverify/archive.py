@@ -1,0 +1,527 @@
+"""The reference archive: dated past-event images with their context, stored in SQLite.
+
+The archive is the system of record. Each reference keeps its context, its sha256, its
+perceptual hashes (one row per hashed variant of the picture) and a small thumbnail for
+reports. Writes are transactional per batch (a crash loses nothing committed and leaves no
+half-record); readers keep working while a writer ingests (WAL). The in-memory `HashIndex`
+is derived from it on demand and rebuilt when another writer has changed the archive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .errors import ArchiveError, ImgVerifyError
+from .evidence import read_exif
+from .hashing import HashSet, PictureHasher, hex_of
+from .index import HashIndex
+from .load import Limits, load
+from .manifest import CONTEXT_FIELDS, ManifestRow, RowError, read_manifest
+from .regions import picture_variants
+
+SCHEMA_VERSION = 1
+THUMBNAIL_SIDE = 320
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS refs (
+    id INTEGER PRIMARY KEY,
+    reference_id TEXT NOT NULL UNIQUE,
+    sha256 TEXT NOT NULL UNIQUE,
+    date TEXT NOT NULL,
+    event TEXT, place TEXT, caption TEXT, source TEXT, source_url TEXT,
+    credit TEXT, license TEXT, published TEXT,
+    image_uri TEXT, width INTEGER, height INTEGER, format TEXT,
+    exif TEXT, thumbnail BLOB,
+    added_at TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hashes (
+    ref_id INTEGER NOT NULL REFERENCES refs(id) ON DELETE CASCADE,
+    variant TEXT NOT NULL,
+    pdq BLOB NOT NULL, pdq_quality INTEGER NOT NULL,
+    phash BLOB NOT NULL, dhash BLOB NOT NULL, whash BLOB NOT NULL,
+    PRIMARY KEY (ref_id, variant)
+);
+CREATE INDEX IF NOT EXISTS refs_date ON refs(date);
+"""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class Reference:
+    """One archived image and the context a journalist needs."""
+
+    key: int
+    reference_id: str
+    sha256: str
+    date: str
+    event: str | None = None
+    place: str | None = None
+    caption: str | None = None
+    source: str | None = None
+    source_url: str | None = None
+    credit: str | None = None
+    license: str | None = None
+    published: str | None = None
+    image_uri: str | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    exif: dict[str, Any] | None = None
+    added_at: str | None = None
+    updated_at: str | None = None
+
+    def context(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in CONTEXT_FIELDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"reference_id": self.reference_id, "sha256": self.sha256}
+        d.update(self.context())
+        d.update(image_uri=self.image_uri, width=self.width, height=self.height,
+                 format=self.format, added_at=self.added_at, updated_at=self.updated_at)
+        return d
+
+
+@dataclass
+class PreparedReference:
+    """Everything computed from an image before it is written; picklable for worker processes."""
+
+    sha256: str
+    image_uri: str
+    context: dict[str, str | None]
+    width: int
+    height: int
+    format: str
+    thumbnail: bytes
+    exif: dict[str, Any]
+    hashes: list[tuple[str, HashSet]]
+    line: int = 0
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    updated: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> int:
+        return self.added + self.updated
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "updated": self.updated,
+                "errors": [e.to_dict() for e in self.errors]}
+
+
+def make_thumbnail(rgb: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
+    thumb = rgb.copy()
+    thumb.thumbnail((side, side))
+    buf = io.BytesIO()
+    thumb.save(buf, "JPEG", quality=80, optimize=True)
+    return buf.getvalue()
+
+
+def prepare_reference(row: ManifestRow, limits: Limits | None = None) -> PreparedReference:
+    """Load, hash and thumbnail one manifest row (raises InputError on a bad image)."""
+    loaded = load(row.image, limits)
+    hashes = [(name, PictureHasher(pic).hashset(0)) for name, pic in
+              picture_variants(loaded.image)]
+    exif = read_exif(loaded.data).to_dict()
+    return PreparedReference(
+        sha256=loaded.sha256, image_uri=row.image, context=dict(row.context),
+        width=loaded.original_size[0], height=loaded.original_size[1], format=loaded.format,
+        thumbnail=make_thumbnail(loaded.image), exif=exif, hashes=hashes, line=row.line,
+    )
+
+
+def prepare_row_safely(row: ManifestRow, limits: Limits | None = None
+                       ) -> PreparedReference | RowError:
+    try:
+        return prepare_reference(row, limits)
+    except ImgVerifyError as exc:
+        return RowError(row.line, exc.message, row.image)
+    except Exception as exc:  # noqa: BLE001 - one bad row never stops an ingest
+        return RowError(row.line, f"unexpected {type(exc).__name__}: {exc}", row.image)
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+class Archive:
+    """An open reference archive. Thread-safe: one SQLite connection per thread."""
+
+    def __init__(self, path: str | os.PathLike[str], readonly: bool = False,
+                 create: bool = True) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._index_lock = threading.Lock()
+        self._index: HashIndex | None = None
+        self._index_generation: str | None = None
+        if not self.path.exists():
+            if readonly or not create:
+                raise ArchiveError(f"no archive at {self.path}; create one with "
+                                   "`imgverify archive add MANIFEST --archive PATH`")
+            if not self.path.parent.exists():
+                raise ArchiveError(f"folder {self.path.parent} does not exist")
+        conn = self._conn()
+        if not readonly:
+            self._init_schema(conn)
+        else:
+            self._check_schema(conn)
+
+    # -- opening ----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], readonly: bool = False) -> Archive:
+        return cls(path, readonly=readonly)
+
+    @classmethod
+    def default(cls) -> Archive:
+        """The shipped reference archive, read-only."""
+        return cls(default_archive_path(), readonly=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                uri = f"file:{self.path.resolve().as_posix()}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.row_factory = sqlite3.Row
+            return conn
+        except sqlite3.DatabaseError as exc:
+            raise ArchiveError(f"cannot open archive {self.path}: {exc}") from None
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        try:
+            with self._write_lock, conn:
+                conn.executescript(_SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+        except sqlite3.DatabaseError as exc:
+            raise ArchiveError(f"{self.path} is not a usable imgverify archive: {exc}") from None
+        self._check_schema(conn)
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise ArchiveError(f"{self.path} is not an imgverify archive: {exc}") from None
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            raise ArchiveError(f"{self.path} has an unsupported schema version")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ----------------------------------------------------------------------------
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._conn().execute(sql, tuple(params)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise ArchiveError(f"archive {self.path}: {exc}") from None
+
+    def generation(self) -> str:
+        rows = self._query("SELECT value FROM meta WHERE key='generation'")
+        return rows[0][0] if rows else "0"
+
+    def __len__(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM refs")[0][0])
+
+    @staticmethod
+    def _reference(row: sqlite3.Row) -> Reference:
+        exif = json.loads(row["exif"]) if row["exif"] else None
+        return Reference(
+            key=row["id"], reference_id=row["reference_id"], sha256=row["sha256"],
+            date=row["date"], event=row["event"], place=row["place"], caption=row["caption"],
+            source=row["source"], source_url=row["source_url"], credit=row["credit"],
+            license=row["license"], published=row["published"], image_uri=row["image_uri"],
+            width=row["width"], height=row["height"], format=row["format"], exif=exif,
+            added_at=row["added_at"], updated_at=row["updated_at"],
+        )
+
+    _COLUMNS = ("id, reference_id, sha256, date, event, place, caption, source, source_url, "
+                "credit, license, published, image_uri, width, height, format, exif, "
+                "added_at, updated_at")
+
+    def references(self, keys: Iterable[int]) -> dict[int, Reference]:
+        keys = list(keys)
+        out: dict[int, Reference] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(f"SELECT {self._COLUMNS} FROM refs WHERE id IN ({marks})",
+                                   chunk):
+                out[row["id"]] = self._reference(row)
+        return out
+
+    def get(self, reference_id: str) -> Reference | None:
+        rows = self._query(f"SELECT {self._COLUMNS} FROM refs WHERE reference_id=? OR sha256=?",
+                           (reference_id, reference_id))
+        return self._reference(rows[0]) if rows else None
+
+    def find_sha256(self, sha256: str) -> Reference | None:
+        rows = self._query(f"SELECT {self._COLUMNS} FROM refs WHERE sha256=?", (sha256,))
+        return self._reference(rows[0]) if rows else None
+
+    def iter_references(self, limit: int | None = None, offset: int = 0) -> Iterator[Reference]:
+        sql = f"SELECT {self._COLUMNS} FROM refs ORDER BY date, id"
+        params: list[Any] = []
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params = [limit, offset]
+        for row in self._query(sql, params):
+            yield self._reference(row)
+
+    def thumbnail(self, key: int) -> bytes | None:
+        rows = self._query("SELECT thumbnail FROM refs WHERE id=?", (key,))
+        return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def hashes_of(self, key: int) -> list[tuple[str, HashSet]]:
+        rows = self._query("SELECT variant, pdq, pdq_quality, phash, dhash, whash FROM hashes "
+                           "WHERE ref_id=? ORDER BY variant", (key,))
+        return [(r[0], _hashset(r)) for r in rows]
+
+    def stats(self) -> dict[str, Any]:
+        refs = len(self)
+        hash_rows = int(self._query("SELECT COUNT(*) FROM hashes")[0][0])
+        dates = self._query("SELECT MIN(date), MAX(date) FROM refs")[0]
+        thumb = self._query("SELECT COALESCE(SUM(LENGTH(thumbnail)),0) FROM refs")[0][0]
+        size = self.path.stat().st_size if self.path.exists() else 0
+        return {
+            "archive": str(self.path), "references": refs, "hash_rows": hash_rows,
+            "earliest_date": dates[0], "latest_date": dates[1],
+            "file_bytes": size, "thumbnail_bytes": int(thumb),
+            "bytes_per_reference": round(size / refs) if refs else None,
+            "index_bytes": self.index().nbytes, "readonly": self.readonly,
+        }
+
+    # -- the derived index ------------------------------------------------------------------
+    def index(self) -> HashIndex:
+        """The current in-memory index, rebuilt if the archive changed since it was built."""
+        gen = self.generation()
+        with self._index_lock:
+            if self._index is None or gen != self._index_generation:
+                rows = self._query("SELECT ref_id, variant, pdq, pdq_quality, phash, dhash, "
+                                   "whash FROM hashes ORDER BY ref_id, variant")
+                self._index = HashIndex.from_rows([(r[0], r[1], _hashset(r[1:])) for r in rows])
+                self._index_generation = gen
+            return self._index
+
+    # -- writing ----------------------------------------------------------------------------
+    def _require_writable(self) -> None:
+        if self.readonly:
+            raise ArchiveError(f"{self.path} is open read-only (the shipped default archive is "
+                               "read-only: pass --archive PATH to build your own)")
+
+    def write_batch(self, batch: list[PreparedReference]) -> tuple[int, int]:
+        """Insert or update references in one transaction; returns (added, updated)."""
+        self._require_writable()
+        added = updated = 0
+        conn = self._conn()
+        now = _now()
+        try:
+            with self._write_lock, conn:
+                for ref in batch:
+                    existing = conn.execute("SELECT id FROM refs WHERE sha256=?",
+                                            (ref.sha256,)).fetchone()
+                    ctx = [ref.context.get(k) for k in CONTEXT_FIELDS]
+                    exif = json.dumps(ref.exif, ensure_ascii=False)
+                    if existing:
+                        key = existing[0]
+                        sets = ", ".join(f"{k}=?" for k in CONTEXT_FIELDS)
+                        conn.execute(
+                            f"UPDATE refs SET {sets}, image_uri=?, width=?, height=?, format=?, "
+                            "exif=?, thumbnail=?, updated_at=? WHERE id=?",
+                            (*ctx, ref.image_uri, ref.width, ref.height, ref.format, exif,
+                             ref.thumbnail, now, key))
+                        conn.execute("DELETE FROM hashes WHERE ref_id=?", (key,))
+                        updated += 1
+                    else:
+                        cols = ", ".join(CONTEXT_FIELDS)
+                        marks = ", ".join("?" * len(CONTEXT_FIELDS))
+                        cur = conn.execute(
+                            f"INSERT INTO refs (reference_id, sha256, {cols}, image_uri, width, "
+                            f"height, format, exif, thumbnail, added_at, updated_at) "
+                            f"VALUES (?, ?, {marks}, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (ref.sha256[:16], ref.sha256, *ctx, ref.image_uri, ref.width,
+                             ref.height, ref.format, exif, ref.thumbnail, now, now))
+                        key = cur.lastrowid
+                        added += 1
+                    conn.executemany(
+                        "INSERT INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(key, name, hs.pdq.to_bytes(32, "big"), hs.pdq_quality,
+                          _u64(hs.phash), _u64(hs.dhash), _u64(hs.whash))
+                         for name, hs in ref.hashes])
+                self._bump_generation(conn)
+        except sqlite3.OperationalError as exc:
+            raise ArchiveError(_explain_write_error(self.path, exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise ArchiveError(f"archive {self.path}: {exc}") from None
+        return added, updated
+
+    @staticmethod
+    def _bump_generation(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
+                     "WHERE key='generation'")
+
+    def remove(self, reference_ids: Iterable[str]) -> int:
+        self._require_writable()
+        conn = self._conn()
+        removed = 0
+        try:
+            with self._write_lock, conn:
+                for rid in reference_ids:
+                    cur = conn.execute("DELETE FROM refs WHERE reference_id=? OR sha256=?",
+                                       (rid, rid))
+                    removed += cur.rowcount
+                self._bump_generation(conn)
+        except sqlite3.OperationalError as exc:
+            raise ArchiveError(_explain_write_error(self.path, exc)) from None
+        return removed
+
+    def ingest(self, manifest: str | os.PathLike[str], batch_size: int = 100,
+               limits: Limits | None = None, workers: int = 1,
+               progress: Any = None) -> IngestReport:
+        """Add every good row of a manifest; bad rows are reported with their line numbers."""
+        from .batch import prepare_references
+
+        self._require_writable()
+        report = IngestReport()
+        batch: list[PreparedReference] = []
+        for item in prepare_references(read_manifest(manifest), limits, workers):
+            if progress is not None:
+                progress(item)
+            if isinstance(item, RowError):
+                report.errors.append(item)
+                continue
+            batch.append(item)
+            if len(batch) >= batch_size:
+                a, u = self.write_batch(batch)
+                report.added += a
+                report.updated += u
+                batch = []
+        if batch:
+            a, u = self.write_batch(batch)
+            report.added += a
+            report.updated += u
+        return report
+
+    def export(self) -> Iterator[dict[str, Any]]:
+        """Every reference with its context and hashes, as manifest-compatible dicts."""
+        for ref in self.iter_references():
+            d = ref.to_dict()
+            d["image"] = ref.image_uri
+            for name, hs in self.hashes_of(ref.key):
+                if name == "full":
+                    d.update(hs.to_hex())
+            yield d
+
+    def integrity_check(self) -> list[str]:
+        """Problems found (empty when healthy): SQLite's own check plus our invariants."""
+        problems: list[str] = []
+        for row in self._query("PRAGMA integrity_check"):
+            if row[0] != "ok":
+                problems.append(f"sqlite: {row[0]}")
+        for row in self._query("SELECT reference_id FROM refs WHERE id NOT IN "
+                               "(SELECT ref_id FROM hashes WHERE variant='full')"):
+            problems.append(f"reference {row[0]} has no hashes")
+        for row in self._query("SELECT DISTINCT ref_id FROM hashes WHERE ref_id NOT IN "
+                               "(SELECT id FROM refs)"):
+            problems.append(f"orphan hashes for ref key {row[0]}")
+        for row in self._query("SELECT reference_id FROM refs WHERE thumbnail IS NULL OR "
+                               "length(sha256) != 64 OR date IS NULL"):
+            problems.append(f"reference {row[0]} is incomplete")
+        return problems
+
+
+def _hashset(row: Any) -> HashSet:
+    return HashSet(
+        pdq=int.from_bytes(row[1], "big"), pdq_quality=int(row[2]),
+        phash=int.from_bytes(row[3], "big"), dhash=int.from_bytes(row[4], "big"),
+        whash=int.from_bytes(row[5], "big"),
+    )
+
+
+def _explain_write_error(path: Path, exc: sqlite3.OperationalError) -> str:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return f"archive {path} is read-only: check its permissions, or pass another --archive"
+    if "disk is full" in text or "full" in text:
+        return f"disk full while writing {path}: nothing of this batch was written; free space " \
+               "and re-run (ingest is idempotent)"
+    if "locked" in text:
+        return f"archive {path} is locked by another writer; retry when it has finished"
+    return f"cannot write archive {path}: {text}"
+
+
+def default_archive_path() -> Path:
+    """The shipped archive: env override, the source tree, then the installed data folder."""
+    env = os.environ.get("IMGVERIFY_DEFAULT_ARCHIVE")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    candidates = [here.parent / "reference_index" / "default.sqlite",
+                  here / "data" / "default.sqlite"]
+    import sys
+
+    candidates.append(Path(sys.prefix) / "share" / "imgverify" / "default.sqlite")
+    for c in candidates:
+        if c.exists():
+            return c
+    return candidates[0]
+
+
+def resolve_archive(path: str | os.PathLike[str] | None, writable: bool = False) -> Archive:
+    """--archive PATH, else $IMGVERIFY_ARCHIVE, else the shipped default (read-only)."""
+    chosen = path or os.environ.get("IMGVERIFY_ARCHIVE")
+    if chosen:
+        if writable:
+            return Archive(chosen, readonly=False, create=True)
+        if not Path(chosen).exists():
+            raise ArchiveError(f"no archive at {chosen}; create one with "
+                               "`imgverify archive add MANIFEST --archive PATH`")
+        return Archive(chosen, readonly=not os.access(chosen, os.W_OK), create=False)
+    if writable:
+        raise ArchiveError("the shipped default archive is read-only: pass --archive PATH "
+                           "(or set IMGVERIFY_ARCHIVE) to build your own")
+    return Archive.default()
+
+
+__all__ = ["Archive", "Reference", "PreparedReference", "IngestReport", "hex_of",
+           "resolve_archive", "default_archive_path"]

@@ -1,0 +1,109 @@
+"""`check`: one submitted image against one archive, from any source to a typed result.
+
+This is the library's front door. It never prints, never exits and keeps no global state;
+it is safe to call from many threads on one open `Archive`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from .archive import Archive
+from .errors import ImgVerifyError
+from .evidence import ExifEvidence, read_exif
+from .load import Limits, LoadedImage, Source, describe_source, load
+from .match import QueryHashes, find
+from .result import ERROR, NOT_AUTHENTIC_NOTE, CheckResult, Match
+from .verdict import (
+    DEFAULT_THRESHOLDS,
+    Thresholds,
+    decide,
+    notes_for,
+    order_matches,
+    parse_claimed_date,
+    score_of,
+    strength_of,
+)
+
+
+def check(source: Source, archive: Archive | None = None, *,
+          claimed_date: str | dt.date | None = None, claimed_place: str | None = None,
+          thresholds: Thresholds = DEFAULT_THRESHOLDS, limits: Limits | None = None,
+          max_matches: int = 10, name: str | None = None) -> CheckResult:
+    """Check one image (path, URL, bytes, PIL image or '-') against the archive.
+
+    Input problems do not raise: they come back as a result with verdict "error" and a typed
+    `error`, so a batch can go on. Archive problems (ArchiveError) and a malformed claimed
+    date (ValueError) do raise: they are the caller's to fix, not the input's.
+    """
+    started = time.perf_counter()
+    archive = archive if archive is not None else Archive.default()
+    claimed = parse_claimed_date(claimed_date)
+    label = name or describe_source(source)
+    try:
+        loaded = load(source, limits)
+    except ImgVerifyError as exc:
+        return CheckResult(input=label, verdict=ERROR, error=exc.to_dict(),
+                           notes=[NOT_AUTHENTIC_NOTE],
+                           claimed_date=claimed.isoformat() if claimed else None,
+                           claimed_place=claimed_place,
+                           elapsed_ms=(time.perf_counter() - started) * 1000)
+    if name is None and label in ("<bytes>", "<PIL image>", "-"):
+        label = loaded.name
+    return check_loaded(loaded, archive, label=label, claimed=claimed,
+                        claimed_place=claimed_place, thresholds=thresholds,
+                        max_matches=max_matches, started=started)
+
+
+def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: dt.date | None,
+                 claimed_place: str | None, thresholds: Thresholds = DEFAULT_THRESHOLDS,
+                 max_matches: int = 10, started: float | None = None) -> CheckResult:
+    started = started if started is not None else time.perf_counter()
+    exif = read_exif(loaded.data) if loaded.format != "PIL" else ExifEvidence()
+    query = QueryHashes(loaded.image)
+    index = archive.index()
+    raw = find(query, index, thresholds)
+    exact = archive.find_sha256(loaded.sha256)
+    accepted = [(r, strength_of(r.combined, thresholds)) for r in raw]
+    kept = [(r, s) for r, s in accepted if s is not None][: max_matches * 3]
+    refs = archive.references([r.ref_key for r, _ in kept] + ([exact.key] if exact else []))
+    matches: list[Match] = []
+    for r, strength in kept:
+        ref = refs.get(r.ref_key)
+        if ref is None or strength is None:
+            continue  # removed since the index snapshot
+        is_exact = exact is not None and exact.key == ref.key
+        matches.append(_match(ref, 1.0 if is_exact else score_of(r.combined),
+                              "likely" if is_exact else strength, r.distances,
+                              "identical file" if is_exact else r.transform, claimed, is_exact))
+    if exact is not None and all(m.key != exact.key for m in matches):
+        zero = {"pdq": 0, "phash": 0, "dhash": 0, "whash": 0}
+        matches.append(_match(refs[exact.key], 1.0, "likely", zero, "identical file", claimed,
+                              True))
+    matches = order_matches(matches)[:max_matches]
+    verdict = decide(matches)
+    hs = query.default_hashset()
+    return CheckResult(
+        input=label, verdict=verdict, sha256=loaded.sha256, matches=matches,
+        exif=exif.to_dict(), notes=notes_for(verdict, matches, exif, claimed, claimed_place),
+        claimed_date=claimed.isoformat() if claimed else None, claimed_place=claimed_place,
+        hashes=hs.to_hex(), image_size=loaded.original_size,
+        elapsed_ms=(time.perf_counter() - started) * 1000, picture=loaded.image,
+    )
+
+
+def _match(ref, score, strength, distances, transform, claimed, exact):  # type: ignore[no-untyped-def]
+    days = None
+    if claimed is not None:
+        try:
+            days = (claimed - dt.date.fromisoformat(ref.date)).days
+        except ValueError:
+            days = None
+    return Match(
+        reference_id=ref.reference_id, score=score, strength=strength, date=ref.date,
+        event=ref.event, place=ref.place, caption=ref.caption, source=ref.source,
+        source_url=ref.source_url, credit=ref.credit, license=ref.license,
+        published=ref.published, distances=dict(distances), transform=transform,
+        days_before_claim=days, exact_copy=exact, sha256=ref.sha256, key=ref.key,
+    )

@@ -1,0 +1,381 @@
+"""Command line: a thin skin over the library. Results go to stdout, progress to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from . import __version__
+from .archive import Archive, resolve_archive
+from .batch import (
+    LineWriter,
+    ScanConfig,
+    already_done,
+    default_workers,
+    iter_inputs,
+    iter_url_file,
+    scan,
+)
+from .errors import ArchiveError, ImgVerifyError, ManifestError
+from .fetch import FetchPolicy
+from .load import Limits
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_BAD_INPUT = 3
+EXIT_ARCHIVE = 4
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 = checked (the verdict is in the output, whatever it is); "
+    "2 = usage error; 3 = bad input (could not be checked; for scan and archive add: the run "
+    "completed but some inputs or rows failed, see their error lines); 4 = archive error "
+    "(missing, read-only, corrupt or locked); 1 = internal error."
+)
+
+app = typer.Typer(
+    name="imgverify",
+    help="Check whether a news photo was published before: perceptual hashes against a dated "
+         "reference archive. 'No match' means not in this archive, never 'authentic'.\n\n"
+         + EXIT_CODES_HELP,
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+archive_app = typer.Typer(help="Build and inspect a reference archive. " + EXIT_CODES_HELP,
+                          no_args_is_help=True)
+app.add_typer(archive_app, name="archive")
+
+ArchiveOpt = Annotated[Optional[str], typer.Option(
+    "--archive", "-a", help="Archive file (SQLite). Default: $IMGVERIFY_ARCHIVE, else the "
+    "shipped default archive (read-only).")]
+MaxPixelsOpt = Annotated[int, typer.Option(
+    "--max-pixels", help="Refuse images declaring more pixels (decompression bombs).")]
+MaxBytesOpt = Annotated[int, typer.Option("--max-bytes", help="Refuse larger files/downloads.")]
+PrivateOpt = Annotated[bool, typer.Option(
+    "--allow-private-urls", help="Allow URLs on private/loopback addresses (refused by default "
+    "so a shared service cannot be used to reach an internal network).")]
+
+
+def _limits(max_pixels: int, max_bytes: int, allow_private: bool = False) -> Limits:
+    return Limits(max_pixels=max_pixels, max_bytes=max_bytes,
+                  fetch=FetchPolicy(max_bytes=max_bytes, allow_private=allow_private))
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"imgverify: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _open_archive(path: str | None, writable: bool = False) -> Archive:
+    try:
+        return resolve_archive(path, writable=writable)
+    except ArchiveError as exc:
+        _fail(exc.message, EXIT_ARCHIVE)
+        raise  # unreachable
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"imgverify {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version,
+                                               is_eager=True, help="Show the version.")] = False
+         ) -> None:
+    """imgverify: find recycled and misattributed news photos."""
+
+
+@app.command()
+def check(
+    source: Annotated[str, typer.Argument(help="Image file, http(s) URL, or - for stdin.")],
+    archive: ArchiveOpt = None,
+    claimed_date: Annotated[Optional[str], typer.Option(
+        help="The date the image is claimed to show (YYYY-MM-DD).")] = None,
+    claimed_place: Annotated[Optional[str], typer.Option(
+        help="The place the image is claimed to show.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text | json | html")] = "text",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the report here "
+                                                "instead of stdout.")] = None,
+    max_pixels: MaxPixelsOpt = Limits().max_pixels,
+    max_bytes: MaxBytesOpt = Limits().max_bytes,
+    allow_private_urls: PrivateOpt = False,
+) -> None:
+    """Check one image and print the verdict with the original context of any match."""
+    from .checker import check as run_check
+    from .report import query_thumbnail, to_html, to_json, to_text
+
+    if fmt not in ("text", "json", "html"):
+        _fail(f"unknown --format {fmt!r}: use text, json or html", EXIT_USAGE)
+    arch = _open_archive(archive)
+    try:
+        result = run_check(source, arch, claimed_date=claimed_date, claimed_place=claimed_place,
+                           limits=_limits(max_pixels, max_bytes, allow_private_urls))
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+        raise
+    except ArchiveError as exc:
+        _fail(exc.message, EXIT_ARCHIVE)
+        raise
+    if fmt == "json":
+        text = to_json(result) + "\n"
+    elif fmt == "html":
+        qjpeg = query_thumbnail(result.picture) if result.picture is not None else None
+        refs = {m.reference_id: arch.thumbnail(m.key) for m in result.matches}
+        text = to_html(result, qjpeg, refs)
+    else:
+        text = to_text(result)
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"{result.verdict}: report written to {out}", err=True)
+    else:
+        sys.stdout.write(text)
+    raise typer.Exit(EXIT_BAD_INPUT if result.verdict == "error" else EXIT_OK)
+
+
+@app.command("scan")
+def scan_cmd(
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Files and folders (walked "
+                                                         "recursively).")] = None,
+    archive: ArchiveOpt = None,
+    urls: Annotated[Optional[Path], typer.Option(help="File with one image URL per line.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl | csv")] = "jsonl",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default "
+                                                "stdout).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (default: all cores).")] = 0,
+    resume: Annotated[bool, typer.Option(help="Skip inputs already in --out (after a crash or "
+                                         "Ctrl-C).")] = False,
+    claimed_date: Annotated[Optional[str], typer.Option(help="Claimed date for every input.")
+                            ] = None,
+    all_files: Annotated[bool, typer.Option(help="Also check files without an image "
+                                            "extension.")] = False,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    max_pixels: MaxPixelsOpt = Limits().max_pixels,
+    max_bytes: MaxBytesOpt = Limits().max_bytes,
+    allow_private_urls: PrivateOpt = False,
+) -> None:
+    """Check many images: one JSONL/CSV line per input; bad files become error lines."""
+    if fmt not in ("jsonl", "csv"):
+        _fail(f"unknown --format {fmt!r}: use jsonl or csv", EXIT_USAGE)
+    if not paths and urls is None:
+        _fail("give at least one PATH or --urls FILE", EXIT_USAGE)
+    if resume and out is None:
+        _fail("--resume needs --out FILE", EXIT_USAGE)
+    if claimed_date:
+        from .verdict import parse_claimed_date
+
+        try:
+            parse_claimed_date(claimed_date)
+        except ValueError as exc:
+            _fail(str(exc), EXIT_USAGE)
+    arch = _open_archive(archive)  # fail early, before any worker starts
+    arch_path = str(arch.path)
+    arch.close()
+    walk_errors: list[tuple[str, str]] = []
+
+    def inputs() -> Any:
+        if paths:
+            yield from iter_inputs(paths, all_files=all_files, errors=walk_errors)
+        if urls is not None:
+            yield from iter_url_file(str(urls))
+
+    skip: set[str] = set()
+    if out is not None:
+        if resume:
+            skip = already_done(out, fmt)
+        write_header = not (resume and out.exists() and out.stat().st_size > 0)
+        stream = out.open("a" if resume else "w", encoding="utf-8", errors="surrogateescape",
+                          newline="")
+    else:
+        write_header = True
+        stream = sys.stdout
+    config = ScanConfig(archive_path=arch_path, claimed_date=claimed_date,
+                        limits=_limits(max_pixels, max_bytes, allow_private_urls))
+    writer = LineWriter(stream, fmt, write_header)
+    nworkers = workers if workers > 0 else default_workers()
+    show = progress and sys.stderr.isatty()
+    try:
+        if show:
+            from rich.progress import (
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            with Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"),
+                          MofNCompleteColumn(), TextColumn("{task.fields[rate]:.1f} img/s"),
+                          TimeElapsedColumn(), transient=False,
+                          console=__import__("rich.console").console.Console(stderr=True)) as bar:
+                task = bar.add_task("scanning", total=None, rate=0.0)
+                import time
+
+                t0 = time.perf_counter()
+
+                def tick(_r: dict[str, Any]) -> None:
+                    done = bar.tasks[0].completed + 1
+                    bar.update(task, completed=done, rate=done / max(1e-9, time.perf_counter() - t0))
+
+                summary = scan(inputs(), config, writer, nworkers, skip, tick)
+        else:
+            summary = scan(inputs(), config, writer, nworkers, skip)
+    except KeyboardInterrupt:
+        _fail("interrupted; every line written is complete: re-run with --resume to continue",
+              130)
+        return
+    except ArchiveError as exc:
+        _fail(exc.message, EXIT_ARCHIVE)
+        return
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    summary.walk_errors = walk_errors
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items())) or "nothing"
+    typer.echo(f"imgverify scan: {summary.total} checked ({counts}); "
+               f"{summary.skipped} skipped as already done; {summary.rate:.1f} images/s"
+               + (f"; {len(walk_errors)} unreadable folders" if walk_errors else ""), err=True)
+    raise typer.Exit(EXIT_BAD_INPUT if summary.errors or walk_errors else EXIT_OK)
+
+
+@app.command("hash")
+def hash_cmd(
+    files: Annotated[list[str], typer.Argument(help="Image files (or URLs).")],
+    algorithm: Annotated[str, typer.Option(help="Comma-separated: pdq,phash,dhash,whash.")
+                         ] = "pdq,phash,dhash,whash",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl | text")] = "jsonl",
+    fast: Annotated[bool, typer.Option(help="Hash the reduced, EXIF-oriented picture that "
+                                       "matching uses, instead of Meta's reference pipeline "
+                                       "(full resolution, stored orientation).")] = False,
+    max_pixels: MaxPixelsOpt = Limits().max_pixels,
+    max_bytes: MaxBytesOpt = Limits().max_bytes,
+) -> None:
+    """Print perceptual hashes, one JSON object per file. By default PDQ follows Meta's
+    reference pipeline so the values can be exchanged with other PDQ tools."""
+    from .hashing import ALGORITHMS
+    from .hashprint import hash_file
+
+    algos = [a.strip().lower() for a in algorithm.split(",") if a.strip()]
+    unknown = [a for a in algos if a not in ALGORITHMS]
+    if unknown:
+        _fail(f"unknown algorithm(s) {', '.join(unknown)}; choose from {', '.join(ALGORITHMS)}",
+              EXIT_USAGE)
+    limits = _limits(max_pixels, max_bytes)
+    failed = 0
+    for f in files:
+        record = hash_file(f, algos, limits, fast=fast)
+        if "error" in record:
+            failed += 1
+        if fmt == "text":
+            typer.echo(" ".join(f"{k}={v}" for k, v in record.items()))
+        else:
+            typer.echo(json.dumps(record, ensure_ascii=False))
+    raise typer.Exit(EXIT_BAD_INPUT if failed else EXIT_OK)
+
+
+@archive_app.command("add")
+def archive_add(
+    manifest: Annotated[Path, typer.Argument(help="CSV (with header) or JSONL manifest: image "
+                                             "and date required; event, place, caption, source, "
+                                             "source_url, credit, license, published optional.")],
+    archive: ArchiveOpt = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (default: all cores).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="References per transaction.")] = 100,
+    max_pixels: MaxPixelsOpt = Limits().max_pixels,
+    max_bytes: MaxBytesOpt = Limits().max_bytes,
+) -> None:
+    """Add (or update, by sha256) the references of a manifest. Bad rows are reported with
+    their line numbers; good rows still go in."""
+    arch = _open_archive(archive, writable=True)
+    try:
+        report = arch.ingest(manifest, batch_size=batch_size,
+                             limits=_limits(max_pixels, max_bytes),
+                             workers=workers if workers > 0 else default_workers())
+    except ManifestError as exc:
+        _fail(exc.message, EXIT_BAD_INPUT)
+        return
+    except ArchiveError as exc:
+        _fail(exc.message, EXIT_ARCHIVE)
+        return
+    for err in report.errors:
+        typer.echo(f"{manifest}:{err.line}: {err.message}", err=True)
+    typer.echo(json.dumps({"archive": str(arch.path), **report.to_dict()}, ensure_ascii=False))
+    raise typer.Exit(EXIT_BAD_INPUT if report.errors else EXIT_OK)
+
+
+@archive_app.command("stats")
+def archive_stats(archive: ArchiveOpt = None) -> None:
+    """Counts, date range and storage cost of the archive."""
+    arch = _open_archive(archive)
+    typer.echo(json.dumps(arch.stats(), indent=2))
+
+
+@archive_app.command("list")
+def archive_list(archive: ArchiveOpt = None,
+                 limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+                 offset: Annotated[int, typer.Option(help="Skip this many.")] = 0) -> None:
+    """One JSON line per reference (oldest first)."""
+    arch = _open_archive(archive)
+    for ref in arch.iter_references(limit=limit, offset=offset):
+        typer.echo(json.dumps(ref.to_dict(), ensure_ascii=False))
+
+
+@archive_app.command("remove")
+def archive_remove(reference_ids: Annotated[list[str], typer.Argument(
+        help="reference_id or sha256 values.")], archive: ArchiveOpt = None) -> None:
+    """Remove references (and their hashes and thumbnails)."""
+    arch = _open_archive(archive, writable=True)
+    try:
+        n = arch.remove(reference_ids)
+    except ArchiveError as exc:
+        _fail(exc.message, EXIT_ARCHIVE)
+        return
+    typer.echo(json.dumps({"removed": n}))
+    raise typer.Exit(EXIT_OK if n == len(reference_ids) else EXIT_BAD_INPUT)
+
+
+@archive_app.command("export")
+def archive_export(archive: ArchiveOpt = None,
+                   fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl | csv")] = "jsonl"
+                   ) -> None:
+    """Every reference with context and hashes (a manifest you can re-ingest)."""
+    import csv
+
+    arch = _open_archive(archive)
+    rows = arch.export()
+    if fmt == "csv":
+        writer: Any = None
+        for row in rows:
+            if writer is None:
+                writer = csv.DictWriter(sys.stdout, list(row.keys()), lineterminator="\n")
+                writer.writeheader()
+            writer.writerow(row)
+    else:
+        for row in rows:
+            typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+@archive_app.command("check")
+def archive_check(archive: ArchiveOpt = None) -> None:
+    """Integrity check: SQLite's own plus 'every reference complete, no orphans'."""
+    arch = _open_archive(archive)
+    problems = arch.integrity_check()
+    typer.echo(json.dumps({"archive": str(arch.path), "references": len(arch),
+                           "healthy": not problems, "problems": problems}, indent=2))
+    raise typer.Exit(EXIT_OK if not problems else EXIT_ARCHIVE)
+
+
+def run() -> None:
+    """Console entry point: typed library errors become messages, never tracebacks."""
+    try:
+        app()
+    except ArchiveError as exc:
+        typer.echo(f"imgverify: {exc.message}", err=True)
+        sys.exit(EXIT_ARCHIVE)
+    except ImgVerifyError as exc:
+        typer.echo(f"imgverify: {exc.message}", err=True)
+        sys.exit(EXIT_BAD_INPUT)

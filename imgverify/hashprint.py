@@ -1,0 +1,44 @@
+"""Hash records for `imgverify hash`: Meta-compatible PDQ by default, or the matching pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ImgVerifyError
+from .hashing import BITS, PictureHasher, hex_of, imagehash_to_int, pdq_of_array
+from .load import Limits, decode, read_source, reference_pixels
+
+
+def hash_file(source: str, algorithms: list[str], limits: Limits | None = None,
+              fast: bool = False) -> dict[str, Any]:
+    """{"input": .., "pdq": hex, "pdq_quality": int, "phash": hex, ...} or an "error" entry."""
+    limits = limits or Limits()
+    record: dict[str, Any] = {"input": source}
+    try:
+        name, data = read_source(source, limits)
+        if fast:
+            rgb, _size, _fmt = decode(data, name, limits, reduce=True)
+            hs = PictureHasher(rgb).hashset(0)
+            for a in algorithms:
+                record[a] = hex_of(hs.get(a), BITS[a])
+                if a == "pdq":
+                    record["pdq_quality"] = hs.pdq_quality
+            return record
+        pixels = reference_pixels(data, name, limits)
+        if "pdq" in algorithms:
+            value, quality = pdq_of_array(pixels)
+            record["pdq"] = hex_of(value, 256)
+            record["pdq_quality"] = quality
+        small = [a for a in algorithms if a != "pdq"]
+        if small:
+            import imagehash
+            from PIL import Image
+
+            img = Image.fromarray(pixels)
+            funcs = {"phash": imagehash.phash, "dhash": imagehash.dhash,
+                     "whash": imagehash.whash}
+            for a in small:
+                record[a] = hex_of(imagehash_to_int(funcs[a](img)), 64)
+    except ImgVerifyError as exc:
+        record["error"] = exc.to_dict()
+    return record

@@ -1,0 +1,294 @@
+"""Safe decoding of one submitted image into the small RGB picture the hashes need.
+
+Every source (path, URL, bytes, PIL image, standard input) ends up as `LoadedImage`: the
+original bytes (for sha256 and EXIF), the oriented first frame decoded at reduced scale,
+and the original size. Decoding problems become typed `InputError`s, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import (
+    CorruptImageError,
+    EmptyInputError,
+    ImageTooLargeError,
+    InputError,
+    NotAnImageError,
+    SourceNotFoundError,
+    TruncatedImageError,
+    UnsupportedFormatError,
+)
+from .fetch import FetchPolicy, fetch_url, is_url
+
+Source = Union[str, os.PathLike[str], bytes, bytearray, memoryview, Image.Image]
+
+SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF"}
+
+# Optional decoders (the `formats` extra); absent plugins simply leave the format unsupported.
+try:  # pragma: no cover - depends on optional packages
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+except Exception:  # noqa: BLE001
+    pass
+try:  # pragma: no cover
+    import pillow_avif  # noqa: F401
+except Exception:  # noqa: BLE001
+    pass
+
+# We enforce our own pixel cap before decoding; Pillow's warning-based one is turned off so the
+# limit is the one the user set.
+Image.MAX_IMAGE_PIXELS = None
+
+#: Smallest side we ask the JPEG decoder for. PDQ and the 64-bit hashes work on 64x64 and
+#: 32x32 reductions, so a ~256-500 px picture gives hashes within a few bits of full size.
+HASH_MIN_SIDE = 256
+#: Longest side of the working picture kept after decoding (formats without DCT scaling).
+WORK_MAX_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """User-settable safety limits; the defaults admit any real camera photo."""
+
+    max_pixels: int = 200_000_000
+    max_bytes: int = 100 * 1024 * 1024
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+
+
+@dataclass
+class LoadedImage:
+    name: str
+    data: bytes
+    image: Image.Image  # RGB, oriented, reduced
+    original_size: tuple[int, int]  # as displayed (after orientation)
+    format: str
+    _sha256: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = hashlib.sha256(self.data).hexdigest()
+        return self._sha256
+
+
+def describe_source(source: Source) -> str:
+    if isinstance(source, Image.Image):
+        return "<PIL image>"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    text = os.fspath(source)
+    if is_url(text):
+        from .fetch import redact_url
+
+        return redact_url(text)
+    return text
+
+
+def read_source(source: Source, limits: Limits) -> tuple[str, bytes]:
+    """Return (display name, raw bytes) for a path, URL, '-' or bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if len(data) > limits.max_bytes:
+            raise ImageTooLargeError(f"input is {len(data)} bytes, over the {limits.max_bytes} limit")
+        return "<bytes>", data
+    text = os.fspath(source)
+    if text == "-":
+        data = sys.stdin.buffer.read(limits.max_bytes + 1)
+        if len(data) > limits.max_bytes:
+            raise ImageTooLargeError(f"standard input exceeds the {limits.max_bytes}-byte limit")
+        return "-", data
+    if is_url(text):
+        return describe_source(text), fetch_url(text, limits.fetch)
+    if "://" in text[:12]:
+        raise InputError(f"unsupported URL scheme in {text!r}: only http and https are fetched")
+    path = Path(text)
+    try:
+        if not path.is_file():
+            if path.exists():
+                raise InputError(f"{text} is not a regular file")
+            raise SourceNotFoundError(f"no such file: {text}")
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise ImageTooLargeError(
+                f"{text} is {size} bytes, over the {limits.max_bytes}-byte limit (--max-bytes)"
+            )
+        with path.open("rb") as fh:
+            data = fh.read(limits.max_bytes + 1)
+    except PermissionError:
+        raise InputError(f"permission denied reading {text}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {text}: {exc.strerror or exc}") from None
+    if len(data) > limits.max_bytes:
+        raise ImageTooLargeError(f"{text} grew past the {limits.max_bytes}-byte limit while read")
+    return text, data
+
+
+def _sniff_non_image(data: bytes) -> str:
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return "an HTML page"
+    if head.startswith(b"%pdf"):
+        return "a PDF document"
+    if head.startswith(b"pk\x03\x04"):
+        return "a ZIP archive"
+    if head.startswith((b"{", b"[")):
+        return "JSON text"
+    try:
+        data[:512].decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "unrecognised binary data"
+
+
+def open_image(data: bytes, name: str, limits: Limits) -> Image.Image:
+    """Identify the image and check its declared size, without decoding pixels yet."""
+    if not data:
+        raise EmptyInputError(f"{name} is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise NotAnImageError(f"{name} is not an image (looks like {_sniff_non_image(data)})") from None
+    except Image.DecompressionBombError as exc:  # pragma: no cover - cap disabled above
+        raise ImageTooLargeError(f"{name}: {exc}") from None
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
+        raise CorruptImageError(f"{name} has a corrupt image header: {exc}") from None
+    if im.format not in SUPPORTED_FORMATS:
+        raise UnsupportedFormatError(
+            f"{name} is {im.format}, which is not supported; convert it to JPEG or PNG"
+        )
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        raise CorruptImageError(f"{name} declares an empty canvas ({w}x{h})")
+    if w * h > limits.max_pixels:
+        raise ImageTooLargeError(
+            f"{name} declares {w}x{h} = {w * h:,} pixels, over the {limits.max_pixels:,}-pixel "
+            "limit (a possible decompression bomb); raise --max-pixels if it is genuine"
+        )
+    return im
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Flatten to RGB the way a viewer shows it: transparency over white, 16-bit scaled down."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        import numpy as np
+
+        arr = np.asarray(im, dtype=np.float64)
+        hi = float(arr.max()) if arr.size else 0.0
+        scale = 255.0 / 65535.0 if hi > 255 else 1.0
+        arr8 = np.clip(arr * scale, 0, 255).astype("uint8")
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def decode(data: bytes, name: str = "<bytes>", limits: Limits | None = None,
+           reduce: bool = True) -> tuple[Image.Image, tuple[int, int], str]:
+    """Decode the first frame, oriented, as RGB; at reduced scale when `reduce` is set.
+
+    Returns (picture, displayed original size, format name).
+    """
+    limits = limits or Limits()
+    im = open_image(data, name, limits)
+    fmt = im.format or "unknown"
+    orientation = 1
+    try:
+        orientation = int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - malformed EXIF must not stop the check
+        orientation = 1
+    w, h = im.size
+    try:
+        if reduce and fmt in ("JPEG", "MPO") and min(w, h) >= 2 * HASH_MIN_SIDE:
+            im.draft("RGB", (HASH_MIN_SIDE, HASH_MIN_SIDE))
+        im.seek(0)
+        im.load()
+    except OSError as exc:
+        text = str(exc)
+        if "truncated" in text or "premature end" in text.lower():
+            raise TruncatedImageError(f"{name} is truncated: {text}") from None
+        raise CorruptImageError(f"{name} could not be decoded: {text}") from None
+    except (SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        raise CorruptImageError(f"{name} could not be decoded: {exc}") from None
+    except MemoryError:
+        raise ImageTooLargeError(f"{name} is too large to decode in memory") from None
+    try:
+        rgb = _to_rgb(im)
+        if reduce and max(rgb.size) > WORK_MAX_SIDE:
+            factor = max(1, max(rgb.size) // (WORK_MAX_SIDE // 2))
+            rgb = rgb.reduce(factor) if factor > 1 else rgb
+        if orientation in range(2, 9):
+            rgb = _apply_orientation(rgb, orientation)
+    except OSError as exc:
+        raise CorruptImageError(f"{name} could not be decoded: {exc}") from None
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    return rgb, (w, h), fmt
+
+
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _apply_orientation(im: Image.Image, orientation: int) -> Image.Image:
+    return im.transpose(_ORIENTATION_TRANSPOSE[orientation])
+
+
+def load(source: Source, limits: Limits | None = None, reduce: bool = True) -> LoadedImage:
+    """Read and decode any supported source; raises a typed InputError on bad input."""
+    limits = limits or Limits()
+    if isinstance(source, Image.Image):
+        if source.width * source.height > limits.max_pixels:
+            raise ImageTooLargeError("PIL image is over the pixel limit")
+        oriented = ImageOps.exif_transpose(source) or source
+        rgb = _to_rgb(oriented)
+        size = rgb.size
+        if reduce and max(rgb.size) > WORK_MAX_SIDE:
+            rgb = rgb.copy()
+            rgb.thumbnail((WORK_MAX_SIDE, WORK_MAX_SIDE))
+        buf = io.BytesIO()
+        rgb.save(buf, "PNG")
+        return LoadedImage("<PIL image>", buf.getvalue(), rgb, size, "PIL")
+    name, data = read_source(source, limits)
+    image, size, fmt = decode(data, name, limits, reduce=reduce)
+    return LoadedImage(name, data, image, size, fmt)
+
+
+def reference_pixels(data: bytes, name: str = "<bytes>", limits: Limits | None = None):  # type: ignore[no-untyped-def]
+    """Full-resolution, un-oriented RGB pixels, exactly as Meta's pdqhash tools hash them."""
+    import numpy as np
+
+    limits = limits or Limits()
+    im = open_image(data, name, limits)
+    try:
+        return np.asarray(im.convert("RGB"))
+    except OSError as exc:
+        if "truncated" in str(exc):
+            raise TruncatedImageError(f"{name} is truncated: {exc}") from None
+        raise CorruptImageError(f"{name} could not be decoded: {exc}") from None

@@ -1,0 +1,89 @@
+"""Find the archived references a picture matches: index candidates, then re-scoring.
+
+For each hashed part of the query (the full frame, the photo inside flat borders) the index
+returns references near it by PDQ over the 8 rotation/flip variants or by pHash. Each
+candidate is re-scored with all four families in the orientation that found it; the best
+part and orientation per reference is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .hashing import (
+    ALGORITHMS,
+    DIHEDRAL_TRANSPOSE,
+    EDIT_DESCRIPTION,
+    HashSet,
+    PictureHasher,
+    hamming,
+)
+from .index import HashIndex
+from .regions import picture_variants
+from .verdict import Thresholds, combined_distance
+
+
+@dataclass
+class RawMatch:
+    ref_key: int
+    combined: float
+    distances: dict[str, int]
+    dihedral: int  # query variant that matched
+    query_part: str  # "full" | "trimmed"
+    ref_part: str
+    crop_fraction: float | None = None  # area of the query part relative to the query
+
+    @property
+    def transform(self) -> str | None:
+        bits = []
+        if EDIT_DESCRIPTION[self.dihedral]:
+            bits.append(EDIT_DESCRIPTION[self.dihedral])
+        if self.query_part == "trimmed" and self.ref_part == "full":
+            bits.append("framed with borders")
+        elif self.query_part == "full" and self.ref_part == "trimmed":
+            bits.append("borders of the original removed")
+        return ", ".join(bits) or None
+
+
+class QueryHashes:
+    """Hashes of every part of one query picture, computed once and reused across searches."""
+
+    def __init__(self, rgb: Image.Image) -> None:
+        self.parts = [(name, pic, PictureHasher(pic)) for name, pic in picture_variants(rgb)]
+        self.area = rgb.width * rgb.height
+
+    def default_hashset(self) -> HashSet:
+        return self.parts[0][2].hashset(0)
+
+
+def phash_variants(hasher: PictureHasher) -> list[int]:
+    return [hasher.small(k)[0] for k in range(len(DIHEDRAL_TRANSPOSE))]
+
+
+def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
+         limit: int = 50) -> list[RawMatch]:
+    """Best match per reference among all query parts and orientations, best first."""
+    best: dict[int, RawMatch] = {}
+    for part_name, pic, hasher in query.parts:
+        cands = index.search(hasher.pdq_variants, phash_variants(hasher),
+                             thresholds.pdq_radius, thresholds.phash_radius, limit)
+        for c in cands:
+            qh = hasher.hashset(c.dihedral)
+            ref = _row_hashset(index, c.row)
+            distances = {a: hamming(qh.get(a), ref.get(a)) for a in ALGORITHMS}
+            combined = combined_distance(distances)
+            prev = best.get(c.ref_key)
+            if prev is None or combined < prev.combined:
+                best[c.ref_key] = RawMatch(
+                    c.ref_key, combined, distances, c.dihedral, part_name, c.ref_part,
+                    crop_fraction=(pic.width * pic.height) / query.area)
+    return sorted(best.values(), key=lambda m: m.combined)
+
+
+def _row_hashset(index: HashIndex, row: int) -> HashSet:
+    words = index.pdq[row]
+    pdq = int.from_bytes(words.astype(">u8").tobytes(), "big")
+    return HashSet(pdq, int(index.quality[row]), int(index.phash[row]), int(index.dhash[row]),
+                   int(index.whash[row]))

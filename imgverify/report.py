@@ -1,0 +1,167 @@
+"""Render a CheckResult for people (text, HTML) and machines (JSON).
+
+Every string that comes from an archive, a manifest, EXIF or a file name is escaped in HTML;
+the HTML report is one self-contained file (images embedded as data URIs).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from .result import ERROR, LIKELY, NO_MATCH, POSSIBLY, CheckResult
+
+HEADLINE = {
+    LIKELY: "LIKELY RECYCLED: this photo was published before",
+    POSSIBLY: "POSSIBLY RECYCLED: similar to an archived photo; compare them by eye",
+    NO_MATCH: "NO MATCH in this archive (this does not show the image is authentic)",
+    ERROR: "ERROR: the input could not be checked",
+}
+
+
+def to_json(result: CheckResult, indent: int | None = 2) -> str:
+    return json.dumps(result.to_dict(), ensure_ascii=False, indent=indent)
+
+
+def _describe_distances(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}/{256 if k == 'pdq' else 64}" for k, v in d.items())
+
+
+def to_text(result: CheckResult) -> str:
+    lines = [f"{result.input}", f"  verdict: {result.verdict} — {HEADLINE[result.verdict]}"]
+    if result.error:
+        lines.append(f"  error ({result.error['kind']}): {result.error['message']}")
+    if result.claimed_date or result.claimed_place:
+        lines.append(f"  claimed: {result.claimed_date or '?'}"
+                     + (f", {result.claimed_place}" if result.claimed_place else ""))
+    for i, m in enumerate(result.matches):
+        role = {"likely_original": "likely original", "later_publication": "later publication",
+                "candidate": "candidate"}.get(m.role, m.role)
+        lines.append(f"  match {i + 1} ({role}, score {m.score:.2f}, {m.strength}):")
+        lines.append(f"    event:   {m.event or '-'}")
+        lines.append(f"    date:    {m.date}"
+                     + (f"  ({m.days_before_claim} days before the claimed date)"
+                        if m.days_before_claim is not None and m.days_before_claim > 0 else ""))
+        for label, value in (("place", m.place), ("caption", m.caption), ("source", m.source),
+                             ("url", m.source_url), ("credit", m.credit),
+                             ("license", m.license), ("edits", m.transform)):
+            if value:
+                lines.append(f"    {label + ':':<8} {value}")
+        lines.append(f"    evidence: {_describe_distances(m.distances)} (Hamming distances; "
+                     "unrelated photos differ in about half the bits)")
+        lines.append(f"    reference: {m.reference_id}")
+    exif = {k: v for k, v in result.exif.items() if v}
+    if exif:
+        lines.append("  exif: " + "; ".join(f"{k}={v}" for k, v in exif.items()))
+    for note in result.notes:
+        lines.append(f"  note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def _data_uri(jpeg: bytes | None) -> str | None:
+    if not jpeg:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def _safe_href(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        return None
+    return url if scheme in ("http", "https") else None
+
+
+def query_thumbnail(image: Any, side: int = 480) -> bytes:
+    thumb = image.copy()
+    thumb.thumbnail((side, side))
+    buf = io.BytesIO()
+    thumb.convert("RGB").save(buf, "JPEG", quality=82)
+    return buf.getvalue()
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;
+padding:1rem;color:#1a1a1a;line-height:1.45}
+h1{font-size:1.4rem}.verdict{padding:.8rem 1rem;border-radius:8px;font-weight:700;font-size:1.15rem}
+.likely_recycled{background:#fde2e1;border-left:8px solid #c0392b}
+.possibly_recycled{background:#fff2d6;border-left:8px solid #e6a100}
+.no_match{background:#e6f2ea;border-left:8px solid #2e7d4f}.error{background:#eee;border-left:8px solid #555}
+.pair{display:flex;flex-wrap:wrap;gap:1rem;margin:1rem 0}.pair figure{flex:1 1 300px;margin:0}
+.pair img{max-width:100%;height:auto;border:1px solid #ccc;display:block}
+figcaption{font-size:.9rem;color:#444}table{border-collapse:collapse;width:100%;margin:.5rem 0}
+td,th{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top;
+overflow-wrap:anywhere;unicode-bidi:plaintext}th{width:11rem;color:#555;font-weight:600}
+.caveat{font-style:italic;color:#333}.match{border:1px solid #ddd;border-radius:8px;padding:.8rem;
+margin:1rem 0;break-inside:avoid}@media print{.pair figure{flex:1 1 45%}}
+"""
+
+
+def to_html(result: CheckResult, query_jpeg: bytes | None,
+            reference_jpegs: dict[str, bytes | None]) -> str:
+    """A self-contained report: submitted image beside each matched reference, with context."""
+    e = html.escape
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
+             "img-src data:; style-src 'unsafe-inline'\">",
+             f"<title>imgverify report: {e(result.input)}</title><style>{_CSS}</style></head><body>",
+             "<h1>imgverify report</h1>",
+             f"<p>Submitted: <b>{e(result.input)}</b>"
+             + (f" — claimed date {e(result.claimed_date)}" if result.claimed_date else "")
+             + (f", claimed place {e(result.claimed_place)}" if result.claimed_place else "")
+             + "</p>",
+             f"<div class='verdict {e(result.verdict)}' id='verdict'>{e(HEADLINE[result.verdict])}"
+             "</div>"]
+    if result.error:
+        parts.append(f"<p>Error ({e(result.error['kind'])}): {e(result.error['message'])}</p>")
+    qsrc = _data_uri(query_jpeg)
+    for i, m in enumerate(result.matches):
+        rsrc = _data_uri(reference_jpegs.get(m.reference_id))
+        parts.append(f"<section class='match' id='match-{i + 1}'><h2>Match {i + 1}: "
+                     f"{e(m.event or 'archived photo')} ({e(m.date)})</h2><div class='pair'>")
+        if qsrc:
+            parts.append(f"<figure><img id='query-img-{i + 1}' src='{qsrc}' alt='submitted image'>"
+                         "<figcaption>Submitted image</figcaption></figure>")
+        if rsrc:
+            parts.append(f"<figure><img id='ref-img-{i + 1}' src='{rsrc}' alt='archived photo'>"
+                         f"<figcaption>Archived photo, dated {e(m.date)}</figcaption></figure>")
+        parts.append("</div><table>")
+        href = _safe_href(m.source_url)
+        rows: list[tuple[str, str]] = [
+            ("Role", e(m.role.replace("_", " "))),
+            ("Score", f"{m.score:.2f} ({e(m.strength)} match)"),
+            ("Event", e(m.event or "-")), ("Date", e(m.date)), ("Place", e(m.place or "-")),
+            ("Caption", e(m.caption or "-")),
+            ("Source", e(m.source or "-") + (f" — <a href='{e(href)}' rel='noopener noreferrer'>"
+                                             f"{e(href)}</a>" if href else
+                                             (f" — {e(m.source_url)}" if m.source_url else ""))),
+            ("Credit", e(m.credit or "-")), ("Licence", e(m.license or "-")),
+            ("Edits detected", e(m.transform or "none detected")),
+            ("Evidence", e(_describe_distances(m.distances)) +
+             " — Hamming distances between perceptual hashes; unrelated photos differ in "
+             "about half of the bits, copies in few."),
+        ]
+        if m.days_before_claim is not None:
+            rows.append(("Before the claim", f"{m.days_before_claim} days"))
+        parts.extend(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+        parts.append("</table></section>")
+    if not result.matches and qsrc:
+        parts.append(f"<div class='pair'><figure><img id='query-img' src='{qsrc}' "
+                     "alt='submitted image'><figcaption>Submitted image</figcaption></figure></div>")
+    parts.append("<h2>Camera metadata (EXIF)</h2><table>")
+    for k, v in result.exif.items():
+        parts.append(f"<tr><th>{e(k)}</th><td>{e(json.dumps(v, ensure_ascii=False)) if v else '-'}"
+                     "</td></tr>")
+    parts.append("</table><h2>Findings</h2><ul>")
+    parts.extend(f"<li>{e(n)}</li>" for n in result.notes)
+    parts.append("</ul><p class='caveat'>A match shows the photo was archived before; "
+                 "\"no match\" only means it is not in this archive, never that it is authentic."
+                 "</p></body></html>")
+    return "".join(parts)

@@ -1,0 +1,90 @@
+"""Typed results of a check: what every output format (text, JSON, CSV, HTML) renders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+LIKELY = "likely_recycled"
+POSSIBLY = "possibly_recycled"
+NO_MATCH = "no_match"
+ERROR = "error"
+VERDICTS = (LIKELY, POSSIBLY, NO_MATCH, ERROR)
+
+NOT_AUTHENTIC_NOTE = ("No match means not in this archive; it does not show the image is "
+                      "authentic.")
+
+
+@dataclass
+class Match:
+    """One archived reference the submitted image matches, with its original context."""
+
+    reference_id: str
+    score: float  # 0 (unrelated) .. 1 (identical)
+    strength: str  # "likely" or "possible"
+    date: str
+    event: str | None = None
+    place: str | None = None
+    caption: str | None = None
+    source: str | None = None
+    source_url: str | None = None
+    credit: str | None = None
+    license: str | None = None
+    published: str | None = None
+    distances: dict[str, int] = field(default_factory=dict)
+    transform: str | None = None
+    days_before_claim: int | None = None
+    role: str = "candidate"  # likely_original | later_publication | candidate
+    exact_copy: bool = False
+    sha256: str | None = None
+    key: int = 0  # archive row, for thumbnails; not serialised
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference_id": self.reference_id, "score": round(self.score, 4),
+            "strength": self.strength, "role": self.role,
+            "event": self.event, "date": self.date, "place": self.place,
+            "caption": self.caption, "source": self.source, "source_url": self.source_url,
+            "credit": self.credit, "license": self.license, "published": self.published,
+            "distances": dict(self.distances), "transform": self.transform,
+            "exact_copy": self.exact_copy, "days_before_claim": self.days_before_claim,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass
+class CheckResult:
+    input: str
+    verdict: str
+    sha256: str | None = None
+    error: dict[str, str] | None = None
+    matches: list[Match] = field(default_factory=list)
+    exif: dict[str, Any] = field(default_factory=lambda: {
+        "datetime_original": None, "camera": None, "software": None, "gps": None})
+    notes: list[str] = field(default_factory=list)
+    claimed_date: str | None = None
+    claimed_place: str | None = None
+    hashes: dict[str, Any] = field(default_factory=dict)
+    image_size: tuple[int, int] | None = None
+    elapsed_ms: float | None = None
+    #: the decoded (reduced) picture, for reports; never serialised
+    picture: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def top(self) -> Match | None:
+        return self.matches[0] if self.matches else None
+
+    @property
+    def recycled(self) -> bool:
+        return self.verdict in (LIKELY, POSSIBLY)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input, "sha256": self.sha256, "verdict": self.verdict,
+            "error": self.error, "matches": [m.to_dict() for m in self.matches],
+            "exif": dict(self.exif), "notes": list(self.notes),
+            "claimed_date": self.claimed_date, "claimed_place": self.claimed_place,
+            "hashes": dict(self.hashes),
+            "image_size": list(self.image_size) if self.image_size else None,
+            "elapsed_ms": round(self.elapsed_ms, 1) if self.elapsed_ms is not None else None,
+        }
