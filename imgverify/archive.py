@@ -58,7 +58,7 @@ CREATE INDEX IF NOT EXISTS refs_date ON refs(date);
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Reference:
         return {k: getattr(self, k) for k in CONTEXT_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"reference_id": self.reference_id, "sha256": self.sha256}
+        d: dict[str, Any] = {"reference_id": self.reference_id, "sha256": self.sha256}
         d.update(self.context())
         d.update(image_uri=self.image_uri, width=self.width, height=self.height,
                  format=self.format, added_at=self.added_at, updated_at=self.updated_at)

@@ -202,7 +202,7 @@ class LineWriter:
         self.stream = stream
         self.fmt = fmt
         if fmt == "csv" and write_header:
-            self._write_csv(dict(zip(CSV_COLUMNS, CSV_COLUMNS)))
+            self._write_csv(dict(zip(CSV_COLUMNS, CSV_COLUMNS, strict=True)))
 
     def _write_csv(self, row: dict[str, Any]) -> None:
         buf = io.StringIO()

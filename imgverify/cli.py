@@ -184,6 +184,7 @@ def scan_cmd(
             yield from iter_url_file(str(urls))
 
     skip: set[str] = set()
+    stream: Any
     if out is not None:
         if resume:
             skip = already_done(out, fmt)
@@ -219,7 +220,8 @@ def scan_cmd(
 
                 def tick(_r: dict[str, Any]) -> None:
                     done = bar.tasks[0].completed + 1
-                    bar.update(task, completed=done, rate=done / max(1e-9, time.perf_counter() - t0))
+                    elapsed = max(1e-9, time.perf_counter() - t0)
+                    bar.update(task, completed=done, rate=done / elapsed)
 
                 summary = scan(inputs(), config, writer, nworkers, skip, tick)
         else:

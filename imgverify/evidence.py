@@ -24,6 +24,7 @@ class ExifEvidence:
     camera: str | None = None
     software: str | None = None
     gps: dict[str, float] | None = None  # {"lat": .., "lon": ..}
+    description: str | None = None  # caption embedded in the file (ImageDescription)
     readable: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -42,7 +43,8 @@ class ExifEvidence:
 
     @property
     def empty(self) -> bool:
-        return not any((self.datetime_original, self.camera, self.software, self.gps))
+        return not any((self.datetime_original, self.camera, self.software, self.gps,
+                        self.description))
 
 
 def _text(tags: dict[str, Any], key: str, limit: int = 200) -> str | None:
@@ -64,7 +66,8 @@ def _parse_datetime(value: str | None) -> str | None:
     if not m:
         return None
     try:
-        parsed = dt.datetime(*(int(g) for g in m.groups()))
+        y, mo, d, hh, mm, ss = (int(g) for g in m.groups())
+        parsed = dt.datetime(y, mo, d, hh, mm, ss)
     except ValueError:  # 0000:00:00 00:00:00 and other impossible dates
         return None
     if parsed.year < 1826:  # before photography: a placeholder, not a date
@@ -131,4 +134,5 @@ def read_exif(data: bytes) -> ExifEvidence:
         camera=camera,
         software=_text(tags, "Image Software"),
         gps=_gps(tags),
+        description=_text(tags, "Image ImageDescription", limit=2000),
     )

@@ -132,7 +132,7 @@ def fetch_url(url: str, policy: FetchPolicy | None = None) -> bytes:
         raise FetchError(f"too many redirects (> {policy.max_redirects}) from {redact_url(url)}")
     except FetchError:
         raise
-    except Exception as exc:  # urllib3 protocol errors, read timeouts inside stream()
+    except Exception as exc:  # noqa: BLE001 - urllib3 protocol errors, read timeouts in stream()
         raise FetchError(f"could not fetch {redact_url(current)}: {type(exc).__name__}") from None
     finally:
         session.close()

@@ -101,8 +101,10 @@ def read_source(source: Source, limits: Limits) -> tuple[str, bytes]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if len(data) > limits.max_bytes:
-            raise ImageTooLargeError(f"input is {len(data)} bytes, over the {limits.max_bytes} limit")
+            raise ImageTooLargeError(
+                f"input is {len(data)} bytes, over the {limits.max_bytes}-byte limit")
         return "<bytes>", data
+    assert not isinstance(source, Image.Image)
     text = os.fspath(source)
     if text == "-":
         data = sys.stdin.buffer.read(limits.max_bytes + 1)
@@ -161,7 +163,8 @@ def open_image(data: bytes, name: str, limits: Limits) -> Image.Image:
             warnings.simplefilter("ignore")
             im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise NotAnImageError(f"{name} is not an image (looks like {_sniff_non_image(data)})") from None
+        kind = _sniff_non_image(data)
+        raise NotAnImageError(f"{name} is not an image (looks like {kind})") from None
     except Image.DecompressionBombError as exc:  # pragma: no cover - cap disabled above
         raise ImageTooLargeError(f"{name}: {exc}") from None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:

@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,7 @@ def _validate(line: int, raw: dict[str, object], base: Path) -> ManifestRow | Ro
     return ManifestRow(line, location, context)
 
 
-def read_manifest(path: str | Path) -> Iterator[ManifestRow | RowError]:
+def read_manifest(path: str | os.PathLike[str]) -> Iterator[ManifestRow | RowError]:
     """Yield validated rows (and row errors) of a CSV or JSONL manifest, streaming."""
     path = Path(path)
     base = path.parent

@@ -37,9 +37,10 @@ class RawMatch:
 
     @property
     def transform(self) -> str | None:
-        bits = []
-        if EDIT_DESCRIPTION[self.dihedral]:
-            bits.append(EDIT_DESCRIPTION[self.dihedral])
+        bits: list[str] = []
+        rotation = EDIT_DESCRIPTION[self.dihedral]
+        if rotation:
+            bits.append(rotation)
         if self.query_part == "trimmed" and self.ref_part == "full":
             bits.append("framed with borders")
         elif self.query_part == "full" and self.ref_part == "trimmed":

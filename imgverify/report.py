@@ -92,7 +92,8 @@ padding:1rem;color:#1a1a1a;line-height:1.45}
 h1{font-size:1.4rem}.verdict{padding:.8rem 1rem;border-radius:8px;font-weight:700;font-size:1.15rem}
 .likely_recycled{background:#fde2e1;border-left:8px solid #c0392b}
 .possibly_recycled{background:#fff2d6;border-left:8px solid #e6a100}
-.no_match{background:#e6f2ea;border-left:8px solid #2e7d4f}.error{background:#eee;border-left:8px solid #555}
+.no_match{background:#e6f2ea;border-left:8px solid #2e7d4f}
+.error{background:#eee;border-left:8px solid #555}
 .pair{display:flex;flex-wrap:wrap;gap:1rem;margin:1rem 0}.pair figure{flex:1 1 300px;margin:0}
 .pair img{max-width:100%;height:auto;border:1px solid #ccc;display:block}
 figcaption{font-size:.9rem;color:#444}table{border-collapse:collapse;width:100%;margin:.5rem 0}
@@ -111,7 +112,8 @@ def to_html(result: CheckResult, query_jpeg: bytes | None,
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
              "img-src data:; style-src 'unsafe-inline'\">",
-             f"<title>imgverify report: {e(result.input)}</title><style>{_CSS}</style></head><body>",
+             f"<title>imgverify report: {e(result.input)}</title>",
+             f"<style>{_CSS}</style></head><body>",
              "<h1>imgverify report</h1>",
              f"<p>Submitted: <b>{e(result.input)}</b>"
              + (f" — claimed date {e(result.claimed_date)}" if result.claimed_date else "")
@@ -154,7 +156,8 @@ def to_html(result: CheckResult, query_jpeg: bytes | None,
         parts.append("</table></section>")
     if not result.matches and qsrc:
         parts.append(f"<div class='pair'><figure><img id='query-img' src='{qsrc}' "
-                     "alt='submitted image'><figcaption>Submitted image</figcaption></figure></div>")
+                     "alt='submitted image'><figcaption>Submitted image</figcaption>"
+                     "</figure></div>")
     parts.append("<h2>Camera metadata (EXIF)</h2><table>")
     for k, v in result.exif.items():
         parts.append(f"<tr><th>{e(k)}</th><td>{e(json.dumps(v, ensure_ascii=False)) if v else '-'}"

@@ -60,7 +60,8 @@ class CheckResult:
     error: dict[str, str] | None = None
     matches: list[Match] = field(default_factory=list)
     exif: dict[str, Any] = field(default_factory=lambda: {
-        "datetime_original": None, "camera": None, "software": None, "gps": None})
+        "datetime_original": None, "camera": None, "software": None, "gps": None,
+        "description": None})
     notes: list[str] = field(default_factory=list)
     claimed_date: str | None = None
     claimed_place: str | None = None

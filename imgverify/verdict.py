@@ -64,7 +64,8 @@ def order_matches(matches: list[Match]) -> list[Match]:
     """Strongest tier first; inside the top tier the earliest dated is the likely original."""
     if not matches:
         return matches
-    likely = sorted((m for m in matches if m.strength == "likely"), key=lambda m: (m.date, -m.score))
+    likely = sorted((m for m in matches if m.strength == "likely"),
+                    key=lambda m: (m.date, -m.score))
     possible = sorted((m for m in matches if m.strength != "likely"), key=lambda m: -m.score)
     ordered = likely + possible
     ordered[0].role = "likely_original"
@@ -122,6 +123,9 @@ def notes_for(verdict: str, matches: list[Match], exif: ExifEvidence,
         gap = (claimed_date - capture).days
         notes.append(f"EXIF says the photo was taken on {capture.isoformat()}, {gap} days before "
                      "the claimed date (camera clocks can be wrong, and EXIF can be edited).")
+    if exif.description and top is not None:
+        notes.append(f"The file carries its own caption: \"{exif.description}\"; compare it "
+                     "with the archived context above.")
     if exif.empty:
         notes.append("The file carries no camera metadata; that is normal for images saved "
                      "from social media and is not a sign of manipulation.")

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine. Creates .venv, installs imgverify from this checkout,
+# then:
+#   bash setup.sh demo   check the shipped examples against the embedded default archive
+#   bash setup.sh test   lint (ruff), type-check (mypy) and run the test suite (pytest)
+#   bash setup.sh        just install
+set -euo pipefail
+cd "$(dirname "$0")"
+task="${1:-install}"
+PY="${PYTHON:-python3}"
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+pip_install() { .venv/bin/python -m pip install --disable-pip-version-check -q "$@"; }
+
+case "$task" in
+  demo)
+    pip_install -e .
+    echo "== A photo circulating as 'last night' (claimed 2025-06-01):"
+    .venv/bin/imgverify check fixtures/examples/viral_rocket_repost.jpg \
+      --claimed-date 2025-06-01 --claimed-place "Springfield"
+    echo
+    echo "== A photo that is not in the archive:"
+    .venv/bin/imgverify check fixtures/not_archived/chelsea.jpg --claimed-date 2025-06-01
+    ;;
+  test)
+    pip_install -e ".[test]"
+    echo "== ruff"; .venv/bin/ruff check imgverify tests bench reference_index fixtures
+    echo "== mypy"; .venv/bin/mypy
+    echo "== pytest"; .venv/bin/python -m pytest -q
+    ;;
+  install)
+    pip_install -e .
+    echo "installed: .venv/bin/imgverify --help"
+    ;;
+  *)
+    echo "usage: bash setup.sh [demo|test|install]" >&2
+    exit 2
+    ;;
+esac
