@@ -25,12 +25,14 @@ from PIL import Image
 from .errors import ArchiveError, ImgVerifyError
 from .evidence import read_exif
 from .hashing import HashSet, PictureHasher, hex_of
-from .index import HashIndex
+from .index import LINEAR_MAX, HashIndex
 from .load import Limits, load
 from .manifest import CONTEXT_FIELDS, ManifestRow, RowError, read_manifest
 from .regions import picture_variants
 
 SCHEMA_VERSION = 1
+#: Archives with at least this many hash rows keep their index cached beside the file.
+CACHE_MIN_ROWS = 20_000
 THUMBNAIL_SIDE = 320
 
 _SCHEMA = """
@@ -332,16 +334,62 @@ class Archive:
         }
 
     # -- the derived index ------------------------------------------------------------------
+    @property
+    def index_cache_dir(self) -> Path:
+        return self.path.with_name(self.path.name + ".index")
+
     def index(self) -> HashIndex:
-        """The current in-memory index, rebuilt if the archive changed since it was built."""
+        """The current in-memory index, rebuilt if the archive changed since it was built.
+
+        Large archives keep a cache beside the file (ARCHIVE.index/), memory-mapped on open
+        and rebuilt when the archive's generation counter has moved on.
+        """
         gen = self.generation()
         with self._index_lock:
             if self._index is None or gen != self._index_generation:
-                rows = self._query("SELECT ref_id, variant, pdq, pdq_quality, phash, dhash, "
-                                   "whash FROM hashes ORDER BY ref_id, variant")
-                self._index = HashIndex.from_rows([(r[0], r[1], _hashset(r[1:])) for r in rows])
+                cache = self.index_cache_dir
+                index = HashIndex.load(cache, gen) if cache.exists() else None
+                if index is None:
+                    index = self._build_index()
+                    if len(index) >= CACHE_MIN_ROWS and not self.readonly:
+                        try:
+                            index.save(cache, gen, with_mih=len(index) > LINEAR_MAX)
+                        except OSError:
+                            pass  # a cache we cannot write only costs time
+                self._index = index
                 self._index_generation = gen
             return self._index
+
+    def _build_index(self) -> HashIndex:
+        import numpy as np
+
+        cur = self._conn().execute("SELECT ref_id, variant, pdq, pdq_quality, phash, dhash, "
+                                   "whash FROM hashes ORDER BY ref_id, variant")
+        keys: list[int] = []
+        parts: list[str] = []
+        quality: list[int] = []
+        pdq, ph, dh, wh = bytearray(), bytearray(), bytearray(), bytearray()
+        while True:
+            rows = cur.fetchmany(10_000)
+            if not rows:
+                break
+            for r in rows:
+                keys.append(r[0])
+                parts.append(r[1])
+                pdq += r[2]
+                quality.append(r[3])
+                ph += r[4]
+                dh += r[5]
+                wh += r[6]
+        if not keys:
+            return HashIndex.empty()
+
+        def u64(buf: bytearray) -> np.ndarray:
+            return np.frombuffer(bytes(buf), dtype=">u8").astype(np.uint64)
+
+        return HashIndex.from_arrays(np.array(keys, np.int64), parts,
+                                     u64(pdq).reshape(-1, 4), u64(ph), u64(dh), u64(wh),
+                                     np.array(quality, np.int64))
 
     # -- writing ----------------------------------------------------------------------------
     def _require_writable(self) -> None:

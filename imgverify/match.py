@@ -72,7 +72,7 @@ def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
                              thresholds.pdq_radius, thresholds.phash_radius, limit)
         for c in cands:
             qh = hasher.hashset(c.dihedral)
-            ref = _row_hashset(index, c.row)
+            ref = index.hashset(c.row)
             distances = {a: hamming(qh.get(a), ref.get(a)) for a in ALGORITHMS}
             combined = combined_distance(distances)
             prev = best.get(c.ref_key)
@@ -81,10 +81,3 @@ def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
                     c.ref_key, combined, distances, c.dihedral, part_name, c.ref_part,
                     crop_fraction=(pic.width * pic.height) / query.area)
     return sorted(best.values(), key=lambda m: m.combined)
-
-
-def _row_hashset(index: HashIndex, row: int) -> HashSet:
-    words = index.pdq[row]
-    pdq = int.from_bytes(words.astype(">u8").tobytes(), "big")
-    return HashSet(pdq, int(index.quality[row]), int(index.phash[row]), int(index.dhash[row]),
-                   int(index.whash[row]))
