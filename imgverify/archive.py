@@ -24,6 +24,7 @@ from PIL import Image
 
 from .errors import ArchiveError, ImgVerifyError
 from .evidence import read_exif
+from .features import REF_FEATURES, FeatureIndex, LocalFeatures, extract
 from .hashing import HashSet, PictureHasher, hex_of
 from .index import LINEAR_MAX, HashIndex
 from .load import Limits, load
@@ -56,6 +57,11 @@ CREATE TABLE IF NOT EXISTS hashes (
     PRIMARY KEY (ref_id, variant)
 );
 CREATE INDEX IF NOT EXISTS refs_date ON refs(date);
+CREATE TABLE IF NOT EXISTS features (
+    ref_id INTEGER PRIMARY KEY REFERENCES refs(id) ON DELETE CASCADE,
+    width INTEGER NOT NULL, height INTEGER NOT NULL,
+    points BLOB NOT NULL, descriptors BLOB NOT NULL
+);
 """
 
 
@@ -111,6 +117,7 @@ class PreparedReference:
     thumbnail: bytes
     exif: dict[str, Any]
     hashes: list[tuple[str, HashSet]]
+    features: LocalFeatures | None = None
     line: int = 0
 
 
@@ -146,7 +153,8 @@ def prepare_reference(row: ManifestRow, limits: Limits | None = None) -> Prepare
     return PreparedReference(
         sha256=loaded.sha256, image_uri=row.image, context=dict(row.context),
         width=loaded.original_size[0], height=loaded.original_size[1], format=loaded.format,
-        thumbnail=make_thumbnail(loaded.image), exif=exif, hashes=hashes, line=row.line,
+        thumbnail=make_thumbnail(loaded.image), exif=exif, hashes=hashes,
+        features=extract(loaded.image, REF_FEATURES), line=row.line,
     )
 
 
@@ -176,6 +184,8 @@ class Archive:
         self._index_lock = threading.Lock()
         self._index: HashIndex | None = None
         self._index_generation: str | None = None
+        self._features: FeatureIndex | None = None
+        self._features_generation: str | None = None
         if not self.path.exists():
             if readonly or not create:
                 raise ArchiveError(f"no archive at {self.path}; create one with "
@@ -360,6 +370,22 @@ class Archive:
                 self._index_generation = gen
             return self._index
 
+    def feature_index(self) -> FeatureIndex:
+        """Local features of every reference (for crops, insets, screenshots), cached."""
+        gen = self.generation()
+        with self._index_lock:
+            if self._features is None or gen != self._features_generation:
+                keys: list[int] = []
+                feats: list[LocalFeatures] = []
+                cur = self._conn().execute("SELECT ref_id, width, height, points, descriptors "
+                                           "FROM features ORDER BY ref_id")
+                for r in cur:
+                    keys.append(r[0])
+                    feats.append(LocalFeatures.from_blobs(r[3], r[4], r[1], r[2]))
+                self._features = FeatureIndex(keys, feats)
+                self._features_generation = gen
+            return self._features
+
     def _build_index(self) -> HashIndex:
         import numpy as np
 
@@ -436,6 +462,11 @@ class Archive:
                         [(key, name, hs.pdq.to_bytes(32, "big"), hs.pdq_quality,
                           _u64(hs.phash), _u64(hs.dhash), _u64(hs.whash))
                          for name, hs in ref.hashes])
+                    conn.execute("DELETE FROM features WHERE ref_id=?", (key,))
+                    if ref.features is not None and len(ref.features):
+                        pts, desc = ref.features.to_blobs()
+                        conn.execute("INSERT INTO features VALUES (?, ?, ?, ?, ?)",
+                                     (key, ref.features.width, ref.features.height, pts, desc))
                 self._bump_generation(conn)
         except sqlite3.OperationalError as exc:
             raise ArchiveError(_explain_write_error(self.path, exc)) from None

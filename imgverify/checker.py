@@ -12,8 +12,9 @@ import time
 from .archive import Archive
 from .errors import ImgVerifyError
 from .evidence import ExifEvidence, read_exif
-from .load import Limits, LoadedImage, Source, describe_source, load
-from .match import QueryHashes, find
+from .features import FEATURE_SIDE
+from .load import Limits, LoadedImage, Source, describe_source, load, picture_for_features
+from .match import QueryHashes, find, find_local
 from .result import ERROR, NOT_AUTHENTIC_NOTE, CheckResult, Match
 from .verdict import (
     DEFAULT_THRESHOLDS,
@@ -81,6 +82,8 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         zero = {"pdq": 0, "phash": 0, "dhash": 0, "whash": 0}
         matches.append(_match(refs[exact.key], 1.0, "likely", zero, "identical file", claimed,
                               True))
+    if thresholds.use_local_features and not any(m.strength == "likely" for m in matches):
+        _add_local_matches(loaded, archive, thresholds, matches, claimed)
     matches = order_matches(matches)[:max_matches]
     verdict = decide(matches)
     hs = query.default_hashset()
@@ -91,6 +94,39 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         hashes=hs.to_hex(), image_size=loaded.original_size,
         elapsed_ms=(time.perf_counter() - started) * 1000, picture=loaded.image,
     )
+
+
+def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
+                       matches: list[Match], claimed: dt.date | None) -> None:
+    """Crops, insets and screenshots: local features with geometric verification."""
+    picture = picture_for_features(loaded, FEATURE_SIDE)
+    found = find_local(picture, archive.feature_index(), thresholds)
+    if not found:
+        return
+    refs = archive.references([g.ref_key for g in found])
+    by_key = {m.key: m for m in matches}
+    for g in found:
+        ref = refs.get(g.ref_key)
+        if ref is None:
+            continue
+        strength = "likely" if g.inliers >= thresholds.local_likely else "possible"
+        score = min(1.0, 0.5 + g.inliers / (4.0 * thresholds.local_likely))
+        existing = by_key.get(g.ref_key)
+        if existing is not None:
+            if existing.strength != "likely" and strength == "likely":
+                existing.strength = "likely"
+            existing.score = max(existing.score, score)
+            existing.region = g.region
+            existing.distances["local_inliers"] = g.inliers
+            existing.transform = g.describe()
+            existing.method = "global_hashes+local_features"
+            continue
+        m = _match(ref, score, strength, {"local_inliers": g.inliers}, g.describe(), claimed,
+                   False)
+        m.region = g.region
+        m.method = "local_features"
+        matches.append(m)
+        by_key[g.ref_key] = m
 
 
 def _match(ref, score, strength, distances, transform, claimed, exact):  # type: ignore[no-untyped-def]

@@ -263,6 +263,30 @@ def _apply_orientation(im: Image.Image, orientation: int) -> Image.Image:
     return im.transpose(_ORIENTATION_TRANSPOSE[orientation])
 
 
+def picture_for_features(loaded: LoadedImage, long_side: int) -> Image.Image:
+    """The picture at >= `long_side` pixels on its long side where the original allows,
+    re-decoding the original bytes at a larger scale only when the hash picture is smaller."""
+    have = max(loaded.image.size)
+    if have >= long_side or have >= max(loaded.original_size) or loaded.format == "PIL":
+        return loaded.image
+    try:
+        im = open_image(loaded.data, loaded.name, Limits(max_pixels=2**62))
+        ratio = max(im.size) / long_side
+        if im.format in ("JPEG", "MPO") and ratio >= 2:
+            target = max(1, int(min(im.size) / ratio))
+            im.draft("RGB", (target, target))
+        im.load()
+        rgb = _to_rgb(im)
+        if max(rgb.size) > 2 * long_side:
+            rgb.thumbnail((2 * long_side, 2 * long_side))
+        orientation = int(im.getexif().get(0x0112, 1) or 1)
+        if orientation in range(2, 9):
+            rgb = _apply_orientation(rgb, orientation)
+        return rgb
+    except Exception:  # noqa: BLE001 - the hash picture is a safe fallback
+        return loaded.image
+
+
 def load(source: Source, limits: Limits | None = None, reduce: bool = True) -> LoadedImage:
     """Read and decode any supported source; raises a typed InputError on bad input."""
     limits = limits or Limits()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from .features import QUERY_FEATURES, FeatureIndex, GeometricMatch, extract
 from .hashing import (
     ALGORITHMS,
     DIHEDRAL_TRANSPOSE,
@@ -81,3 +82,24 @@ def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
                     c.ref_key, combined, distances, c.dihedral, part_name, c.ref_part,
                     crop_fraction=(pic.width * pic.height) / query.area)
     return sorted(best.values(), key=lambda m: m.combined)
+
+
+def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresholds,
+               skip: set[int] | None = None) -> list[GeometricMatch]:
+    """References found by local features + RANSAC, strongest first (mirror tried if none)."""
+    if len(features) == 0:
+        return []
+    skip = skip or set()
+    found: list[GeometricMatch] = []
+    for mirrored in (False, True):
+        pic = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirrored else picture
+        query = extract(pic, QUERY_FEATURES)
+        for key, _votes in features.vote(query):
+            if key in skip:
+                continue
+            gm = features.verify(query, key, mirrored=mirrored)
+            if gm is not None and gm.inliers >= thresholds.local_possible:
+                found.append(gm)
+        if found:
+            break
+    return sorted(found, key=lambda g: -g.inliers)

@@ -36,6 +36,10 @@ class Match:
     days_before_claim: int | None = None
     role: str = "candidate"  # likely_original | later_publication | candidate
     exact_copy: bool = False
+    #: where the archived photo sits in the submitted image (x0, y0, x1, y1 in 0..1), when
+    #: found by local features
+    region: tuple[float, float, float, float] | None = None
+    method: str = "global_hashes"  # or "local_features" or "sha256"
     sha256: str | None = None
     key: int = 0  # archive row, for thumbnails; not serialised
 
@@ -48,6 +52,8 @@ class Match:
             "credit": self.credit, "license": self.license, "published": self.published,
             "distances": dict(self.distances), "transform": self.transform,
             "exact_copy": self.exact_copy, "days_before_claim": self.days_before_claim,
+            "method": self.method,
+            "region": [round(v, 4) for v in self.region] if self.region else None,
             "sha256": self.sha256,
         }
 

@@ -29,6 +29,10 @@ class Thresholds:
     #: candidate radii for the index (wider than any match we accept)
     pdq_radius: int = 80
     phash_radius: int = 18
+    #: local-feature stage (crops, insets, screenshots): RANSAC inliers needed
+    use_local_features: bool = True
+    local_likely: int = 30
+    local_possible: int = 15
 
 
 DEFAULT_THRESHOLDS = Thresholds()

@@ -1,0 +1,190 @@
+"""Local features for the edits global hashes cannot survive: heavy crops, insets, screenshots.
+
+Each reference keeps up to `REF_FEATURES` ORB keypoints (OpenCV) with their 32-byte binary
+descriptors: about 5 KB per reference, stored in the archive. At query time the query's ORB
+descriptors vote for references through one exact nearest-neighbour pass over all stored
+descriptors (faiss binary flat index, SIMD popcount); the few references with most votes are
+verified geometrically: a similarity transform (rotation, scale, translation) fitted with
+RANSAC must explain enough matches. The transform tells what was done to the photo: how much
+of it is visible (crop), where it sits in the submitted image (inset, screenshot, collage),
+and by how many degrees it was turned.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+#: Keypoints kept per reference (strongest first) and extracted per query.
+REF_FEATURES = 160
+QUERY_FEATURES = 500
+#: Long side of the picture features are computed on.
+FEATURE_SIDE = 640
+#: A descriptor pair further apart than this (of 256 bits) is no match.
+MAX_DESCRIPTOR_DISTANCE = 64
+
+
+@dataclass
+class LocalFeatures:
+    """Keypoint positions normalised to [0, 1] of the picture, and ORB descriptors."""
+
+    points: np.ndarray  # (K, 2) float32, x/width and y/height
+    descriptors: np.ndarray  # (K, 32) uint8
+    width: int
+    height: int
+
+    def to_blobs(self) -> tuple[bytes, bytes]:
+        return (self.points.astype(np.float16).tobytes(),
+                np.ascontiguousarray(self.descriptors, dtype=np.uint8).tobytes())
+
+    @classmethod
+    def from_blobs(cls, points: bytes, descriptors: bytes, width: int,
+                   height: int) -> LocalFeatures:
+        pts = np.frombuffer(points, dtype=np.float16).astype(np.float32).reshape(-1, 2)
+        desc = np.frombuffer(descriptors, dtype=np.uint8).reshape(-1, 32)
+        return cls(pts, desc, width, height)
+
+    def __len__(self) -> int:
+        return int(self.descriptors.shape[0])
+
+
+def _gray_array(picture: Image.Image, side: int) -> np.ndarray:
+    gray = picture.convert("L")
+    if max(gray.size) > side:
+        gray = gray.copy()
+        gray.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return np.asarray(gray)
+
+
+def extract(picture: Image.Image, max_features: int, side: int = FEATURE_SIDE) -> LocalFeatures:
+    """ORB keypoints of the picture, strongest first (empty for flat or tiny pictures)."""
+    import cv2
+
+    arr = _gray_array(picture, side)
+    h, w = arr.shape
+    if min(h, w) < 32:
+        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), w, h)
+    orb = cv2.ORB_create(  # type: ignore[attr-defined]
+        nfeatures=max_features * 2, fastThreshold=12, edgeThreshold=15,
+                         patchSize=31)
+    keypoints, desc = orb.detectAndCompute(arr, None)
+    if desc is None or not keypoints:
+        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), w, h)
+    order = np.argsort([-k.response for k in keypoints])[:max_features]
+    pts = np.array([keypoints[i].pt for i in order], dtype=np.float32)
+    pts[:, 0] /= w
+    pts[:, 1] /= h
+    return LocalFeatures(pts, desc[order], w, h)
+
+
+@dataclass
+class GeometricMatch:
+    ref_key: int
+    inliers: int
+    matches: int
+    rotation_deg: float
+    scale: float  # query pixels per reference pixel (in normalised-aspect units)
+    visible_fraction: float  # share of the reference's area visible in the query
+    region: tuple[float, float, float, float]  # reference's box in the query, normalised
+    region_fraction: float  # share of the query's area the photo occupies
+    mirrored: bool = False
+
+    def describe(self) -> str:
+        bits = []
+        if self.mirrored:
+            bits.append("mirrored")
+        if abs(self.rotation_deg) >= 1.5:
+            direction = "counter-clockwise" if self.rotation_deg > 0 else "clockwise"
+            bits.append(f"rotated about {abs(self.rotation_deg):.0f}° {direction}")
+        if self.visible_fraction < 0.93:
+            bits.append(f"cropped to about {self.visible_fraction * 100:.0f}% of the original")
+        if self.region_fraction < 0.8:
+            bits.append(f"shown inside a larger image (screenshot, story frame, collage or "
+                        f"caption), filling about {self.region_fraction * 100:.0f}% of it")
+        return ", ".join(bits) or "matched by local features"
+
+
+class FeatureIndex:
+    """All references' descriptors in one faiss binary index, with owners and positions."""
+
+    def __init__(self, ref_keys: list[int], features: list[LocalFeatures]) -> None:
+        import faiss
+
+        self.by_key = dict(zip(ref_keys, features, strict=True))
+        counts = [len(f) for f in features]
+        self.owner = np.repeat(np.array(ref_keys, dtype=np.int64), counts)
+        self.size = int(sum(counts))
+        self._faiss = faiss.IndexBinaryFlat(256)
+        if self.size:
+            self._faiss.add(np.concatenate([f.descriptors for f in features if len(f)]))
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * (32 + 8 + 4) + len(self.by_key) * 64
+
+    def vote(self, query: LocalFeatures, top: int = 5, min_votes: int = 6
+             ) -> list[tuple[int, int]]:
+        """[(ref_key, votes)] of the references most query descriptors land nearest to."""
+        if self.size == 0 or len(query) == 0:
+            return []
+        dist, idx = self._faiss.search(np.ascontiguousarray(query.descriptors), 1)
+        ok = (idx[:, 0] >= 0) & (dist[:, 0] <= MAX_DESCRIPTOR_DISTANCE)
+        if not ok.any():
+            return []
+        owners = self.owner[idx[ok, 0]]
+        keys, votes = np.unique(owners, return_counts=True)
+        order = np.argsort(-votes)[:top]
+        return [(int(keys[i]), int(votes[i])) for i in order if votes[i] >= min_votes]
+
+    def verify(self, query: LocalFeatures, ref_key: int, mirrored: bool = False
+               ) -> GeometricMatch | None:
+        """Fit a similarity transform reference -> query with RANSAC over mutual matches."""
+        import cv2
+
+        ref = self.by_key.get(ref_key)
+        if ref is None or len(ref) < 4 or len(query) < 4:
+            return None
+        matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+        pairs = [m for m in matcher.match(ref.descriptors, query.descriptors)
+                 if m.distance <= MAX_DESCRIPTOR_DISTANCE]
+        if len(pairs) < 6:
+            return None
+        # work in pixel units of each picture so that rotation and scale are meaningful
+        ref_idx = np.array([m.queryIdx for m in pairs])
+        qry_idx = np.array([m.trainIdx for m in pairs])
+        src = ref.points[ref_idx] * np.array([ref.width, ref.height], dtype=np.float32)
+        dst = query.points[qry_idx] * np.array([query.width, query.height], dtype=np.float32)
+        tol = 0.02 * max(query.width, query.height)
+        model, inliers = cv2.estimateAffinePartial2D(
+            src.reshape(-1, 1, 2), dst.reshape(-1, 1, 2), method=cv2.RANSAC,
+            ransacReprojThreshold=max(3.0, tol), maxIters=2000, confidence=0.995)
+        if model is None or inliers is None:
+            return None
+        n_in = int(inliers.sum())
+        scale = math.hypot(model[0, 0], model[1, 0])
+        if not (0.05 <= scale <= 20):
+            return None
+        rotation = math.degrees(math.atan2(model[1, 0], model[0, 0]))
+        corners = np.array([[0, 0], [ref.width, 0], [ref.width, ref.height],
+                            [0, ref.height]], dtype=np.float32).reshape(-1, 1, 2)
+        mapped = cv2.transform(corners, model).reshape(-1, 2)
+        qw, qh = query.width, query.height
+        x0, y0 = mapped.min(axis=0)
+        x1, y1 = mapped.max(axis=0)
+        cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(qw, x1), min(qh, y1)
+        visible_box = max(0.0, cx1 - cx0) * max(0.0, cy1 - cy0)
+        full_box = max(1e-6, (x1 - x0) * (y1 - y0))
+        region = (float(cx0 / qw), float(cy0 / qh), float(cx1 / qw), float(cy1 / qh))
+        if mirrored:
+            region = (1 - region[2], region[1], 1 - region[0], region[3])
+            rotation = -rotation
+        return GeometricMatch(
+            ref_key=ref_key, inliers=n_in, matches=len(pairs), rotation_deg=rotation,
+            scale=scale, visible_fraction=float(min(1.0, visible_box / full_box)),
+            region=region, region_fraction=float(visible_box / (qw * qh)), mirrored=mirrored)
