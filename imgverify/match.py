@@ -42,7 +42,11 @@ class RawMatch:
         rotation = EDIT_DESCRIPTION[self.dihedral]
         if rotation:
             bits.append(rotation)
-        if self.query_part == "trimmed" and self.ref_part == "full":
+        if self.query_part == "photo":
+            bits.append("framed inside a larger layout (screenshot, story or caption bar)")
+        elif self.query_part.startswith("tile-"):
+            bits.append("inset as one tile of a collage")
+        elif self.query_part == "trimmed" and self.ref_part == "full":
             bits.append("framed with borders")
         elif self.query_part == "full" and self.ref_part == "trimmed":
             bits.append("borders of the original removed")
@@ -53,7 +57,8 @@ class QueryHashes:
     """Hashes of every part of one query picture, computed once and reused across searches."""
 
     def __init__(self, rgb: Image.Image) -> None:
-        self.parts = [(name, pic, PictureHasher(pic)) for name, pic in picture_variants(rgb)]
+        self.parts = [(name, pic, PictureHasher(pic))
+                      for name, pic in picture_variants(rgb, query=True)]
         self.area = rgb.width * rgb.height
 
     def default_hashset(self) -> HashSet:

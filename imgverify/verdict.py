@@ -31,8 +31,8 @@ class Thresholds:
     phash_radius: int = 18
     #: local-feature stage (crops, insets, screenshots): RANSAC inliers needed
     use_local_features: bool = True
-    local_likely: int = 30
-    local_possible: int = 15
+    local_likely: int = 35
+    local_possible: int = 20
 
 
 DEFAULT_THRESHOLDS = Thresholds()
