@@ -128,9 +128,10 @@ class FeatureIndex:
     def nbytes(self) -> int:
         return self.size * (32 + 8 + 4) + len(self.by_key) * 64
 
-    def vote(self, query: LocalFeatures, top: int = 5, min_votes: int = 6
+    def vote(self, query: LocalFeatures, top: int = 5, min_votes: int = 8
              ) -> list[tuple[int, int]]:
-        """[(ref_key, votes)] of the references most query descriptors land nearest to."""
+        """[(ref_key, votes)] of the references that get clearly more nearest-neighbour votes
+        than chance would give them (so verification cost does not grow with the archive)."""
         if self.size == 0 or len(query) == 0:
             return []
         dist, idx = self._faiss.search(np.ascontiguousarray(query.descriptors), 1)
@@ -140,7 +141,13 @@ class FeatureIndex:
         owners = self.owner[idx[ok, 0]]
         keys, votes = np.unique(owners, return_counts=True)
         order = np.argsort(-votes)[:top]
-        return [(int(keys[i]), int(votes[i])) for i in order if votes[i] >= min_votes]
+        out = []
+        for i in order:
+            key = int(keys[i])
+            expected = owners.size * len(self.by_key[key]) / max(1, self.size)
+            if votes[i] >= max(min_votes, 3.0 * expected + 4.0):
+                out.append((key, int(votes[i])))
+        return out
 
     def verify(self, query: LocalFeatures, ref_key: int, mirrored: bool = False
                ) -> GeometricMatch | None:

@@ -149,6 +149,7 @@ class PictureHasher:
         self._pdq_variants: list[int] | None = None
         self._quality = 0
         self._small: dict[int, tuple[int, int, int]] = {}
+        self._phash: dict[int, int] = {}
 
     @property
     def pdq_variants(self) -> list[int]:
@@ -161,12 +162,21 @@ class PictureHasher:
         _ = self.pdq_variants
         return self._quality
 
+    def _oriented_gray(self, variant: int) -> Image.Image:
+        op = DIHEDRAL_TRANSPOSE[variant]
+        return self._gray if op is None else self._gray.transpose(op)
+
     def small(self, variant: int = 0) -> tuple[int, int, int]:
         if variant not in self._small:
-            op = DIHEDRAL_TRANSPOSE[variant]
-            gray = self._gray if op is None else self._gray.transpose(op)
-            self._small[variant] = small_hashes(gray)
+            self._small[variant] = small_hashes(self._oriented_gray(variant))
+            self._phash[variant] = self._small[variant][0]
         return self._small[variant]
+
+    def phash(self, variant: int = 0) -> int:
+        """pHash alone (the index's second key), without the dearer wavelet hash."""
+        if variant not in self._phash:
+            self._phash[variant] = imagehash_to_int(imagehash.phash(self._oriented_gray(variant)))
+        return self._phash[variant]
 
     def hashset(self, variant: int = 0) -> HashSet:
         p, d, w = self.small(variant)

@@ -66,7 +66,7 @@ class QueryHashes:
 
 
 def phash_variants(hasher: PictureHasher) -> list[int]:
-    return [hasher.small(k)[0] for k in range(len(DIHEDRAL_TRANSPOSE))]
+    return [hasher.phash(k) for k in range(len(DIHEDRAL_TRANSPOSE))]
 
 
 def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
