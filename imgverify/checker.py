@@ -10,6 +10,7 @@ import datetime as dt
 import time
 
 from .archive import Archive
+from .claims import check_claims, timeline
 from .errors import ImgVerifyError
 from .evidence import ExifEvidence, read_exif
 from .features import FEATURE_SIDE
@@ -87,11 +88,14 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
     matches = order_matches(matches)[:max_matches]
     verdict = decide(matches)
     hs = query.default_hashset()
+    findings = [f.to_dict() for f in check_claims(matches, exif, claimed, claimed_place)]
+    events = [e.to_dict() for e in timeline(matches, exif, claimed)]
     return CheckResult(
         input=label, verdict=verdict, sha256=loaded.sha256, matches=matches,
         exif=exif.to_dict(), notes=notes_for(verdict, matches, exif, claimed, claimed_place),
         claimed_date=claimed.isoformat() if claimed else None, claimed_place=claimed_place,
-        hashes=hs.to_hex(), image_size=loaded.original_size,
+        hashes=hs.to_hex(), image_size=loaded.original_size, claim_checks=findings,
+        timeline=events,
         elapsed_ms=(time.perf_counter() - started) * 1000, picture=loaded.image,
     )
 

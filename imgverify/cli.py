@@ -101,6 +101,8 @@ def check(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text | json | html")] = "text",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the report here "
                                                 "instead of stdout.")] = None,
+    no_color: Annotated[bool, typer.Option("--no-color", help="Plain text even on a "
+                                           "terminal.")] = False,
     max_pixels: MaxPixelsOpt = Limits().max_pixels,
     max_bytes: MaxBytesOpt = Limits().max_bytes,
     allow_private_urls: PrivateOpt = False,
@@ -127,6 +129,13 @@ def check(
         qjpeg = query_thumbnail(result.picture) if result.picture is not None else None
         refs = {m.reference_id: arch.thumbnail(m.key) for m in result.matches}
         text = to_html(result, qjpeg, refs)
+    elif out is None and not no_color and sys.stdout.isatty():
+        from rich.console import Console
+
+        from .report import print_rich
+
+        print_rich(result, Console())
+        raise typer.Exit(EXIT_BAD_INPUT if result.verdict == "error" else EXIT_OK)
     else:
         text = to_text(result)
     if out is not None:

@@ -54,12 +54,56 @@ def to_text(result: CheckResult) -> str:
         lines.append(f"    evidence: {_describe_distances(m.distances)} (Hamming distances; "
                      "unrelated photos differ in about half the bits)")
         lines.append(f"    reference: {m.reference_id}")
+    if result.timeline and result.matches:
+        lines.append("  timeline:")
+        for t in result.timeline:
+            lines.append(f"    {t['date']}  {t['what']}")
+    for f in result.claim_checks:
+        lines.append(f"  finding ({f['strength']}): {f['finding']}")
     exif = {k: v for k, v in result.exif.items() if v}
     if exif:
         lines.append("  exif: " + "; ".join(f"{k}={v}" for k, v in exif.items()))
     for note in result.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines) + "\n"
+
+
+VERDICT_STYLE = {LIKELY: "bold white on red", POSSIBLY: "bold black on yellow",
+                 NO_MATCH: "bold white on green", ERROR: "bold white on grey37"}
+
+
+def print_rich(result: CheckResult, console: Any) -> None:
+    """Coloured terminal rendering (rich): verdict line, matches table, timeline, findings."""
+    from rich.table import Table
+    from rich.text import Text
+
+    console.print(Text(f" {result.verdict.upper()} ", style=VERDICT_STYLE[result.verdict]),
+                  Text(f" {HEADLINE[result.verdict]}"))
+    console.print(Text(f"input: {result.input}", style="dim"))
+    if result.error:
+        console.print(Text(f"{result.error['kind']}: {result.error['message']}", style="red"))
+    if result.matches:
+        table = Table(show_lines=True, expand=True)
+        for col in ("#", "date", "event / place", "source / credit", "edits", "score"):
+            table.add_column(col, overflow="fold")
+        for i, m in enumerate(result.matches, 1):
+            table.add_row(
+                Text(f"{i} {m.role.replace('_', ' ')}"), Text(m.date),
+                Text(f"{m.event or '-'}\n{m.place or ''}"),
+                Text(f"{m.source or '-'}\n{m.source_url or ''}\n{m.credit or ''}"),
+                Text(m.transform or "none detected"),
+                Text(f"{m.score:.2f} {m.strength}\n{_describe_distances(m.distances)}"))
+        console.print(table)
+    if result.timeline and result.matches:
+        console.print(Text("timeline", style="bold"))
+        for t in result.timeline:
+            style = "yellow" if t["kind"] == "claim" else ""
+            console.print(Text(f"  {t['date']}  {t['what']}", style=style))
+    for f in result.claim_checks:
+        style = {"strong": "bold", "moderate": "", "weak": "dim", "info": "dim"}[f["strength"]]
+        console.print(Text(f"- [{f['strength']}] {f['finding']}", style=style))
+    for note in result.notes[-1:]:
+        console.print(Text(note, style="italic"))
 
 
 def _data_uri(jpeg: bytes | None) -> str | None:
@@ -99,7 +143,10 @@ h1{font-size:1.4rem}.verdict{padding:.8rem 1rem;border-radius:8px;font-weight:70
 figcaption{font-size:.9rem;color:#444}table{border-collapse:collapse;width:100%;margin:.5rem 0}
 td,th{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top;
 overflow-wrap:anywhere;unicode-bidi:plaintext}th{width:11rem;color:#555;font-weight:600}
-.caveat{font-style:italic;color:#333}.match{border:1px solid #ddd;border-radius:8px;padding:.8rem;
+.caveat{font-style:italic;color:#333}.frame{position:relative;display:inline-block;max-width:100%}
+.region{position:absolute;border:3px solid #e00;box-shadow:0 0 0 2px #fff;pointer-events:none}
+.timeline li.claim{color:#a05a00}.findings li.strong b{color:#c0392b}
+.match{border:1px solid #ddd;border-radius:8px;padding:.8rem;
 margin:1rem 0;break-inside:avoid}@media print{.pair figure{flex:1 1 45%}}
 """
 
@@ -129,8 +176,15 @@ def to_html(result: CheckResult, query_jpeg: bytes | None,
         parts.append(f"<section class='match' id='match-{i + 1}'><h2>Match {i + 1}: "
                      f"{e(m.event or 'archived photo')} ({e(m.date)})</h2><div class='pair'>")
         if qsrc:
-            parts.append(f"<figure><img id='query-img-{i + 1}' src='{qsrc}' alt='submitted image'>"
-                         "<figcaption>Submitted image</figcaption></figure>")
+            overlay = ""
+            if m.region:
+                x0, y0, x1, y1 = (max(0.0, min(1.0, float(v))) * 100 for v in m.region)
+                overlay = (f"<div class='region' style='left:{x0:.2f}%;top:{y0:.2f}%;"
+                           f"width:{x1 - x0:.2f}%;height:{y1 - y0:.2f}%'></div>")
+            parts.append(f"<figure><div class='frame'><img id='query-img-{i + 1}' src='{qsrc}' "
+                         f"alt='submitted image'>{overlay}</div><figcaption>Submitted image"
+                         + (" (the matched photo is outlined)" if overlay else "")
+                         + "</figcaption></figure>")
         if rsrc:
             parts.append(f"<figure><img id='ref-img-{i + 1}' src='{rsrc}' alt='archived photo'>"
                          f"<figcaption>Archived photo, dated {e(m.date)}</figcaption></figure>")
@@ -158,11 +212,24 @@ def to_html(result: CheckResult, query_jpeg: bytes | None,
         parts.append(f"<div class='pair'><figure><img id='query-img' src='{qsrc}' "
                      "alt='submitted image'><figcaption>Submitted image</figcaption>"
                      "</figure></div>")
+    if result.timeline and result.matches:
+        parts.append("<h2>Timeline</h2><ol class='timeline'>")
+        for t in result.timeline:
+            cls = " class='claim'" if t["kind"] == "claim" else ""
+            parts.append(f"<li{cls}><b>{e(t['date'])}</b> — {e(t['what'])}"
+                         + (f" ({e(t['source'])})" if t.get("source") else "") + "</li>")
+        parts.append("</ol>")
+    if result.claim_checks:
+        parts.append("<h2>Claim checks</h2><ul class='findings'>")
+        for f in result.claim_checks:
+            parts.append(f"<li class='{e(f['strength'])}'><b>{e(f['strength'])}</b>: "
+                         f"{e(f['finding'])}</li>")
+        parts.append("</ul>")
     parts.append("<h2>Camera metadata (EXIF)</h2><table>")
     for k, v in result.exif.items():
         parts.append(f"<tr><th>{e(k)}</th><td>{e(json.dumps(v, ensure_ascii=False)) if v else '-'}"
                      "</td></tr>")
-    parts.append("</table><h2>Findings</h2><ul>")
+    parts.append("</table><h2>Summary</h2><ul>")
     parts.extend(f"<li>{e(n)}</li>" for n in result.notes)
     parts.append("</ul><p class='caveat'>A match shows the photo was archived before; "
                  "\"no match\" only means it is not in this archive, never that it is authentic."

@@ -72,6 +72,10 @@ class CheckResult:
     claimed_date: str | None = None
     claimed_place: str | None = None
     hashes: dict[str, Any] = field(default_factory=dict)
+    #: plain-language findings about the claim (see claims.Finding), strongest first
+    claim_checks: list[dict[str, Any]] = field(default_factory=list)
+    #: archived publications, EXIF capture and the claimed date, in date order
+    timeline: list[dict[str, Any]] = field(default_factory=list)
     image_size: tuple[int, int] | None = None
     elapsed_ms: float | None = None
     #: the decoded (reduced) picture, for reports; never serialised
@@ -91,6 +95,7 @@ class CheckResult:
             "error": self.error, "matches": [m.to_dict() for m in self.matches],
             "exif": dict(self.exif), "notes": list(self.notes),
             "claimed_date": self.claimed_date, "claimed_place": self.claimed_place,
+            "claim_checks": list(self.claim_checks), "timeline": list(self.timeline),
             "hashes": dict(self.hashes),
             "image_size": list(self.image_size) if self.image_size else None,
             "elapsed_ms": round(self.elapsed_ms, 1) if self.elapsed_ms is not None else None,
