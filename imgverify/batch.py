@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import multiprocessing
 import os
 import time
 from collections import Counter, deque
@@ -48,8 +49,10 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
         for item in items:
             yield fn(item)
         return
+    # "spawn": workers never inherit OpenMP/OpenCV thread state or open SQLite handles
+    context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, initializer=initializer,
-                             initargs=initargs) as pool:
+                             initargs=initargs, mp_context=context) as pool:
         pending: deque[Future[R]] = deque()
         limit = workers * in_flight_per_worker
         for item in items:

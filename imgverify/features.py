@@ -63,6 +63,7 @@ def extract(picture: Image.Image, max_features: int, side: int = FEATURE_SIDE) -
     """ORB keypoints of the picture, strongest first (empty for flat or tiny pictures)."""
     import cv2
 
+    cv2.setNumThreads(1)
     arr = _gray_array(picture, side)
     h, w = arr.shape
     if min(h, w) < 32:
@@ -113,6 +114,7 @@ class FeatureIndex:
     def __init__(self, ref_keys: list[int], features: list[LocalFeatures]) -> None:
         import faiss
 
+        faiss.omp_set_num_threads(1)  # batch scans parallelise across processes instead
         self.by_key = dict(zip(ref_keys, features, strict=True))
         counts = [len(f) for f in features]
         self.owner = np.repeat(np.array(ref_keys, dtype=np.int64), counts)
