@@ -210,21 +210,34 @@ def scan_cmd(
     show = progress and sys.stderr.isatty()
     try:
         if show:
+            import threading
+            import time
+
+            from rich.console import Console
             from rich.progress import (
+                BarColumn,
                 MofNCompleteColumn,
                 Progress,
                 SpinnerColumn,
                 TextColumn,
                 TimeElapsedColumn,
+                TimeRemainingColumn,
             )
 
             with Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"),
-                          MofNCompleteColumn(), TextColumn("{task.fields[rate]:.1f} img/s"),
-                          TimeElapsedColumn(), transient=False,
-                          console=__import__("rich.console").console.Console(stderr=True)) as bar:
+                          BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[rate]:.1f} img/s"), TimeElapsedColumn(),
+                          TextColumn("ETA"), TimeRemainingColumn(), transient=False,
+                          console=Console(stderr=True)) as bar:
                 task = bar.add_task("scanning", total=None, rate=0.0)
-                import time
 
+                def count_inputs() -> None:
+                    # a second, cheap walk so the bar can show a total and an ETA while the
+                    # first one streams work; the scan never waits for it
+                    n = sum(1 for item in inputs() if item not in skip)
+                    bar.update(task, total=n)
+
+                threading.Thread(target=count_inputs, daemon=True).start()
                 t0 = time.perf_counter()
 
                 def tick(_r: dict[str, Any]) -> None:

@@ -101,22 +101,6 @@ def notes_for(verdict: str, matches: list[Match], exif: ExifEvidence,
                      + (f" ({ctx})" if ctx else "") + ".")
         if top.transform:
             notes.append(f"Compared with the archived photo it appears {top.transform}.")
-        if claimed_date is not None and top.days_before_claim is not None:
-            if top.days_before_claim > 0:
-                notes.append(f"The archived photo is dated {top.days_before_claim} days before "
-                             f"the claimed date {claimed_date.isoformat()}: the photo existed "
-                             "before the event it is said to show.")
-            elif top.days_before_claim == 0:
-                notes.append("The archived photo is dated on the claimed date.")
-            else:
-                notes.append("The archived photo is dated after the claimed date.")
-        if claimed_place and top.place:
-            if claimed_place.strip().lower() in top.place.lower() or \
-                    top.place.lower() in claimed_place.strip().lower():
-                notes.append(f"The archived place ({top.place}) agrees with the claimed place.")
-            else:
-                notes.append(f"The archived place ({top.place}) differs from the claimed place "
-                             f"({claimed_place}).")
         later = [m for m in matches[1:] if m.role == "later_publication"]
         if later:
             notes.append(f"{len(later)} later publication(s) of the same photo are archived.")
@@ -130,10 +114,7 @@ def notes_for(verdict: str, matches: list[Match], exif: ExifEvidence,
     if exif.description and top is not None:
         notes.append(f"The file carries its own caption: \"{exif.description}\"; compare it "
                      "with the archived context above.")
-    if exif.empty:
-        notes.append("The file carries no camera metadata; that is normal for images saved "
-                     "from social media and is not a sign of manipulation.")
-    elif exif.software:
+    if exif.software:
         notes.append(f"EXIF names editing or processing software: {exif.software}.")
     notes.append(NOT_AUTHENTIC_NOTE)
     return notes
