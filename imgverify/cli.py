@@ -186,9 +186,9 @@ def scan_cmd(
     arch.close()
     walk_errors: list[tuple[str, str]] = []
 
-    def inputs() -> Any:
+    def inputs(errors: list[tuple[str, str]] | None = walk_errors) -> Any:
         if paths:
-            yield from iter_inputs(paths, all_files=all_files, errors=walk_errors)
+            yield from iter_inputs(paths, all_files=all_files, errors=errors)
         if urls is not None:
             yield from iter_url_file(str(urls))
 
@@ -234,7 +234,7 @@ def scan_cmd(
                 def count_inputs() -> None:
                     # a second, cheap walk so the bar can show a total and an ETA while the
                     # first one streams work; the scan never waits for it
-                    n = sum(1 for item in inputs() if item not in skip)
+                    n = sum(1 for item in inputs(None) if item not in skip)
                     bar.update(task, total=n)
 
                 threading.Thread(target=count_inputs, daemon=True).start()
