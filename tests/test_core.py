@@ -192,7 +192,7 @@ def test_scan_csv_and_two_workers_agree(photo_archive: tuple[Path, list[Path]],
 def test_ingest_is_idempotent_and_reports_bad_rows(tmp_path: Path) -> None:
     photos = sorted((PHOTOS / "coco128" / "val2017").glob("*.jpg"))[:4]
     manifest = tmp_path / "m.jsonl"
-    lines = [json.dumps({"image": str(p), "date": "2020-01-0%d" % (i + 1), "event": f"e{i}"})
+    lines = [json.dumps({"image": str(p), "date": f"2020-01-0{i + 1}", "event": f"e{i}"})
              for i, p in enumerate(photos)]
     lines.insert(1, json.dumps({"image": "missing.jpg", "date": "2020-01-01"}))
     lines.insert(3, "{not json")
