@@ -25,6 +25,16 @@ case "$task" in
     .venv/bin/imgverify check fixtures/not_archived/chelsea.jpg --claimed-date 2025-06-01
     ;;
   test)
+    # the browser test needs Debian's Chromium and ChromeDriver (never a downloaded browser)
+    if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+      if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing chromium and chromium-driver (Debian packages)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+      else
+        echo "!! chromium/chromedriver missing and not root: the browser test will be skipped" >&2
+      fi
+    fi
     pip_install -e ".[test]"
     echo "== ruff"; .venv/bin/ruff check imgverify tests bench reference_index fixtures
     echo "== mypy"; .venv/bin/mypy
