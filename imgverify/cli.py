@@ -163,6 +163,9 @@ def scan_cmd(
     all_files: Annotated[bool, typer.Option(help="Also check files without an image "
                                             "extension.")] = False,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    report: Annotated[Optional[Path], typer.Option(
+        "--report", help="Also write a self-contained HTML summary (recycled finds first).")
+    ] = None,
     max_pixels: MaxPixelsOpt = Limits().max_pixels,
     max_bytes: MaxBytesOpt = Limits().max_bytes,
     allow_private_urls: PrivateOpt = False,
@@ -203,6 +206,17 @@ def scan_cmd(
     else:
         write_header = True
         stream = sys.stdout
+    finds: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+
+    def collect(result: dict[str, Any]) -> None:
+        if report is None:
+            return
+        if result["verdict"] in ("likely_recycled", "possibly_recycled") and len(finds) < 500:
+            finds.append(result)
+        elif result["verdict"] == "error" and len(failures) < 1000:
+            failures.append(result)
+
     config = ScanConfig(archive_path=arch_path, claimed_date=claimed_date,
                         limits=_limits(max_pixels, max_bytes, allow_private_urls))
     writer = LineWriter(stream, fmt, write_header)
@@ -240,14 +254,15 @@ def scan_cmd(
                 threading.Thread(target=count_inputs, daemon=True).start()
                 t0 = time.perf_counter()
 
-                def tick(_r: dict[str, Any]) -> None:
+                def tick(r: dict[str, Any]) -> None:
+                    collect(r)
                     done = bar.tasks[0].completed + 1
                     elapsed = max(1e-9, time.perf_counter() - t0)
                     bar.update(task, completed=done, rate=done / elapsed)
 
                 summary = scan(inputs(), config, writer, nworkers, skip, tick)
         else:
-            summary = scan(inputs(), config, writer, nworkers, skip)
+            summary = scan(inputs(), config, writer, nworkers, skip, collect)
     except KeyboardInterrupt:
         _fail("interrupted; every line written is complete: re-run with --resume to continue",
               130)
@@ -259,11 +274,33 @@ def scan_cmd(
         if stream is not sys.stdout:
             stream.close()
     summary.walk_errors = walk_errors
+    if report is not None:
+        _write_batch_report(report, summary.to_dict(), finds, failures, arch_path)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items())) or "nothing"
     typer.echo(f"imgverify scan: {summary.total} checked ({counts}); "
                f"{summary.skipped} skipped as already done; {summary.rate:.1f} images/s"
                + (f"; {len(walk_errors)} unreadable folders" if walk_errors else ""), err=True)
     raise typer.Exit(EXIT_BAD_INPUT if summary.errors or walk_errors else EXIT_OK)
+
+
+def _write_batch_report(path: Path, summary: dict[str, Any], finds: list[dict[str, Any]],
+                        failures: list[dict[str, Any]], archive_path: str) -> None:
+    from .load import load
+    from .report import query_thumbnail, to_batch_html
+
+    finds.sort(key=lambda r: (r["verdict"] != "likely_recycled", -r["matches"][0]["score"]))
+    arch = _open_archive(archive_path)
+    qthumbs: dict[str, bytes | None] = {}
+    rthumbs: dict[str, bytes | None] = {}
+    for r in finds:
+        try:
+            qthumbs[r["input"]] = query_thumbnail(load(r["input"]).image, side=240)
+        except ImgVerifyError:
+            qthumbs[r["input"]] = None
+        ref = arch.get(r["matches"][0]["reference_id"])
+        rthumbs[r["matches"][0]["reference_id"]] = arch.thumbnail(ref.key) if ref else None
+    path.write_text(to_batch_html(summary, finds, qthumbs, rthumbs, failures), encoding="utf-8")
+    typer.echo(f"imgverify scan: HTML summary written to {path}", err=True)
 
 
 @app.command("hash")

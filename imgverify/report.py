@@ -235,3 +235,61 @@ def to_html(result: CheckResult, query_jpeg: bytes | None,
                  "\"no match\" only means it is not in this archive, never that it is authentic."
                  "</p></body></html>")
     return "".join(parts)
+
+
+def to_batch_html(summary: dict[str, Any], finds: list[dict[str, Any]],
+                  query_jpegs: dict[str, bytes | None],
+                  reference_jpegs: dict[str, bytes | None], errors: list[dict[str, Any]]) -> str:
+    """One self-contained page for a scan: recycled finds first, with thumbnails and details."""
+    e = html.escape
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
+             "img-src data:; style-src 'unsafe-inline'\">",
+             f"<title>imgverify scan summary</title><style>{_CSS}"
+             ".thumbs img{max-width:220px;max-height:160px;margin-right:.5rem}</style>"
+             "</head><body><h1>imgverify scan summary</h1>"]
+    counts = ", ".join(f"{e(str(k))}: {e(str(v))}" for k, v in
+                       sorted(summary.get("verdicts", {}).items()))
+    parts.append(f"<p id='counts'>{e(str(summary.get('checked', 0)))} checked — {counts}</p>")
+    parts.append("<h2>Recycled finds</h2>")
+    if not finds:
+        parts.append("<p>None in this archive.</p>")
+    parts.append("<ol>")
+    for i, r in enumerate(finds):
+        parts.append(f"<li><a href='#find-{i}'>{e(r['input'])}</a> — {e(r['verdict'])}: "
+                     f"{e(r['matches'][0].get('event') or 'archived photo')} "
+                     f"({e(r['matches'][0]['date'])})</li>")
+    parts.append("</ol>")
+    for i, r in enumerate(finds):
+        m = r["matches"][0]
+        q = _data_uri(query_jpegs.get(r["input"]))
+        ref = _data_uri(reference_jpegs.get(m["reference_id"]))
+        parts.append(f"<section class='match' id='find-{i}'><h3>{e(r['input'])}</h3>"
+                     f"<div class='verdict {e(r['verdict'])}'>{e(HEADLINE[r['verdict']])}</div>"
+                     "<div class='thumbs'>")
+        if q:
+            parts.append(f"<img src='{q}' alt='submitted image'>")
+        if ref:
+            parts.append(f"<img src='{ref}' alt='archived photo'>")
+        href = _safe_href(m.get("source_url"))
+        parts.append("</div><table>")
+        for label, key in (("Event", "event"), ("Date", "date"), ("Place", "place"),
+                           ("Caption", "caption"), ("Source", "source"), ("Credit", "credit"),
+                           ("Edits detected", "transform")):
+            parts.append(f"<tr><th>{label}</th><td>{e(str(m.get(key) or '-'))}</td></tr>")
+        if href:
+            parts.append(f"<tr><th>Link</th><td><a href='{e(href)}' rel='noopener noreferrer'>"
+                         f"{e(href)}</a></td></tr>")
+        parts.append(f"<tr><th>Score</th><td>{e(str(m.get('score')))}</td></tr></table>"
+                     "</section>")
+    if errors:
+        parts.append(f"<h2>Inputs that could not be checked ({len(errors)})</h2><ul>")
+        for r in errors[:1000]:
+            err = r.get("error") or {}
+            parts.append(f"<li>{e(r['input'])}: {e(str(err.get('kind')))} — "
+                         f"{e(str(err.get('message')))}</li>")
+        parts.append("</ul>")
+    parts.append("<p class='caveat'>\"No match\" only means not in this archive, never that an "
+                 "image is authentic.</p></body></html>")
+    return "".join(parts)

@@ -117,3 +117,20 @@ def test_hostile_archive_strings_render_inert(browser: object, tmp_path: Path) -
     widths = _images_loaded(browser)
     assert widths and all(w > 0 for w in widths)
     browser.save_screenshot(str(tmp_path / "hostile.png"))  # type: ignore[attr-defined]
+
+
+def test_scan_summary_report(browser: object, tmp_path: Path) -> None:
+    summary = tmp_path / "summary.html"
+    out = tmp_path / "results.jsonl"
+    res = runner.invoke(app, ["scan", str(ROOT / "fixtures"), "--out", str(out), "--report",
+                              str(summary), "--workers", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    browser.get(summary.as_uri())  # type: ignore[attr-defined]
+    body = browser.find_element("tag name", "body").text  # type: ignore[attr-defined]
+    assert "5 checked" in body and "likely_recycled: 3" in body
+    # recycled finds come first, each linking to its details
+    links = browser.find_elements("css selector", "ol li a")  # type: ignore[attr-defined]
+    assert len(links) == 3 and all(a.get_attribute("href").endswith(f"#find-{i}")
+                                   for i, a in enumerate(links))
+    widths = _images_loaded(browser)
+    assert len(widths) == 6 and all(w > 0 for w in widths)
