@@ -84,7 +84,7 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         matches.append(_match(refs[exact.key], 1.0, "likely", zero, "identical file", claimed,
                               True))
     if thresholds.use_local_features and not any(m.strength == "likely" for m in matches):
-        _add_local_matches(loaded, archive, thresholds, matches, claimed)
+        _add_local_matches(loaded, archive, thresholds, matches, claimed, query)
     matches = order_matches(matches)[:max_matches]
     verdict = decide(matches)
     hs = query.default_hashset()
@@ -101,10 +101,11 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
 
 
 def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
-                       matches: list[Match], claimed: dt.date | None) -> None:
+                       matches: list[Match], claimed: dt.date | None,
+                       query: QueryHashes) -> None:
     """Crops, insets and screenshots: local features with geometric verification."""
     picture = picture_for_features(loaded, FEATURE_SIDE)
-    found = find_local(picture, archive.feature_index(), thresholds)
+    found = find_local(picture, archive.feature_index(), thresholds, query.inner_regions())
     if not found:
         return
     refs = archive.references([g.ref_key for g in found])

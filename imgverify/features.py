@@ -13,7 +13,9 @@ and by how many degrees it was turned.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -69,16 +71,30 @@ def extract(picture: Image.Image, max_features: int, side: int = FEATURE_SIDE) -
     if min(h, w) < 32:
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), w, h)
     orb = cv2.ORB_create(  # type: ignore[attr-defined]
-        nfeatures=max_features * 2, fastThreshold=12, edgeThreshold=15,
+        nfeatures=max_features * 4, fastThreshold=12, edgeThreshold=15,
                          patchSize=31)
     keypoints, desc = orb.detectAndCompute(arr, None)
     if desc is None or not keypoints:
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), w, h)
-    order = np.argsort([-k.response for k in keypoints])[:max_features]
+    order = _spread(keypoints, w, h, max_features)
     pts = np.array([keypoints[i].pt for i in order], dtype=np.float32)
     pts[:, 0] /= w
     pts[:, 1] /= h
     return LocalFeatures(pts, desc[order], w, h)
+
+
+def _spread(keypoints: Sequence[Any], w: int, h: int, limit: int, grid: int = 6) -> np.ndarray:
+    """Indices of the strongest keypoints, taken round-robin from a grid of cells, so that a
+    block of high-contrast text (app chrome, captions) cannot take all of them."""
+    xy = np.array([k.pt for k in keypoints], dtype=np.float32)
+    response = np.array([k.response for k in keypoints], dtype=np.float32)
+    cell = (np.minimum(grid - 1, (xy[:, 1] * grid / h).astype(int)) * grid
+            + np.minimum(grid - 1, (xy[:, 0] * grid / w).astype(int)))
+    order = np.lexsort((-response, cell))  # by cell, strongest first inside a cell
+    sorted_cells = cell[order]
+    rank = np.arange(order.size) - np.searchsorted(sorted_cells, sorted_cells)
+    chosen = order[np.lexsort((-response[order], rank))][:limit]
+    return chosen
 
 
 @dataclass

@@ -22,7 +22,7 @@ from .hashing import (
     hamming,
 )
 from .index import HashIndex
-from .regions import picture_variants
+from .regions import find_parts
 from .verdict import Thresholds, combined_distance
 
 
@@ -57,9 +57,18 @@ class QueryHashes:
     """Hashes of every part of one query picture, computed once and reused across searches."""
 
     def __init__(self, rgb: Image.Image) -> None:
+        self.size = rgb.size
+        self.boxes = find_parts(rgb, query=True)
         self.parts = [(name, pic, PictureHasher(pic))
-                      for name, pic in picture_variants(rgb, query=True)]
+                      for (name, box) in self.boxes
+                      for pic in [rgb if name == "full" else rgb.crop(box)]]
         self.area = rgb.width * rgb.height
+
+    def inner_regions(self) -> list[tuple[str, tuple[float, float, float, float]]]:
+        """Photo band and collage tiles as (name, normalised box), for the local stage."""
+        w, h = self.size
+        return [(name, (b[0] / w, b[1] / h, b[2] / w, b[3] / h)) for name, b in self.boxes
+                if name == "photo" or name.startswith("tile-")]
 
     def default_hashset(self) -> HashSet:
         return self.parts[0][2].hashset(0)
@@ -90,21 +99,50 @@ def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
 
 
 def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresholds,
-               skip: set[int] | None = None) -> list[GeometricMatch]:
-    """References found by local features + RANSAC, strongest first (mirror tried if none)."""
+               regions: list[tuple[str, tuple[float, float, float, float]]] | None = None
+               ) -> list[GeometricMatch]:
+    """References found by local features + RANSAC, strongest first.
+
+    The whole picture is tried first, then (if nothing verified) its mirror image, then each
+    inner region (photo band, collage tiles) on its own so the photo's keypoints are not
+    crowded out by the rest of the layout. Regions are reported in whole-picture terms.
+    """
     if len(features) == 0:
         return []
-    skip = skip or set()
-    found: list[GeometricMatch] = []
-    for mirrored in (False, True):
-        pic = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirrored else picture
+    found: dict[int, GeometricMatch] = {}
+
+    def attempt(pic: Image.Image, mirrored: bool,
+                box: tuple[float, float, float, float] | None) -> None:
         query = extract(pic, QUERY_FEATURES)
         for key, _votes in features.vote(query):
-            if key in skip:
-                continue
             gm = features.verify(query, key, mirrored=mirrored)
-            if gm is not None and gm.inliers >= thresholds.local_possible:
-                found.append(gm)
-        if found:
-            break
-    return sorted(found, key=lambda g: -g.inliers)
+            if gm is None or gm.inliers < thresholds.local_possible:
+                continue
+            if box is not None:
+                gm = _in_parent(gm, box)
+            if key not in found or gm.inliers > found[key].inliers:
+                found[key] = gm
+
+    attempt(picture, False, None)
+    if not found:
+        attempt(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), True, None)
+    if not found:
+        w, h = picture.size
+        for _name, (x0, y0, x1, y1) in regions or []:
+            box = (int(x0 * w), int(y0 * h), int(x1 * w), int(y1 * h))
+            if box[2] - box[0] < 48 or box[3] - box[1] < 48:
+                continue
+            attempt(picture.crop(box), False, (x0, y0, x1, y1))
+            if found:
+                break
+    return sorted(found.values(), key=lambda g: -g.inliers)
+
+
+def _in_parent(gm: GeometricMatch, box: tuple[float, float, float, float]) -> GeometricMatch:
+    """Express a match found inside `box` (normalised) in whole-picture terms."""
+    bx0, by0, bx1, by1 = box
+    bw, bh = bx1 - bx0, by1 - by0
+    rx0, ry0, rx1, ry1 = gm.region
+    gm.region = (bx0 + rx0 * bw, by0 + ry0 * bh, bx0 + rx1 * bw, by0 + ry1 * bh)
+    gm.region_fraction = gm.region_fraction * bw * bh
+    return gm

@@ -66,11 +66,18 @@ def photo_region(rgb: Image.Image) -> tuple[int, int, int, int] | None:
     if h < 32 or w < 32:
         return None
     busy = _busy_mask(g)
-    rows = np.convolve(busy.mean(axis=1), np.ones(3) / 3, mode="same") > 0.45
-    y0, y1 = _longest_run(rows, max(1, h // 60))
+    # chrome and caption bars are mostly their flat background colour between the glyphs;
+    # photo rows are textured and rarely that exact colour
+    edge = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    background = float(np.median(edge))
+    flat = np.abs(g - background) <= 8
+    photo_rows = (busy.mean(axis=1) > 0.45) & (flat.mean(axis=1) < 0.3)
+    rows = np.convolve(photo_rows.astype(float), np.ones(3) / 3, mode="same") > 0.5
+    y0, y1 = _longest_run(rows, max(1, h // 80))
     if y1 - y0 < 0.15 * h:
         return None
-    cols = np.convolve(busy[y0:y1].mean(axis=0), np.ones(3) / 3, mode="same") > 0.3
+    photo_cols = (busy[y0:y1].mean(axis=0) > 0.3) & (flat[y0:y1].mean(axis=0) < 0.3)
+    cols = np.convolve(photo_cols.astype(float), np.ones(3) / 3, mode="same") > 0.5
     x0, x1 = _longest_run(cols, max(1, w // 60))
     if x1 - x0 < 0.15 * w:
         return None
@@ -133,24 +140,32 @@ def grid_tiles(rgb: Image.Image) -> list[tuple[str, tuple[int, int, int, int]]]:
     return tiles
 
 
-def picture_variants(rgb: Image.Image, query: bool = False) -> list[tuple[str, Image.Image]]:
-    """[("full", picture)] plus the photo-like parts found inside it.
+Box = tuple[int, int, int, int]
+
+
+def find_parts(rgb: Image.Image, query: bool = False) -> list[tuple[str, Box]]:
+    """[("full", whole box)] plus the photo-like parts found inside the picture.
 
     References store "full" and "trimmed" only; queries also try the photo band and collage
     tiles, which are cheap to hash and catch the framings global hashes miss.
     """
-    variants = [("full", rgb)]
+    parts: list[tuple[str, Box]] = [("full", (0, 0, rgb.width, rgb.height))]
     box = trim_uniform_borders(rgb)
     if box is not None:
-        variants.append(("trimmed", rgb.crop(box)))
+        parts.append(("trimmed", box))
     if not query:
-        return variants
+        return parts
     region = photo_region(rgb)
     if region is not None and (box is None or _iou(region, box) < 0.9):
-        variants.append(("photo", rgb.crop(region)))
-    for name, tile in grid_tiles(rgb):
-        variants.append((name, rgb.crop(tile)))
-    return variants
+        parts.append(("photo", region))
+    parts.extend(grid_tiles(rgb))
+    return parts
+
+
+def picture_variants(rgb: Image.Image, query: bool = False) -> list[tuple[str, Image.Image]]:
+    """The parts of `find_parts` as pictures."""
+    return [(name, rgb if name == "full" else rgb.crop(box))
+            for name, box in find_parts(rgb, query)]
 
 
 def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:

@@ -24,8 +24,10 @@ BITS = {"pdq": 256, "phash": 64, "dhash": 64, "whash": 64}
 class Thresholds:
     """Operating point. Defaults from bench/thresholds.py on ../shared/data/photos."""
 
-    likely: float = 0.14
-    possible: float = 0.20
+    # bench/thresholds.py (TUNE split, 370 photos, 171,125 non-matching pairs): distance at
+    # an extrapolated per-pair false-positive rate of 1e-9 and 1e-8
+    likely: float = 0.15
+    possible: float = 0.175
     #: candidate radii for the index (wider than any match we accept)
     pdq_radius: int = 80
     phash_radius: int = 18
