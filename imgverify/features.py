@@ -53,11 +53,21 @@ class LocalFeatures:
         return int(self.descriptors.shape[0])
 
 
+#: Pictures smaller than this (thumbnails) are enlarged before keypoint detection: ORB's
+#: 31-pixel patches and its scale pyramid need room, and a reposted thumbnail must still
+#: meet its full-size original somewhere in that pyramid.
+MIN_FEATURE_SIDE = 480
+
+
 def _gray_array(picture: Image.Image, side: int) -> np.ndarray:
     gray = picture.convert("L")
     if max(gray.size) > side:
         gray = gray.copy()
         gray.thumbnail((side, side), Image.Resampling.BILINEAR)
+    elif max(gray.size) < MIN_FEATURE_SIDE:
+        f = MIN_FEATURE_SIDE / max(gray.size)
+        gray = gray.resize((round(gray.width * f), round(gray.height * f)),
+                           Image.Resampling.BICUBIC)
     return np.asarray(gray)
 
 
@@ -71,7 +81,7 @@ def extract(picture: Image.Image, max_features: int, side: int = FEATURE_SIDE) -
     if min(h, w) < 32:
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), w, h)
     orb = cv2.ORB_create(  # type: ignore[attr-defined]
-        nfeatures=max_features * 4, fastThreshold=12, edgeThreshold=15,
+        nfeatures=max_features * 3, fastThreshold=12, edgeThreshold=15,
                          patchSize=31)
     keypoints, desc = orb.detectAndCompute(arr, None)
     if desc is None or not keypoints:
@@ -124,6 +134,35 @@ class GeometricMatch:
         return ", ".join(bits) or "matched by local features"
 
 
+#: Above this many descriptors, voting uses an inverted-file index (approximate nearest
+#: neighbours: a vote needs most, not all, of them) instead of an exact flat scan.
+IVF_MIN_DESCRIPTORS = 20_000
+
+
+def build_descriptor_index(data: np.ndarray) -> Any:
+    """faiss binary index over ORB descriptors: exact flat scan for small archives, IVF
+    (nlist ~ 4 sqrt(n), nprobe 8, trained on a fixed-seed sample) beyond."""
+    import faiss
+
+    n = int(data.shape[0])
+    if n < IVF_MIN_DESCRIPTORS:
+        flat = faiss.IndexBinaryFlat(256)
+        if n:
+            flat.add(data)
+        return flat
+    nlist = int(min(8192, max(64, 4 * math.sqrt(n))))
+    quantizer: Any = faiss.IndexBinaryFlat(256)
+    index: Any = faiss.IndexBinaryIVF(quantizer, 256, nlist)
+    index.own_fields = True
+    quantizer.this.disown()
+    rng = np.random.default_rng(12345)
+    sample = data[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
+    index.train(sample)
+    index.add(data)
+    index.nprobe = 8
+    return index
+
+
 class FeatureIndex:
     """All references' descriptors in one faiss binary index, with owners and positions."""
 
@@ -135,9 +174,9 @@ class FeatureIndex:
         counts = [len(f) for f in features]
         self.owner = np.repeat(np.array(ref_keys, dtype=np.int64), counts)
         self.size = int(sum(counts))
-        self._faiss = faiss.IndexBinaryFlat(256)
-        if self.size:
-            self._faiss.add(np.concatenate([f.descriptors for f in features if len(f)]))
+        data = (np.concatenate([f.descriptors for f in features if len(f)]) if self.size
+                else np.zeros((0, 32), np.uint8))
+        self._faiss = build_descriptor_index(data)
 
     def __len__(self) -> int:
         return self.size
