@@ -35,7 +35,7 @@ CHUNK_BITS = 16
 MIH_MAX_RADIUS = 31  # exact with one-bit probes over 16 chunks
 #: Below this many rows a linear scan is fast enough (about a millisecond) and keeps the
 #: wide candidate net that edited copies need.
-LINEAR_MAX = 100_000
+LINEAR_MAX = 20_000
 _PROBE_MASKS = np.array([0] + [1 << b for b in range(CHUNK_BITS)], dtype=np.int64)
 
 
