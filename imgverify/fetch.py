@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -119,20 +120,37 @@ def fetch_url(url: str, policy: FetchPolicy | None = None) -> bytes:
                     )
                 chunks: list[bytes] = []
                 total = 0
-                for chunk in resp.raw.stream(65536, decode_content=False):
-                    total += len(chunk)
-                    if total > policy.max_bytes:
-                        raise FetchError(
-                            f"{redact_url(current)} exceeds the {policy.max_bytes}-byte limit"
-                        )
-                    if time.monotonic() > deadline:
-                        raise FetchError(f"timed out fetching {redact_url(current)} (too slow)")
-                    chunks.append(chunk)
+                # read1 returns whatever has arrived, so the deadline is checked after every
+                # packet: a server trickling a byte a second cannot hold the read open; the
+                # watchdog closes the connection for a server that stops sending altogether
+                watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), resp.close)
+                watchdog.daemon = True
+                watchdog.start()
+                try:
+                    while True:
+                        chunk = resp.raw.read1(65536, decode_content=False)
+                        if not chunk:
+                            break
+                        total += len(chunk)
+                        if total > policy.max_bytes:
+                            raise FetchError(
+                                f"{redact_url(current)} exceeds the {policy.max_bytes}-byte limit"
+                            )
+                        if time.monotonic() > deadline:
+                            raise FetchError(
+                                f"timed out fetching {redact_url(current)} (too slow)")
+                        chunks.append(chunk)
+                finally:
+                    watchdog.cancel()
+                if time.monotonic() > deadline:
+                    raise FetchError(f"timed out fetching {redact_url(current)} (too slow)")
                 return b"".join(chunks)
         raise FetchError(f"too many redirects (> {policy.max_redirects}) from {redact_url(url)}")
     except FetchError:
         raise
-    except Exception as exc:  # noqa: BLE001 - urllib3 protocol errors, read timeouts in stream()
+    except Exception as exc:  # noqa: BLE001 - urllib3 protocol errors, timeouts in stream()
+        if time.monotonic() > deadline or "Timeout" in type(exc).__name__:
+            raise FetchError(f"timed out fetching {redact_url(current)}") from None
         raise FetchError(f"could not fetch {redact_url(current)}: {type(exc).__name__}") from None
     finally:
         session.close()
