@@ -34,7 +34,7 @@ from .regions import picture_variants
 SCHEMA_VERSION = 1
 #: Archives with at least this many hash rows keep their index cached beside the file.
 CACHE_MIN_ROWS = 20_000
-THUMBNAIL_SIDE = 320
+THUMBNAIL_SIDE = 256
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -140,7 +140,7 @@ def make_thumbnail(rgb: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
     thumb = rgb.copy()
     thumb.thumbnail((side, side))
     buf = io.BytesIO()
-    thumb.save(buf, "JPEG", quality=80, optimize=True)
+    thumb.save(buf, "JPEG", quality=75, optimize=True)
     return buf.getvalue()
 
 

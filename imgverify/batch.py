@@ -139,13 +139,38 @@ def _init_scan(config: ScanConfig) -> None:
     _scan_state["config"] = config
 
 
+class _Alarm(Exception):
+    pass
+
+
+def _on_alarm(_signum: int, _frame: object) -> None:
+    raise _Alarm()
+
+
 def _scan_one(item: str) -> dict[str, Any]:
+    import signal
+    import threading
+
     from .checker import check
+    from .errors import InputTimeoutError
 
     config: ScanConfig = _scan_state["config"]
+    timed = (config.limits.timeout_s > 0 and hasattr(signal, "setitimer")
+             and threading.current_thread() is threading.main_thread())
     try:
-        result = check(item, _scan_state["archive"], claimed_date=config.claimed_date,
-                       claimed_place=config.claimed_place, limits=config.limits, name=item)
+        if timed:
+            signal.signal(signal.SIGALRM, _on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, config.limits.timeout_s)
+        try:
+            result = check(item, _scan_state["archive"], claimed_date=config.claimed_date,
+                           claimed_place=config.claimed_place, limits=config.limits, name=item)
+        finally:
+            if timed:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Alarm:
+        err = InputTimeoutError(f"{item} took longer than {config.limits.timeout_s:g} s "
+                                "(--timeout); skipped")
+        result = CheckResult(input=item, verdict="error", error=err.to_dict())
     except Exception as exc:  # noqa: BLE001 - one input never stops the run
         result = CheckResult(input=item, verdict="error",
                              error={"kind": "internal_error",

@@ -54,13 +54,21 @@ ArchiveOpt = Annotated[Optional[str], typer.Option(
 MaxPixelsOpt = Annotated[int, typer.Option(
     "--max-pixels", help="Refuse images declaring more pixels (decompression bombs).")]
 MaxBytesOpt = Annotated[int, typer.Option("--max-bytes", help="Refuse larger files/downloads.")]
+MaxFramesOpt = Annotated[int, typer.Option(
+    "--max-frames", help="Refuse animations with more frames (only the first is checked).")]
+TimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", help="Seconds one input may take before it becomes an error line "
+    "(0 = no limit).")]
 PrivateOpt = Annotated[bool, typer.Option(
     "--allow-private-urls", help="Allow URLs on private/loopback addresses (refused by default "
     "so a shared service cannot be used to reach an internal network).")]
 
 
-def _limits(max_pixels: int, max_bytes: int, allow_private: bool = False) -> Limits:
-    return Limits(max_pixels=max_pixels, max_bytes=max_bytes,
+def _limits(max_pixels: int, max_bytes: int, allow_private: bool = False,
+            max_frames: int = Limits().max_frames, timeout_s: float = Limits().timeout_s
+            ) -> Limits:
+    return Limits(max_pixels=max_pixels, max_bytes=max_bytes, max_frames=max_frames,
+                  timeout_s=timeout_s,
                   fetch=FetchPolicy(max_bytes=max_bytes, allow_private=allow_private))
 
 
@@ -105,6 +113,7 @@ def check(
                                            "terminal.")] = False,
     max_pixels: MaxPixelsOpt = Limits().max_pixels,
     max_bytes: MaxBytesOpt = Limits().max_bytes,
+    max_frames: MaxFramesOpt = Limits().max_frames,
     allow_private_urls: PrivateOpt = False,
 ) -> None:
     """Check one image and print the verdict with the original context of any match."""
@@ -116,7 +125,8 @@ def check(
     arch = _open_archive(archive)
     try:
         result = run_check(source, arch, claimed_date=claimed_date, claimed_place=claimed_place,
-                           limits=_limits(max_pixels, max_bytes, allow_private_urls))
+                           limits=_limits(max_pixels, max_bytes, allow_private_urls,
+                                          max_frames))
     except ValueError as exc:
         _fail(str(exc), EXIT_USAGE)
         raise
@@ -168,6 +178,8 @@ def scan_cmd(
     ] = None,
     max_pixels: MaxPixelsOpt = Limits().max_pixels,
     max_bytes: MaxBytesOpt = Limits().max_bytes,
+    max_frames: MaxFramesOpt = Limits().max_frames,
+    timeout: TimeoutOpt = Limits().timeout_s,
     allow_private_urls: PrivateOpt = False,
 ) -> None:
     """Check many images: one JSONL/CSV line per input; bad files become error lines."""
@@ -218,7 +230,8 @@ def scan_cmd(
             failures.append(result)
 
     config = ScanConfig(archive_path=arch_path, claimed_date=claimed_date,
-                        limits=_limits(max_pixels, max_bytes, allow_private_urls))
+                        limits=_limits(max_pixels, max_bytes, allow_private_urls, max_frames,
+                                       timeout))
     writer = LineWriter(stream, fmt, write_header)
     nworkers = workers if workers > 0 else default_workers()
     show = progress and sys.stderr.isatty()

@@ -42,6 +42,10 @@ class ImageTooLargeError(InputError):
     kind = "image_too_large"
 
 
+class InputTimeoutError(InputError):
+    kind = "timeout"
+
+
 class UnsupportedFormatError(InputError):
     kind = "unsupported_format"
 

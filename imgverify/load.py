@@ -64,6 +64,10 @@ class Limits:
 
     max_pixels: int = 200_000_000
     max_bytes: int = 100 * 1024 * 1024
+    #: animations with more frames are refused (only the first frame is ever decoded)
+    max_frames: int = 100_000
+    #: wall-clock seconds one input may take in a scan (enforced by `batch`, per worker)
+    timeout_s: float = 60.0
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
 
 
@@ -181,6 +185,15 @@ def open_image(data: bytes, name: str, limits: Limits) -> Image.Image:
             f"{name} declares {w}x{h} = {w * h:,} pixels, over the {limits.max_pixels:,}-pixel "
             "limit (a possible decompression bomb); raise --max-pixels if it is genuine"
         )
+    if getattr(im, "is_animated", False):
+        try:
+            frames = int(getattr(im, "n_frames", 1))
+        except Exception:  # noqa: BLE001 - a broken later frame does not spoil the first
+            frames = 1
+        if frames > limits.max_frames:
+            raise ImageTooLargeError(f"{name} has {frames:,} frames, over the "
+                                     f"{limits.max_frames:,}-frame limit (--max-frames)")
+        im.seek(0)
     return im
 
 

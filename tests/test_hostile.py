@@ -182,3 +182,23 @@ def test_folder_of_many_empty_files(tmp_path: Path) -> None:
     with out.open() as fh:
         count = sum(1 for line in fh if '"empty_input"' in line)
     assert count == n
+
+
+def test_user_limits_frames_and_timeout(tmp_path: Path) -> None:
+    archive = imgverify.Archive.default()
+    r = imgverify.check(CORPUS / "gif_10000_frames.gif", archive,
+                        limits=imgverify.Limits(max_frames=100))
+    assert r.error is not None and r.error["kind"] == "image_too_large"
+    assert "10,000 frames" in r.error["message"]
+    out = tmp_path / "t.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "imgverify", "scan", str(CORPUS / "cmyk.jpg"),
+                           str(CORPUS / "one_pixel.png"), "--timeout", "0.0005", "--out",
+                           str(out), "--workers", "1", "--no-progress"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    kinds = [json.loads(line)["error"]["kind"] for line in out.read_text().splitlines()]
+    assert kinds == ["timeout", "timeout"]
+    for flag in ("--max-pixels", "--max-bytes", "--max-frames", "--timeout"):
+        helptext = subprocess.run([sys.executable, "-m", "imgverify", "scan", "--help"],
+                                  capture_output=True, text=True).stdout
+        assert flag in helptext
