@@ -1,0 +1,131 @@
+"""The index against brute force, its cache, and the reduced-decode fast path."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import imgverify
+from imgverify.hashing import PictureHasher, hamming
+from imgverify.index import LINEAR_MAX, HashIndex, pdq_words
+from imgverify.load import load
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT.parent / "shared" / "data" / "photos"
+PDQ_REF = ROOT.parent / "shared" / "data" / "pdq-reference"
+
+
+def _index(pdq: np.ndarray) -> HashIndex:
+    n = pdq.shape[0]
+    z = np.zeros(n, np.uint64)
+    return HashIndex(np.arange(n, dtype=np.uint32), np.zeros(n, np.uint8), ["full"], pdq, z,
+                     z, z, np.zeros(n, np.uint8))
+
+
+def _as_int(words: np.ndarray) -> int:
+    return int.from_bytes(words.astype(">u8").tobytes(), "big")
+
+
+def _brute(pdq: np.ndarray, variants: list[int], radius: int) -> dict[int, int]:
+    q = np.stack([pdq_words(v) for v in variants])
+    d = np.min([np.bitwise_count(pdq ^ q[v]).sum(axis=1) for v in range(len(variants))],
+               axis=0)
+    return {int(r): int(d[r]) for r in np.nonzero(d <= radius)[0]}
+
+
+def _planted(rng: np.random.Generator, n: int, clusters: int) -> np.ndarray:
+    pdq = rng.integers(0, 2**63, size=(n, 4), dtype=np.uint64) | (
+        rng.integers(0, 2, size=(n, 4), dtype=np.uint64) << np.uint64(63))
+    for c in range(clusters):  # clusters of 50 near-duplicates with 0-31 bit flips
+        base = _as_int(pdq[c])
+        for j in range(1, 51):
+            v = base
+            for b in rng.choice(256, size=int(rng.integers(0, 32)), replace=False):
+                v ^= 1 << int(b)
+            pdq[clusters + c * 50 + j] = pdq_words(v)
+    return pdq
+
+
+def test_multi_index_equals_brute_force_on_random_and_near_duplicates() -> None:
+    rng = np.random.default_rng(5)
+    pdq = _planted(rng, LINEAR_MAX + 30_000, clusters=40)
+    index = _index(pdq)
+    for trial in range(60):
+        row = int(rng.integers(len(pdq))) if trial % 2 else trial  # cluster heads too
+        variants = [_as_int(pdq[row])] + [int(x) for x in rng.integers(0, 2**63, size=7)]
+        for radius in (0, 10, 31):
+            got = {r: d for r, (d, _v) in index.pdq_within(variants, radius).items()}
+            assert got == _brute(pdq, variants, radius)
+    # search() above LINEAR_MAX takes the multi-index path and returns the same rows
+    cands = index.search([_as_int(pdq[0])] * 8, [0] * 8, 31, 0, limit=10_000)
+    assert {c.row for c in cands} == set(_brute(pdq, [_as_int(pdq[0])], 31))
+
+
+def test_multi_index_on_real_hashes() -> None:
+    if not PHOTOS.exists():
+        pytest.skip("../shared/data/photos is absent")
+    files = sorted((PHOTOS / "bsds500" / "val").glob("*.jpg"))[:60]
+    real = [PictureHasher(load(p).image).hashset(0).pdq for p in files]
+    rng = np.random.default_rng(9)
+    filler = rng.integers(0, 2**63, size=(LINEAR_MAX + 5_000, 4), dtype=np.uint64)
+    pdq = np.concatenate([np.stack([pdq_words(v) for v in real]), filler])
+    index = _index(pdq)
+    for v in real[:30]:
+        got = {r: d for r, (d, _v) in index.pdq_within([v], 31).items()}
+        assert got == _brute(pdq, [v], 31)
+
+
+def test_cache_round_trip_and_staleness(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    pdq = _planted(rng, LINEAR_MAX + 2_000, clusters=5)
+    index = _index(pdq)
+    index.save(tmp_path / "c", "gen-7", with_mih=True)
+    loaded = HashIndex.load(tmp_path / "c", "gen-7")
+    assert loaded is not None
+    assert HashIndex.load(tmp_path / "c", "gen-8") is None
+    variants = [_as_int(pdq[0])]
+    assert loaded.pdq_within(variants, 31) == index.pdq_within(variants, 31)
+
+
+def test_archive_index_equals_rows(tmp_path: Path) -> None:
+    if not PHOTOS.exists():
+        pytest.skip("../shared/data/photos is absent")
+    files = sorted((PHOTOS / "coco128" / "val2017").glob("*.jpg"))[:6]
+    manifest = tmp_path / "m.csv"
+    with manifest.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "date"])
+        for p in files:
+            w.writerow([str(p), "2021-01-01"])
+    archive = imgverify.Archive.open(tmp_path / "a.sqlite")
+    archive.ingest(manifest)
+    index = archive.index()
+    rows = [(ref.key, name, hs) for ref in archive.iter_references()
+            for name, hs in archive.hashes_of(ref.key)]
+    fresh = HashIndex.from_rows(sorted(rows, key=lambda r: (r[0], r[1])))
+    assert len(index) == len(fresh) >= len(files)
+    for i in range(len(index)):
+        assert index.hashset(i) == fresh.hashset(i)
+
+
+def test_reduced_decode_stays_close_to_full_resolution() -> None:
+    """Measured bounds of the fast path (see CHANGELOG): pHash within 4 bits of the
+    full-decode value on every camera photo; PDQ within 10 bits on most and 16 on all (PDQ
+    itself moves up to 24 bits between full resolution and a 512 px Lanczos thumbnail)."""
+    if not PHOTOS.exists():
+        pytest.skip("../shared/data/photos is absent")
+    files = sorted((PHOTOS / "camera_exif").rglob("*.jpg")) + sorted(
+        (PDQ_REF / "pdq/data/reg-test-input").rglob("*.jpg"))
+    pdq_d, ph_d = [], []
+    for p in files:
+        fast = PictureHasher(load(p).image).hashset(0)
+        full = PictureHasher(load(p, reduce=False).image).hashset(0)
+        pdq_d.append(hamming(fast.pdq, full.pdq))
+        ph_d.append(hamming(fast.phash, full.phash))
+    assert max(ph_d) <= 4
+    assert max(pdq_d) <= 16
+    assert sum(d <= 10 for d in pdq_d) >= 0.85 * len(pdq_d)
+    assert float(np.median(pdq_d)) <= 10
