@@ -122,7 +122,12 @@ def test_hostile_archive_strings_render_inert(browser: object, tmp_path: Path) -
 def test_scan_summary_report(browser: object, tmp_path: Path) -> None:
     summary = tmp_path / "summary.html"
     out = tmp_path / "results.jsonl"
-    res = runner.invoke(app, ["scan", str(ROOT / "fixtures"), "--out", str(out), "--report",
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    for sub in ("examples", "not_archived"):
+        for p in (ROOT / "fixtures" / sub).glob("*.jpg"):
+            (folder / p.name).write_bytes(p.read_bytes())
+    res = runner.invoke(app, ["scan", str(folder), "--out", str(out), "--report",
                               str(summary), "--workers", "1", "--no-progress"])
     assert res.exit_code == 0, res.output
     browser.get(summary.as_uri())  # type: ignore[attr-defined]
