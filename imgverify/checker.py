@@ -16,6 +16,7 @@ from .evidence import ExifEvidence, read_exif
 from .features import FEATURE_SIDE
 from .load import Limits, LoadedImage, Source, describe_source, load, picture_for_features
 from .match import QueryHashes, find, find_local
+from .provenance import read_credentials
 from .result import ERROR, NOT_AUTHENTIC_NOTE, CheckResult, Match
 from .verdict import (
     DEFAULT_THRESHOLDS,
@@ -89,6 +90,12 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
     verdict = decide(matches)
     hs = query.default_hashset()
     findings = [f.to_dict() for f in check_claims(matches, exif, claimed, claimed_place)]
+    credentials = read_credentials(loaded.data, loaded.format) if loaded.format != "PIL" else None
+    if credentials is not None and credentials.present:
+        broken = credentials.signature_valid is False or credentials.content_intact is False
+        findings.insert(0, {"check": "content_credentials", "finding": credentials.summary(),
+                            "strength": "strong" if broken else "info",
+                            "supports": "neutral"})
     events = [e.to_dict() for e in timeline(matches, exif, claimed)]
     return CheckResult(
         input=label, verdict=verdict, sha256=loaded.sha256, matches=matches,
@@ -96,6 +103,7 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         claimed_date=claimed.isoformat() if claimed else None, claimed_place=claimed_place,
         hashes=hs.to_hex(), image_size=loaded.original_size, claim_checks=findings,
         timeline=events,
+        content_credentials=credentials.to_dict() if credentials is not None else None,
         elapsed_ms=(time.perf_counter() - started) * 1000, picture=loaded.image,
     )
 

@@ -225,6 +225,19 @@ def to_html(result: CheckResult, query_jpeg: bytes | None,
             parts.append(f"<li class='{e(f['strength'])}'><b>{e(f['strength'])}</b>: "
                          f"{e(f['finding'])}</li>")
         parts.append("</ul>")
+    cc = result.content_credentials
+    if cc and cc.get("present"):
+        parts.append("<h2>Content Credentials (C2PA)</h2><table id='c2pa'>")
+        for label, key in (("Signed by", "signer"), ("Tool", "claim_generator"),
+                           ("Signing time", "signing_time"), ("Signature valid",
+                           "signature_valid"), ("Content unchanged since signing",
+                           "content_intact"), ("Signer trusted", "trusted"),
+                           ("Recorded edits", "actions"), ("Problems", "problems")):
+            value = cc.get(key)
+            text = ", ".join(map(str, value)) if isinstance(value, list) else value
+            shown = "-" if text in (None, "") else str(text)
+            parts.append(f"<tr><th>{label}</th><td>{e(shown)}</td></tr>")
+        parts.append("</table>")
     parts.append("<h2>Camera metadata (EXIF)</h2><table>")
     for k, v in result.exif.items():
         parts.append(f"<tr><th>{e(k)}</th><td>{e(json.dumps(v, ensure_ascii=False)) if v else '-'}"

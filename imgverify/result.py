@@ -74,6 +74,8 @@ class CheckResult:
     hashes: dict[str, Any] = field(default_factory=dict)
     #: plain-language findings about the claim (see claims.Finding), strongest first
     claim_checks: list[dict[str, Any]] = field(default_factory=list)
+    #: Content Credentials (C2PA) found in the file, see provenance.ContentCredentials
+    content_credentials: dict[str, Any] | None = None
     #: archived publications, EXIF capture and the claimed date, in date order
     timeline: list[dict[str, Any]] = field(default_factory=list)
     image_size: tuple[int, int] | None = None
@@ -96,6 +98,7 @@ class CheckResult:
             "exif": dict(self.exif), "notes": list(self.notes),
             "claimed_date": self.claimed_date, "claimed_place": self.claimed_place,
             "claim_checks": list(self.claim_checks), "timeline": list(self.timeline),
+            "content_credentials": self.content_credentials,
             "hashes": dict(self.hashes),
             "image_size": list(self.image_size) if self.image_size else None,
             "elapsed_ms": round(self.elapsed_ms, 1) if self.elapsed_ms is not None else None,
