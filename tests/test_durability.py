@@ -148,3 +148,28 @@ def test_read_only_archive_gives_a_clear_error(tmp_path: Path) -> None:
     finally:
         tmp_path.chmod(0o755)
         archive.chmod(0o644)
+
+
+def test_disk_full_gives_a_clear_error_and_no_damage(tmp_path: Path) -> None:
+    from imgverify import Archive, ArchiveError
+
+    manifest = _make_images(tmp_path / "imgs", 300)
+    archive = Archive(tmp_path / "desk.sqlite")
+    first = tmp_path / "imgs" / "first.csv"
+    lines = manifest.read_text().splitlines()
+    first.write_text("\n".join(lines[:11]) + "\n")
+    assert archive.ingest(first).added == 10
+    pages = archive._conn().execute("PRAGMA page_count").fetchone()[0]
+    # a "disk" with room for only a few more pages: SQLite reports SQLITE_FULL
+    archive._conn().execute(f"PRAGMA max_page_count = {pages + 3}")
+    try:
+        archive.ingest(manifest, batch_size=50)
+    except ArchiveError as exc:
+        assert "disk full" in exc.message and "nothing of this batch" in exc.message
+    else:
+        raise AssertionError("ingest into a full archive must fail")
+    assert archive.integrity_check() == []
+    assert len(archive) >= 10
+    archive.close()
+    reopened = Archive(tmp_path / "desk.sqlite")
+    assert reopened.integrity_check() == [] and len(reopened) >= 10
