@@ -25,6 +25,9 @@ REF_FEATURES = 160
 QUERY_FEATURES = 500
 #: Long side of the picture features are computed on.
 FEATURE_SIDE = 640
+#: Archives this small are verified on their top-voted references outright (cheap), since
+#: chance votes spread over so few references say nothing.
+SMALL_ARCHIVE = 64
 #: A descriptor pair further apart than this (of 256 bits) is no match.
 MAX_DESCRIPTOR_DISTANCE = 64
 
@@ -199,10 +202,11 @@ class FeatureIndex:
         keys, votes = np.unique(owners, return_counts=True)
         order = np.argsort(-votes)[:top]
         out = []
+        small = len(self.by_key) <= SMALL_ARCHIVE  # every reference gets many chance votes
         for i in order:
             key = int(keys[i])
             expected = owners.size * len(self.by_key[key]) / max(1, self.size)
-            if votes[i] >= max(min_votes, 3.0 * expected + 4.0):
+            if votes[i] >= min_votes and (small or votes[i] >= 3.0 * expected + 4.0):
                 out.append((key, int(votes[i])))
         return out
 
@@ -241,7 +245,14 @@ class FeatureIndex:
         qw, qh = query.width, query.height
         x0, y0 = mapped.min(axis=0)
         x1, y1 = mapped.max(axis=0)
-        cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(qw, x1), min(qh, y1)
+        # where the archived photo really shows: its mapped frame, inside the query, and
+        # around the matched keypoints (so a caption bar laid over a crop is left out)
+        pts = dst[inliers.ravel().astype(bool)]
+        pad_x, pad_y = 0.06 * qw, 0.06 * qh
+        cx0 = max(0.0, float(x0), float(pts[:, 0].min()) - pad_x)
+        cy0 = max(0.0, float(y0), float(pts[:, 1].min()) - pad_y)
+        cx1 = min(float(qw), float(x1), float(pts[:, 0].max()) + pad_x)
+        cy1 = min(float(qh), float(y1), float(pts[:, 1].max()) + pad_y)
         visible_box = max(0.0, cx1 - cx0) * max(0.0, cy1 - cy0)
         full_box = max(1e-6, (x1 - x0) * (y1 - y0))
         region = (float(cx0 / qw), float(cy0 / qh), float(cx1 / qw), float(cy1 / qh))
