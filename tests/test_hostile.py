@@ -57,7 +57,8 @@ EXPECTED = {
 }
 VALID = {"garbage_appended.jpg", "polyglot_jpeg_zip.jpg", "gif_10000_frames.gif",
          "animated.webp", "png_16bit_grey.png", "png_palette_trns.png",
-         "png_rgba_half_transparent.png", "cmyk.jpg", "one_pixel.png", "strip_60000x10.png",
+         "png_rgba_half_transparent.png", "cmyk.jpg", "ycck.jpg", "one_pixel.png",
+         "strip_60000x10.png",
          "exif_loop.jpg", "exif_huge_count.jpg", "exif_wrong_types.jpg",
          "exif_makernote_claims_1mb.jpg", "exif_invalid_dates.jpg"}
 
