@@ -141,6 +141,19 @@ def read_source(source: Source, limits: Limits) -> tuple[str, bytes]:
     return text, data
 
 
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
+          (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+
+
+def _image_magic(data: bytes) -> str | None:
+    for magic, fmt in _MAGIC:
+        if data.startswith(magic):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
 def _sniff_non_image(data: bytes) -> str:
     head = data[:512].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
@@ -167,6 +180,10 @@ def open_image(data: bytes, name: str, limits: Limits) -> Image.Image:
             warnings.simplefilter("ignore")
             im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        magic = _image_magic(data)
+        if magic:
+            raise CorruptImageError(f"{name} starts like a {magic} file but its header is "
+                                    "truncated or corrupt") from None
         kind = _sniff_non_image(data)
         raise NotAnImageError(f"{name} is not an image (looks like {kind})") from None
     except Image.DecompressionBombError as exc:  # pragma: no cover - cap disabled above
