@@ -419,6 +419,8 @@ def archive_export(archive: ArchiveOpt = None,
     """Every reference with context and hashes (a manifest you can re-ingest)."""
     import csv
 
+    if fmt not in ("jsonl", "csv"):
+        _fail(f"unknown --format {fmt!r}: use jsonl or csv", EXIT_USAGE)
     arch = _open_archive(archive)
     rows = arch.export()
     if fmt == "csv":
