@@ -158,8 +158,9 @@ def _scan_one(item: str) -> dict[str, Any]:
     timed = (config.limits.timeout_s > 0 and hasattr(signal, "setitimer")
              and threading.current_thread() is threading.main_thread())
     try:
+        previous: Any = None
         if timed:
-            signal.signal(signal.SIGALRM, _on_alarm)
+            previous = signal.signal(signal.SIGALRM, _on_alarm)
             signal.setitimer(signal.ITIMER_REAL, config.limits.timeout_s)
         try:
             result = check(item, _scan_state["archive"], claimed_date=config.claimed_date,
@@ -167,6 +168,7 @@ def _scan_one(item: str) -> dict[str, Any]:
         finally:
             if timed:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
     except _Alarm:
         err = InputTimeoutError(f"{item} took longer than {config.limits.timeout_s:g} s "
                                 "(--timeout); skipped")

@@ -127,7 +127,8 @@ class GeometricMatch:
         if self.mirrored:
             bits.append("mirrored")
         if abs(self.rotation_deg) >= 1.5:
-            direction = "counter-clockwise" if self.rotation_deg > 0 else "clockwise"
+            # image y points down: a positive fitted angle is a clockwise turn on screen
+            direction = "clockwise" if self.rotation_deg > 0 else "counter-clockwise"
             bits.append(f"rotated about {abs(self.rotation_deg):.0f}° {direction}")
         if self.visible_fraction < 0.93:
             bits.append(f"cropped to about {self.visible_fraction * 100:.0f}% of the original")

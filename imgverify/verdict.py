@@ -72,7 +72,10 @@ def order_matches(matches: list[Match]) -> list[Match]:
         return matches
     likely = sorted((m for m in matches if m.strength == "likely"),
                     key=lambda m: (m.date, -m.score))
-    possible = sorted((m for m in matches if m.strength != "likely"), key=lambda m: -m.score)
+    # without a likely tier, the possible matches are the candidates for the original: the
+    # earliest dated first, as for the likely tier
+    possible = sorted((m for m in matches if m.strength != "likely"),
+                      key=(lambda m: -m.score) if likely else (lambda m: (m.date, -m.score)))
     ordered = likely + possible
     ordered[0].role = "likely_original"
     for m in ordered[1:]:
@@ -101,8 +104,10 @@ def notes_for(verdict: str, matches: list[Match], exif: ExifEvidence,
         ctx = ", ".join(x for x in (top.event, top.place) if x)
         notes.append(f"This image {what} a copy of an archived photo dated {top.date}"
                      + (f" ({ctx})" if ctx else "") + ".")
-        if top.transform:
-            notes.append(f"Compared with the archived photo it appears {top.transform}.")
+        if top.exact_copy:
+            notes.append("It is the very same file as the archived photo (identical bytes).")
+        elif top.transform:
+            notes.append(f"Edits detected compared with the archived photo: {top.transform}.")
         later = [m for m in matches[1:] if m.role == "later_publication"]
         if later:
             notes.append(f"{len(later)} later publication(s) of the same photo are archived.")

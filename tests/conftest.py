@@ -1,0 +1,117 @@
+"""Shared fixtures: where the shared photo sets live, manifests, and one small archive of real
+photos built once per session.
+
+The shared data sits beside the checkout (``../shared/data``); tests that need it skip with a
+clear message when it is absent.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import imgverify
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+PDQ_REF = SHARED / "pdq-reference"
+PHOTOS = SHARED / "photos"
+DIH = PDQ_REF / "pdq" / "data" / "reg-test-input" / "dih"
+BRIDGE = DIH / "bridge-1-original.jpg"
+
+SHARED_MISSING = (f"shared test data not found at {SHARED} (expected ../shared/data beside the "
+                  "repository root): tests that need real photos are skipped")
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=SHARED_MISSING)
+
+MANIFEST_FIELDS = ("image", "date", "event", "place", "caption", "source", "source_url",
+                   "credit")
+
+
+def require(path: Path) -> Path:
+    """`path` inside the shared data, or skip the test with a clear reason."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent: {SHARED_MISSING}")
+    return path
+
+
+def coco(n: int, start: int = 0, split: str = "train2017") -> list[Path]:
+    folder = require(PHOTOS / "coco128" / split)
+    files = sorted(folder.glob("*.jpg"))[start:start + n]
+    assert len(files) == n, f"coco128/{split} has fewer than {start + n} photos"
+    return files
+
+
+def bsds(n: int, start: int = 0, split: str = "train") -> list[Path]:
+    folder = require(PHOTOS / "bsds500" / split)
+    files = sorted(folder.glob("*.jpg"))[start:start + n]
+    assert len(files) == n, f"bsds500/{split} has fewer than {start + n} photos"
+    return files
+
+
+def write_manifest(path: Path, rows: Sequence[dict[str, str]]) -> Path:
+    """A CSV (header + rows) or JSONL manifest, chosen by the file suffix."""
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                        encoding="utf-8")
+    else:
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, MANIFEST_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    return path
+
+
+def manifest_rows(photos: Sequence[Path], year: int = 2016) -> list[dict[str, str]]:
+    """One row per photo with distinct, known context (dates in `year`, day = index + 1)."""
+    return [{"image": str(p), "date": f"{year}-05-{i + 1:02d}", "event": f"Event {i} <b>&</b>",
+             "place": f"Place {i}", "caption": f"Caption {i}", "source": "Desk archive",
+             "source_url": f"https://example.org/photo/{i}", "credit": f"Photographer {i}"}
+            for i, p in enumerate(photos)]
+
+
+def copy_archive(src: Path, dst: Path) -> Path:
+    """A consistent copy of an archive (SQLite backup API: WAL content included)."""
+    source, target = sqlite3.connect(str(src)), sqlite3.connect(str(dst))
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return dst
+
+
+@dataclass
+class SmallArchive:
+    """20 coco128 photos ingested from a CSV manifest; read-only for the tests that share it."""
+
+    path: Path
+    manifest: Path
+    photos: list[Path]
+    rows: list[dict[str, str]]
+
+    def row_of(self, photo: Path) -> dict[str, str]:
+        return self.rows[self.photos.index(photo)]
+
+
+@pytest.fixture(scope="session")
+def small_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmallArchive]:
+    photos = coco(20)
+    folder = tmp_path_factory.mktemp("small_archive")
+    rows = manifest_rows(photos)
+    manifest = write_manifest(folder / "manifest.csv", rows)
+    path = folder / "desk.sqlite"
+    with imgverify.Archive.open(path) as arch:
+        report = arch.ingest(manifest)
+    assert (report.added, report.updated, report.errors) == (20, 0, [])
+    yield SmallArchive(path, manifest, photos, rows)
+
+
+@pytest.fixture()
+def archive_copy(small_archive: SmallArchive, tmp_path: Path) -> Path:
+    """A private, writable copy of the session archive for tests that change it."""
+    return copy_archive(small_archive.path, tmp_path / "copy.sqlite")
