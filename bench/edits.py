@@ -1,288 +1,634 @@
-"""Edits a recycled photo goes through on its way to a viral post, with realistic parameters.
+"""Edits a recycled news photo goes through on its way to a viral repost.
 
-Each edit is `f(picture, rnd, pool) -> (picture, description)`; `pool` supplies other photos
-(for collages). Parameters are drawn from `rnd` so a benchmark run is reproducible.
+Every edit is a function ``edit(picture, rnd) -> picture``: it takes an RGB `PIL.Image` and a
+`random.Random`, draws its parameters from `rnd` over realistic ranges (so a benchmark run is
+reproducible from its seeds) and returns a new RGB picture. The parameters it used travel
+with the result in ``picture.info["edits"]``; `describe(picture)` renders them, `params(...)`
+gives them as data.
+
+    import random, edits
+    registry = edits.build_edits(pool=[other_photo, ...])  # pool: photos for collage tiles
+    out = registry["crop_75"](photo, random.Random(7))
+    edits.describe(out)            # 'crop_75(keep=0.75, aspect=1.09, box=...)'
+    data = edits.query_bytes(out, random.Random(7))   # the JPEG a user would upload
+
+`EDITS` is the same registry over the module-level pool (`set_pool`). Collage tiles other
+than the photo come from the pool: pass photos that are *not* archived, or a collage query
+has more than one right answer.
+
+A final query is always a JPEG: `query_bytes` keeps the bytes of a `jpeg` edit when that was
+the last step (it already chose a quality of 20-60), otherwise re-encodes at quality 70-90.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import random
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
-Edit = Callable[[Image.Image, random.Random, Sequence[Image.Image]],
-                tuple[Image.Image, str]]
+Edit = Callable[[Image.Image, random.Random], Image.Image]
+
+# -- bookkeeping --------------------------------------------------------------------------------
 
 
-def reencode(im: Image.Image, quality: int) -> Image.Image:
+def _done(out: Image.Image, name: str, jpeg: bytes | None = None, **params: Any) -> Image.Image:
+    """Attach this step's parameters to a fresh info dict (nothing stale from the input)."""
+    out = out if out.mode == "RGB" else out.convert("RGB")
+    info: dict[str | tuple[int, int], Any] = {"edits": [(name, params)]}
+    if jpeg is not None:
+        info["query_jpeg"] = jpeg
+    out.info = info
+    return out
+
+
+def params(picture: Image.Image) -> list[tuple[str, dict[str, Any]]]:
+    """[(edit name, its parameters)] of every step that made `picture`."""
+    return list(picture.info.get("edits", []))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, tuple):
+        return "(" + ",".join(_fmt(x) for x in v) + ")"
+    return str(v)
+
+
+def describe(picture: Image.Image) -> str:
+    """'crop_75(keep=0.75, aspect=1.09) + caption_bar(...) + jpeg(quality=31)'."""
+    steps = params(picture)
+    if not steps:
+        return "unedited"
+    return " + ".join(f"{name}(" + ", ".join(f"{k}={_fmt(v)}" for k, v in p.items()) + ")"
+                      for name, p in steps)
+
+
+def query_bytes(picture: Image.Image, rnd: random.Random) -> tuple[bytes, int]:
+    """The JPEG a user uploads, and its quality: a `jpeg` edit's own bytes if it was the last
+    step, else a re-encode at quality 70-90 (what phones and apps save at)."""
+    own = picture.info.get("query_jpeg")
+    steps = params(picture)
+    if own is not None and steps and steps[-1][0] == "jpeg":
+        return own, int(steps[-1][1]["quality"])
+    quality = rnd.randint(70, 90)
+    return encode_jpeg(picture, quality), quality
+
+
+def encode_jpeg(picture: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
-    im.convert("RGB").save(buf, "JPEG", quality=quality)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
+    picture.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
 
 
-def jpeg(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]) -> tuple[Image.Image, str]:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=max(8, int(size)))
+    except TypeError:  # pragma: no cover - Pillow < 10.1 has only the bitmap font
+        return ImageFont.load_default()
+
+
+def _text_width(draw: ImageDraw.ImageDraw, text: str, font: Any) -> int:
+    box = draw.textbbox((0, 0), text, font=font)
+    return int(box[2] - box[0])
+
+
+WORDS = ("breaking news tonight the city after strike flood rescue video shows scene people "
+         "watch share this now police crowd storm fire border army protest minister live "
+         "footage today huge shocking moment").split()
+HANDLES = ("newsfeed", "worldnews24", "viralnow", "dailyclips", "thetruthdaily", "realnews_hq",
+           "citywatch", "globalalerts", "breaking.now", "eyewitness_tv")
+
+
+def _sentence(rnd: random.Random, n: int) -> str:
+    return " ".join(rnd.choice(WORDS) for _ in range(n)).capitalize()
+
+
+# -- photometric and compression ----------------------------------------------------------------
+
+
+def jpeg(im: Image.Image, r: random.Random) -> Image.Image:
+    """Re-encoded by a platform or a messenger at low quality (20-60)."""
     q = r.randint(20, 60)
-    return reencode(im, q), f"jpeg q{q}"
+    data = encode_jpeg(im, q)
+    out = Image.open(io.BytesIO(data)).convert("RGB")
+    return _done(out, "jpeg", jpeg=data, quality=q)
 
 
-def thumbnail(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]
-              ) -> tuple[Image.Image, str]:
+def thumbnail(im: Image.Image, r: random.Random) -> Image.Image:
+    """A preview or link-card image: long side 120-320 px."""
     side = r.randint(120, 320)
     t = im.copy()
-    t.thumbnail((side, side))
-    return t, f"thumbnail {t.width}x{t.height}"
+    t.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return _done(t, "thumbnail", long_side=side, size=t.size)
 
 
-def blur(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]) -> tuple[Image.Image, str]:
-    radius = r.uniform(1, 3)
-    return im.filter(ImageFilter.GaussianBlur(radius)), f"blur r{radius:.1f}"
+def blur(im: Image.Image, r: random.Random) -> Image.Image:
+    radius = r.uniform(1.0, 3.0)
+    return _done(im.filter(ImageFilter.GaussianBlur(radius)), "blur", radius=radius)
 
 
-def noise(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]) -> tuple[Image.Image, str]:
-    import numpy as np
-
-    sigma = r.uniform(5, 20)
-    rng = np.random.default_rng(r.randint(0, 2**31))
-    arr = np.asarray(im, dtype=np.float32) + rng.normal(0, sigma, (im.height, im.width, 3))
-    return Image.fromarray(np.clip(arr, 0, 255).astype("uint8")), f"noise sigma {sigma:.0f}"
-
-
-def grayscale(im: Image.Image, _r: random.Random, _p: Sequence[Image.Image]
-              ) -> tuple[Image.Image, str]:
-    return im.convert("L").convert("RGB"), "grayscale"
+def noise(im: Image.Image, r: random.Random) -> Image.Image:
+    sigma = r.uniform(5.0, 20.0)
+    rng = np.random.default_rng(r.getrandbits(32))
+    arr = np.asarray(im, dtype=np.float32) + rng.normal(0.0, sigma, (im.height, im.width, 3))
+    out = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
+    return _done(out, "noise", sigma=sigma)
 
 
-def colour_filter(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]
-                  ) -> tuple[Image.Image, str]:
+def grayscale(im: Image.Image, r: random.Random) -> Image.Image:
+    return _done(im.convert("L").convert("RGB"), "grayscale")
+
+
+_SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]],
+                  dtype=np.float32)
+
+
+def colour_filter(im: Image.Image, r: random.Random) -> Image.Image:
+    """An app filter: sepia, warm, cool, or saturation x0.3-1.8."""
     kind = r.choice(["sepia", "warm", "cool", "saturation"])
-    if kind == "sepia":
-        g = im.convert("L")
-        return ImageOps.colorize(g, (40, 26, 13), (255, 236, 200)), "sepia"
     if kind == "saturation":
         f = r.uniform(0.3, 1.8)
-        return ImageEnhance.Color(im).enhance(f), f"saturation x{f:.1f}"
-    rr, gg, bb = im.split()
-    if kind == "warm":
-        rr = rr.point(lambda v: min(255, int(v * 1.15)))
-        bb = bb.point(lambda v: int(v * 0.85))
+        return _done(ImageEnhance.Color(im).enhance(f), "colour_filter", kind=kind, factor=f)
+    arr = np.asarray(im, dtype=np.float32)
+    if kind == "sepia":
+        strength = r.uniform(0.6, 1.0)
+        toned = arr @ _SEPIA.T
+        arr = (1 - strength) * arr + strength * toned
+        extra: dict[str, Any] = {"strength": strength}
     else:
-        bb = bb.point(lambda v: min(255, int(v * 1.15)))
-        rr = rr.point(lambda v: int(v * 0.85))
-    return Image.merge("RGB", (rr, gg, bb)), kind
+        s = r.uniform(0.06, 0.2)
+        gain = np.array([1 + s, 1 + s / 4, 1 - s] if kind == "warm" else [1 - s, 1 + s / 4, 1 + s],
+                        dtype=np.float32)
+        arr = arr * gain
+        extra = {"shift": s}
+    out = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
+    return _done(out, "colour_filter", kind=kind, **extra)
 
 
-def gamma(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]) -> tuple[Image.Image, str]:
-    g = r.choice([r.uniform(0.5, 0.8), r.uniform(1.25, 2.0)])
-    return im.point(lambda v: int(255 * (v / 255) ** g)), f"gamma {g:.2f}"
+def gamma(im: Image.Image, r: random.Random) -> Image.Image:
+    """Gamma 0.5-2.0 (log-uniform, so brightening and darkening are equally likely)."""
+    g = math.exp(r.uniform(math.log(0.5), math.log(2.0)))
+    lut = [min(255, int(round(255 * (v / 255) ** g))) for v in range(256)] * 3
+    return _done(im.point(lut), "gamma", gamma=g)
 
 
-def brightness_contrast(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]
-                        ) -> tuple[Image.Image, str]:
+def brightness_contrast(im: Image.Image, r: random.Random) -> Image.Image:
     b, c = r.uniform(0.7, 1.3), r.uniform(0.7, 1.3)
     out = ImageEnhance.Contrast(ImageEnhance.Brightness(im).enhance(b)).enhance(c)
-    return out, f"brightness x{b:.2f} contrast x{c:.2f}"
+    return _done(out, "brightness_contrast", brightness=b, contrast=c)
 
 
-def mirror(im: Image.Image, _r: random.Random, _p: Sequence[Image.Image]
-           ) -> tuple[Image.Image, str]:
-    return ImageOps.mirror(im), "mirror"
+# -- geometry -----------------------------------------------------------------------------------
 
 
-def rotate90(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]
-             ) -> tuple[Image.Image, str]:
+def mirror(im: Image.Image, r: random.Random) -> Image.Image:
+    return _done(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "mirror")
+
+
+def rotate90(im: Image.Image, r: random.Random) -> Image.Image:
     k = r.choice([90, 180, 270])
     op = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180,
           270: Image.Transpose.ROTATE_270}[k]
-    return im.transpose(op), f"rotate {k}"
+    return _done(im.transpose(op), "rotate90", degrees_ccw=k)
 
 
-def small_rotation(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]
-                   ) -> tuple[Image.Image, str]:
-    import math
+def largest_rotated_rect(w: float, h: float, angle_rad: float) -> tuple[float, float]:
+    """Largest axis-aligned rectangle inside a w x h rectangle rotated by `angle_rad`."""
+    if w <= 0 or h <= 0:
+        return 0.0, 0.0
+    width_is_longer = w >= h
+    side_long, side_short = (w, h) if width_is_longer else (h, w)
+    sin_a, cos_a = abs(math.sin(angle_rad)), abs(math.cos(angle_rad))
+    if side_short <= 2.0 * sin_a * cos_a * side_long or abs(sin_a - cos_a) < 1e-10:
+        x = 0.5 * side_short
+        wr, hr = (x / sin_a, x / cos_a) if width_is_longer else (x / cos_a, x / sin_a)
+    else:
+        cos_2a = cos_a * cos_a - sin_a * sin_a
+        wr, hr = (w * cos_a - h * sin_a) / cos_2a, (h * cos_a - w * sin_a) / cos_2a
+    return wr, hr
 
-    deg = r.uniform(2, 10) * r.choice([-1, 1])
-    rot = im.rotate(deg, resample=Image.Resampling.BICUBIC, expand=False)
-    a = math.radians(abs(deg))
-    w, h = im.size
-    # largest axis-aligned rectangle inside the rotated frame (hides the corners)
-    cw = (w * math.cos(a) - h * math.sin(a)) / math.cos(2 * a)
-    ch = (h * math.cos(a) - w * math.sin(a)) / math.cos(2 * a)
-    cw, ch = max(16, int(cw)), max(16, int(ch))
-    x, y = (w - cw) // 2, (h - ch) // 2
-    return rot.crop((x, y, x + cw, y + ch)), f"rotate {deg:.1f}° and crop"
+
+def small_rotation(im: Image.Image, r: random.Random) -> Image.Image:
+    """Straightened (or tilted) by 2-10 degrees, cropped to hide the corners."""
+    deg = r.uniform(2.0, 10.0) * r.choice([-1, 1])
+    rot = im.rotate(deg, resample=Image.Resampling.BICUBIC, expand=True)
+    cw, ch = largest_rotated_rect(im.width, im.height, math.radians(deg))
+    cw, ch = int(cw) - 2, int(ch) - 2  # stay clear of interpolated edge pixels
+    x, y = (rot.width - cw) // 2, (rot.height - ch) // 2
+    out = rot.crop((x, y, x + cw, y + ch))
+    return _done(out, "small_rotation", degrees_ccw=deg,
+                 kept=cw * ch / (im.width * im.height))
 
 
-def _crop(keep: float) -> Edit:
-    def edit(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]
-             ) -> tuple[Image.Image, str]:
-        aspect = r.uniform(0.8, 1.2)
+def crop(keep: float) -> Edit:
+    """Keep `keep` of the area; the window's aspect ratio varies by up to 20 % from the
+    photo's and it sits at a random position."""
+
+    def edit(im: Image.Image, r: random.Random) -> Image.Image:
         w, h = im.size
-        cw = min(w, int(w * (keep * aspect) ** 0.5))
-        ch = min(h, int(h * keep / max(1e-6, cw / w)))
+        aspect = r.uniform(0.8, 1.2)  # window aspect relative to the photo's
+        cw, ch = w * math.sqrt(keep * aspect), h * math.sqrt(keep / aspect)
+        if cw > w:
+            cw, ch = w, keep * h
+        if ch > h:
+            cw, ch = keep * w, h
+        cw, ch = max(16, int(round(cw))), max(16, int(round(ch)))
         x, y = r.randint(0, w - cw), r.randint(0, h - ch)
-        return im.crop((x, y, x + cw, y + ch)), f"crop keeps {cw * ch / (w * h):.0%}"
+        out = im.crop((x, y, x + cw, y + ch))
+        return _done(out, f"crop_{int(round(keep * 100))}", keep=cw * ch / (w * h),
+                     aspect=(cw / ch) / (w / h), box=(x, y, x + cw, y + ch))
+
+    edit.__name__ = f"crop_{int(round(keep * 100))}"
     return edit
 
 
-def letterbox(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]
-              ) -> tuple[Image.Image, str]:
-    ratio = r.choice([16 / 9, 9 / 16, 1.0])
-    colour = r.choice([(0, 0, 0), (255, 255, 255)])
+# -- framing and overlays -----------------------------------------------------------------------
+
+
+def _blurred_cover(im: Image.Image, size: tuple[int, int], radius: float,
+                   darken: float = 1.0) -> Image.Image:
+    """The photo enlarged to cover `size`, blurred (at quarter scale: same look, 16x cheaper)
+    and optionally darkened."""
+    small = (max(1, size[0] // 4), max(1, size[1] // 4))
+    bg = ImageOps.fit(im, small, Image.Resampling.BILINEAR)
+    bg = bg.filter(ImageFilter.GaussianBlur(radius / 4))
+    bg = bg.resize(size, Image.Resampling.BILINEAR)
+    if darken != 1.0:
+        bg = ImageEnhance.Brightness(bg).enhance(darken)
+    return bg
+
+
+def letterbox(im: Image.Image, r: random.Random) -> Image.Image:
+    """Padded to 16:9, 9:16 or 1:1 with black, white or blurred-photo bars (as apps do to
+    post a photo uncropped); half of the time exported at 1080 px on the long side."""
+    name, ratio = r.choice([("16:9", 16 / 9), ("9:16", 9 / 16), ("1:1", 1.0)])
+    bars = r.choice(["black", "white", "blurred"])
     w, h = im.size
     if w / h < ratio:
-        cw, ch = int(h * ratio), h
+        cw, ch = int(round(h * ratio)), h
     else:
-        cw, ch = w, int(w / ratio)
-    canvas = Image.new("RGB", (max(cw, w), max(ch, h)), colour)
-    canvas.paste(im, ((canvas.width - w) // 2, (canvas.height - h) // 2))
-    return canvas, f"letterbox to {ratio:.2f} {colour}"
+        cw, ch = w, int(round(w / ratio))
+    if bars == "blurred":
+        canvas = _blurred_cover(im, (cw, ch), radius=max(cw, ch) / 25, darken=0.8)
+    else:
+        canvas = Image.new("RGB", (cw, ch), (0, 0, 0) if bars == "black" else (255, 255, 255))
+    canvas.paste(im, ((cw - w) // 2, (ch - h) // 2))
+    export = r.random() < 0.5
+    if export:
+        f = 1080 / max(cw, ch)
+        canvas = canvas.resize((round(cw * f), round(ch * f)), Image.Resampling.LANCZOS)
+    return _done(canvas, "letterbox", ratio=name, bars=bars, size=canvas.size,
+                 photo_area=(w * h) / (cw * ch))
 
 
-def padding(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]
-            ) -> tuple[Image.Image, str]:
+def padding(im: Image.Image, r: random.Random) -> Image.Image:
+    """A uniform coloured border of 5-20 % (of the photo's mean side) on every side."""
     f = r.uniform(0.05, 0.2)
-    colour = tuple(r.randint(0, 255) for _ in range(3))
-    pad = int(max(im.size) * f)
-    return ImageOps.expand(im, pad, fill=colour), f"padding {f:.0%}"
+    kind = r.choice(["white", "black", "colour"])
+    colour = {"white": (255, 255, 255), "black": (0, 0, 0)}.get(
+        kind, tuple(r.randint(0, 255) for _ in range(3)))
+    border = max(2, int(round(f * (im.width + im.height) / 2)))
+    out = ImageOps.expand(im, border, fill=colour)
+    return _done(out, "padding", border=f, colour=colour)
 
 
-def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, fill: object,
-          size: int) -> None:
-    try:
-        from PIL import ImageFont
-
-        font = ImageFont.load_default(size=size)
-    except TypeError:  # pragma: no cover - old Pillow
-        font = None
-    draw.text(xy, text, fill=fill, font=font)  # type: ignore[arg-type]
-
-
-WORDS = ("breaking news tonight the city after strike flood rescue video shows scene "
-         "people watch share this now").split()
-
-
-def _sentence(r: random.Random, n: int) -> str:
-    return " ".join(r.choice(WORDS) for _ in range(n)).capitalize()
-
-
-def story(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]
-          ) -> tuple[Image.Image, str]:
-    canvas_w, canvas_h = 1080, 1920
-    bg = im.resize((int(canvas_h * im.width / im.height), canvas_h))
-    bg = bg.crop(((bg.width - canvas_w) // 2, 0, (bg.width - canvas_w) // 2 + canvas_w,
-                  canvas_h)) if bg.width >= canvas_w else bg.resize((canvas_w, canvas_h))
-    bg = ImageEnhance.Brightness(bg.filter(ImageFilter.GaussianBlur(30))).enhance(0.6)
+def story(im: Image.Image, r: random.Random) -> Image.Image:
+    """A 1080x1920 story: blurred, darkened, enlarged copy behind; the photo centred at
+    80-100 % of the width; text on it 60 % of the time."""
+    cw, ch = 1080, 1920
+    canvas = _blurred_cover(im, (cw, ch), radius=r.uniform(25, 45), darken=r.uniform(0.45, 0.75))
     scale = r.uniform(0.8, 1.0)
-    pw = int(canvas_w * scale)
-    ph = int(pw * im.height / im.width)
-    bg.paste(im.resize((pw, ph)), ((canvas_w - pw) // 2, (canvas_h - ph) // 2))
+    pw = int(round(cw * scale))
+    ph = int(round(pw * im.height / im.width))
+    if ph > int(ch * 0.9):  # very tall photos: fit the height instead
+        ph = int(ch * 0.9)
+        pw = int(round(ph * im.width / im.height))
+    y = (ch - ph) // 2 + int(r.uniform(-0.05, 0.05) * ch)
+    y = max(0, min(ch - ph, y))
+    canvas.paste(im.resize((pw, ph), Image.Resampling.LANCZOS), ((cw - pw) // 2, y))
+    text = None
     if r.random() < 0.6:
-        _text(ImageDraw.Draw(bg), (60, 200), _sentence(r, 4), "white", 54)
-    return bg, f"story frame, photo at {scale:.0%} width"
+        d = ImageDraw.Draw(canvas)
+        text = _sentence(r, r.randint(2, 5))
+        size = r.randint(48, 72)
+        font = _font(size)
+        tw = _text_width(d, text, font)
+        while tw > cw - 80 and size > 24:
+            size -= 4
+            font = _font(size)
+            tw = _text_width(d, text, font)
+        ty = r.choice([int(ch * r.uniform(0.08, 0.18)), int(ch * r.uniform(0.78, 0.88))])
+        tx = (cw - tw) // 2
+        fill: tuple[int, int, int] = (255, 255, 255)
+        if r.random() < 0.5:  # text on a highlight box, as story editors do
+            box, fill = r.choice([((255, 255, 255), (0, 0, 0)), ((0, 0, 0), (255, 255, 255)),
+                                  ((230, 30, 60), (255, 255, 255))])
+            d.rounded_rectangle((tx - 20, ty - 12, tx + tw + 20, ty + size + 18), radius=16,
+                                fill=box)
+        d.text((tx, ty), text, fill=fill, font=font)
+    return _done(canvas, "story", photo_width=scale, photo_box=((cw - pw) // 2, y, pw, ph),
+                 text=bool(text))
 
 
-def screenshot(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]
-               ) -> tuple[Image.Image, str]:
-    w = 1080
-    pw = int(w * r.uniform(0.92, 1.0))
-    ph = int(pw * im.height / im.width)
-    top, text_h = 170, 70 * r.randint(1, 3)
-    h = top + 120 + text_h + ph + 220
-    dark = r.random() < 0.3
-    bgc, fg = ((0, 0, 0), (230, 230, 230)) if dark else ((255, 255, 255), (20, 20, 20))
-    canvas = Image.new("RGB", (w, h), bgc)
-    d = ImageDraw.Draw(canvas)
-    d.rectangle((0, 0, w, top), fill=(30, 30, 30) if dark else (245, 245, 245))
-    _text(d, (40, 60), "9:41", fg, 40)
-    d.ellipse((40, top + 20, 120, top + 100), fill=(r.randint(0, 255), 120, 200))
-    _text(d, (140, top + 35), "@" + r.choice(WORDS) + str(r.randint(1, 999)), fg, 40)
-    for i in range(text_h // 70):
-        _text(d, (40, top + 120 + 70 * i), _sentence(r, 6), fg, 40)
-    y = top + 120 + text_h
-    canvas.paste(im.resize((pw, ph)), ((w - pw) // 2, y))
-    y += ph + 40
-    for i, label in enumerate(("♥ 12K", "💬 873", "↗ Share")):
-        _text(d, (40 + 330 * i, y + 40), label, fg, 44)
-    return canvas, "social-media screenshot"
+def _heart(d: ImageDraw.ImageDraw, x: int, y: int, s: int, colour: Any, width: int) -> None:
+    pts = []
+    for i in range(40):
+        t = 2 * math.pi * i / 40
+        hx = 16 * math.sin(t) ** 3
+        hy = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+        pts.append((x + s / 2 + hx * s / 34, y + s / 2 - hy * s / 34))
+    d.line(pts + [pts[0]], fill=colour, width=width, joint="curve")
 
 
-def caption_bar(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]
-                ) -> tuple[Image.Image, str]:
-    frac = r.uniform(0.1, 0.25)
-    bar = int(im.height * frac)
-    colour, fg = r.choice([((255, 255, 255), "black"), ((0, 0, 0), "white")])
-    canvas = Image.new("RGB", (im.width, im.height + bar), colour)
-    above = r.random() < 0.5
-    canvas.paste(im, (0, bar if above else 0))
-    _text(ImageDraw.Draw(canvas), (10, (0 if above else im.height) + bar // 3),
-          _sentence(r, 5).upper(), fg, max(12, bar // 3))
-    return canvas, f"caption bar {frac:.0%} {'above' if above else 'below'}"
+def _bubble(d: ImageDraw.ImageDraw, x: int, y: int, s: int, colour: Any, width: int) -> None:
+    d.ellipse((x, y, x + s, y + s * 0.9), outline=colour, width=width)
+    d.line([(x + s * 0.2, y + s * 0.75), (x + s * 0.05, y + s), (x + s * 0.4, y + s * 0.86)],
+           fill=colour, width=width)
 
 
-def watermark(im: Image.Image, r: random.Random, _p: Sequence[Image.Image]
-              ) -> tuple[Image.Image, str]:
-    layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
-    d = ImageDraw.Draw(layer)
-    text = r.choice(["@newsfeed", "BREAKING", "© viralnow", "EXCLUSIVE"])
-    size = max(12, im.width // 12)
-    if r.random() < 0.5:
-        for y in range(0, im.height, size * 3):
-            _text(d, (r.randint(0, size), y), (text + "   ") * 4, (255, 255, 255, 90), size)
-        where = "tiled"
+def _share(d: ImageDraw.ImageDraw, x: int, y: int, s: int, colour: Any, width: int) -> None:
+    d.polygon([(x, y + s * 0.45), (x + s, y), (x + s * 0.55, y + s)], outline=colour,
+              width=width)
+    d.line([(x + s, y), (x + s * 0.4, y + s * 0.55)], fill=colour, width=width)
+
+
+def screenshot(im: Image.Image, r: random.Random) -> Image.Image:
+    """A phone screenshot of a feed post: status and app bars, avatar, username, 1-3 lines of
+    post text above the photo, like/comment/share icons with counts below, the next post
+    starting and the tab bar; the feed is scrolled so the photo shows whole."""
+    W, H = r.choice([(1080, 2340), (1170, 2532), (1080, 1920), (750, 1334), (1284, 2778)])
+    u = W / 1080  # layout unit
+    dark = r.random() < 0.35
+    bg = (0, 0, 0) if dark else (255, 255, 255)
+    fg = (245, 245, 245) if dark else (15, 20, 25)
+    grey = (140, 140, 145)
+    style = r.choice(["edge", "card"])  # edge-to-edge photo, or an indented rounded card
+    # the feed as one tall strip, then a phone-sized window onto it
+    lines = [_sentence(r, r.randint(5, 9)) for _ in range(r.randint(1, 3))]
+    pad = int(36 * u)
+    avatar = int(96 * u)
+    text_size = int(40 * u)
+    line_h = int(text_size * 1.35)
+    if style == "edge":
+        pw = W
+        photo = im
+        if im.width / im.height < 0.8:  # feeds show portraits at 4:5 at most
+            photo = ImageOps.fit(im, (im.width, int(im.width / 0.8)))
+        x0 = 0
     else:
-        _text(d, (im.width // 20, im.height - 2 * size), text, (255, 255, 255, 200), size)
-        where = "corner"
+        x0 = pad + avatar + int(24 * u)
+        pw = W - x0 - pad
+        photo = im
+    ph = int(round(pw * photo.height / photo.width))
+    header_h = pad + avatar + int(20 * u)
+    y_text = header_h
+    y_photo = y_text + len(lines) * line_h + int(24 * u)
+    y_actions = y_photo + ph + int(28 * u)
+    strip_h = y_actions + int(300 * u) + H  # room for the next post below
+    strip = Image.new("RGB", (W, strip_h), bg)
+    d = ImageDraw.Draw(strip)
+    d.ellipse((pad, pad, pad + avatar, pad + avatar),
+              fill=(r.randint(40, 230), r.randint(40, 230), r.randint(40, 230)))
+    name_font, small = _font(int(38 * u)), _font(int(32 * u))
+    handle = r.choice(HANDLES)
+    d.text((pad + avatar + int(24 * u), pad + int(8 * u)), handle, fill=fg, font=name_font)
+    d.text((pad + avatar + int(24 * u), pad + int(52 * u)),
+           f"@{handle} · {r.randint(1, 23)}h", fill=grey, font=small)
+    for k in range(3):
+        d.ellipse((W - pad - int((12 + 22 * k) * u), pad + int(40 * u),
+                   W - pad - int((4 + 22 * k) * u), pad + int(48 * u)), fill=fg)
+    body = _font(text_size)
+    tx = x0 if style == "card" else pad
+    for i, line in enumerate(lines):
+        d.text((tx, y_text + i * line_h), line, fill=fg, font=body)
+    pic = photo.resize((pw, ph), Image.Resampling.LANCZOS)
+    if style == "card":
+        mask = Image.new("L", (pw, ph), 0)
+        ImageDraw.Draw(mask).rounded_rectangle((0, 0, pw - 1, ph - 1), radius=int(28 * u),
+                                               fill=255)
+        strip.paste(pic, (x0, y_photo), mask)
+        d.rounded_rectangle((x0, y_photo, x0 + pw - 1, y_photo + ph - 1), radius=int(28 * u),
+                            outline=(60, 60, 60) if dark else (220, 220, 220), width=2)
+    else:
+        strip.paste(pic, (0, y_photo))
+    icon = int(56 * u)
+    width = max(2, int(5 * u))
+    counts = [f"{r.randint(1, 99)}.{r.randint(0, 9)}K", str(r.randint(12, 999)),
+              f"{r.randint(1, 9)}.{r.randint(0, 9)}K"]
+    ix = tx
+    for draw_icon, count in zip((_heart, _bubble, _share), counts, strict=True):
+        draw_icon(d, ix, y_actions, icon, fg, width)
+        d.text((ix + icon + int(14 * u), y_actions + int(8 * u)), count, fill=fg, font=small)
+        ix += int(260 * u)
+    d.text((pad, y_actions + icon + int(30 * u)),
+           f"Liked by {r.choice(HANDLES)} and {r.randint(2, 900)} others", fill=fg, font=small)
+    ny = y_actions + icon + int(110 * u)  # the next post's header
+    d.line((0, ny - int(20 * u), W, ny - int(20 * u)), fill=(40, 40, 40) if dark else
+           (230, 230, 230), width=2)
+    d.ellipse((pad, ny, pad + avatar, ny + avatar), fill=(r.randint(40, 230), 90, 160))
+    d.text((pad + avatar + int(24 * u), ny + int(8 * u)), r.choice(HANDLES), fill=fg,
+           font=name_font)
+    d.text((pad, ny + avatar + int(24 * u)), _sentence(r, 7), fill=fg, font=body)
+    # the phone window: status bar + app bar on top, tab bar at the bottom
+    status_h, appbar_h, tab_h = int(0.025 * H), int(110 * u), int(0.065 * H)
+    view_h = H - status_h - appbar_h - tab_h
+    top_min = max(0, y_photo + ph - view_h)  # photo bottom still visible
+    top_max = max(top_min, min(y_photo, strip_h - view_h))
+    offset = r.randint(top_min, top_max) if r.random() < 0.7 else top_min
+    window = strip.crop((0, offset, W, offset + view_h))
+    canvas = Image.new("RGB", (W, H), bg)
+    canvas.paste(window, (0, status_h + appbar_h))
+    cd = ImageDraw.Draw(canvas)
+    cd.text((int(60 * u), int(status_h * 0.15)), f"{r.randint(7, 23)}:{r.randint(0, 59):02d}",
+            fill=fg, font=_font(int(status_h * 0.6)))
+    cd.rectangle((W - int(120 * u), int(status_h * 0.3), W - int(60 * u),
+                  int(status_h * 0.75)), outline=fg, width=2)
+    cd.rectangle((W - int(116 * u), int(status_h * 0.3) + 4,
+                  W - int(116 * u) + int(r.uniform(10, 50) * u), int(status_h * 0.75) - 4),
+                 fill=fg)
+    cd.rectangle((0, status_h, W, status_h + appbar_h), fill=bg)
+    cd.text((pad, status_h + int(28 * u)), r.choice(["Feed", "Home", "For you", "Following"]),
+            fill=fg, font=_font(int(54 * u)))
+    cd.line((0, status_h + appbar_h - 1, W, status_h + appbar_h - 1),
+            fill=(40, 40, 40) if dark else (225, 225, 225), width=2)
+    ty = H - tab_h
+    cd.rectangle((0, ty, W, H), fill=bg)
+    cd.line((0, ty, W, ty), fill=(40, 40, 40) if dark else (225, 225, 225), width=2)
+    for k in range(5):
+        cx = int(W * (k + 0.5) / 5)
+        s = int(30 * u)
+        if k % 2:
+            cd.ellipse((cx - s, ty + tab_h // 3 - s // 2, cx + s, ty + tab_h // 3 + s * 3 // 2),
+                       outline=fg, width=width)
+        else:
+            cd.rounded_rectangle((cx - s, ty + tab_h // 3 - s // 2, cx + s,
+                                  ty + tab_h // 3 + s * 3 // 2), radius=8, outline=fg,
+                                 width=width)
+    top_in_canvas = status_h + appbar_h + (y_photo - offset)
+    visible = (max(top_in_canvas, status_h + appbar_h), min(top_in_canvas + ph, ty))
+    return _done(canvas, "screenshot", phone=(W, H), style=style, dark=dark,
+                 text_lines=len(lines), photo_width=pw / W,
+                 photo_visible=(visible[1] - visible[0]) / ph,
+                 photo_area=pw * max(0, visible[1] - visible[0]) / (W * H))
+
+
+def caption_bar(im: Image.Image, r: random.Random) -> Image.Image:
+    """Meme style: a white or black bar of 10-25 % of the height above or below, with text."""
+    frac = r.uniform(0.10, 0.25)
+    bar = max(12, int(round(im.height * frac)))
+    colour, fg = r.choice([((255, 255, 255), (0, 0, 0)), ((0, 0, 0), (255, 255, 255))])
+    where = r.choice(["above", "below"])
+    canvas = Image.new("RGB", (im.width, im.height + bar), colour)
+    canvas.paste(im, (0, bar if where == "above" else 0))
+    d = ImageDraw.Draw(canvas)
+    text = _sentence(r, r.randint(3, 8)).upper()
+    n_lines = 2 if len(text) > 28 and bar > 50 else 1
+    words = text.split()
+    half = (len(words) + 1) // 2
+    rows = [" ".join(words[:half]), " ".join(words[half:])] if n_lines == 2 else [text]
+    size = int(bar / (n_lines * 1.5))
+    font = _font(size)
+    while max(_text_width(d, t, font) for t in rows) > im.width * 0.94 and size > 8:
+        size -= 2
+        font = _font(size)
+    top = 0 if where == "above" else im.height
+    y = top + (bar - n_lines * size * 1.25) / 2
+    for t in rows:
+        d.text(((im.width - _text_width(d, t, font)) / 2, y), t, fill=fg, font=font)
+        y += size * 1.25
+    return _done(canvas, "caption_bar", bar=frac, where=where, bar_colour=colour)
+
+
+def watermark(im: Image.Image, r: random.Random) -> Image.Image:
+    """Semi-transparent text: once in a corner, or tiled diagonally over the whole photo."""
+    text = r.choice(["@newsfeed", "BREAKING", "© viralnow", "@worldnews24", "EXCLUSIVE",
+                     "via @dailyclips", "NEWS 24/7"])
+    mode = r.choice(["corner", "tiled"])
+    w, h = im.size
+    if mode == "corner":
+        alpha = r.randint(120, 220)
+        size = max(10, int(w * r.uniform(0.04, 0.08)))
+        layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
+        d = ImageDraw.Draw(layer)
+        font = _font(size)
+        tw = _text_width(d, text, font)
+        m = int(0.03 * w)
+        corner = r.choice(["top-left", "top-right", "bottom-left", "bottom-right"])
+        x = m if "left" in corner else w - tw - m
+        y = m if "top" in corner else h - int(size * 1.4) - m
+        d.text((x + 2, y + 2), text, fill=(0, 0, 0, alpha // 2), font=font)
+        d.text((x, y), text, fill=(255, 255, 255, alpha), font=font)
+        extra: dict[str, Any] = {"corner": corner}
+    else:
+        alpha = r.randint(50, 110)
+        size = max(10, int(w * r.uniform(0.05, 0.09)))
+        angle = r.uniform(20, 40)
+        side = int(math.hypot(w, h)) + 2 * size
+        big = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+        d = ImageDraw.Draw(big)
+        font = _font(size)
+        row = ("   ".join([text] * (side // max(1, _text_width(d, text + "   ", font)) + 2)))
+        step = int(size * r.uniform(2.5, 4.0))
+        for k, y in enumerate(range(0, side, step)):
+            d.text((-(k * size) % (size * 3) - size * 3, y), row, fill=(255, 255, 255, alpha),
+                   font=font)
+        big = big.rotate(angle, resample=Image.Resampling.BICUBIC)
+        layer = big.crop(((side - w) // 2, (side - h) // 2, (side - w) // 2 + w,
+                          (side - h) // 2 + h))
+        extra = {"angle": angle}
     out = Image.alpha_composite(im.convert("RGBA"), layer).convert("RGB")
-    return out, f"watermark {text!r} {where}"
+    return _done(out, "watermark", text=text, mode=mode, alpha=alpha, size=size, **extra)
 
 
-def collage(im: Image.Image, r: random.Random, pool: Sequence[Image.Image]
-            ) -> tuple[Image.Image, str]:
-    n = r.choice([2, 3])
-    cell = 1080 // n
-    canvas = Image.new("RGB", (cell * n, cell * n), (255, 255, 255))
-    slot = r.randrange(n * n)
-    others = list(r.sample(list(pool), min(len(pool), n * n - 1)))
-    for i in range(n * n):
-        tile = im if i == slot else others.pop() if others else im
-        fitted = ImageOps.fit(tile, (cell - 4, cell - 4))  # crop-to-fill, as collage apps do
-        canvas.paste(fitted, ((i % n) * cell + 2, (i // n) * cell + 2))
-    return canvas, f"tile {slot + 1} of a {n}x{n} collage"
+def make_collage(pool: Sequence[Image.Image]) -> Edit:
+    """The photo as one tile of a 2x2 or 3x3 grid (1080 px square, cells crop-to-fill as
+    collage apps do, optional gutters); the other tiles are photos from `pool`."""
+
+    def collage(im: Image.Image, r: random.Random) -> Image.Image:
+        n = r.choice([2, 3])
+        if len(pool) < n * n - 1:
+            raise ValueError(f"collage needs a pool of at least {n * n - 1} other photos "
+                             "(build_edits(pool=...) or set_pool(...))")
+        side = 1080
+        gap = r.choice([0, 0, 6, 12])
+        gap_colour = r.choice([(255, 255, 255), (0, 0, 0)])
+        cell = (side - gap * (n + 1)) // n
+        canvas = Image.new("RGB", (side, side), gap_colour)
+        slot = r.randrange(n * n)
+        others = r.sample(range(len(pool)), n * n - 1)
+        k = 0
+        for i in range(n * n):
+            if i == slot:
+                tile = im
+            else:
+                tile = pool[others[k]]
+                k += 1
+            fitted = ImageOps.fit(tile, (cell, cell), Image.Resampling.LANCZOS)
+            canvas.paste(fitted, (gap + (i % n) * (cell + gap), gap + (i // n) * (cell + gap)))
+        kept = min(im.width, im.height) ** 2 / (im.width * im.height)
+        return _done(canvas, "collage", grid=f"{n}x{n}", slot=slot, gap=gap,
+                     photo_kept=kept, photo_area=cell * cell / (side * side))
+
+    return collage
 
 
-BENIGN: dict[str, Edit] = {
-    "jpeg": jpeg, "thumbnail": thumbnail, "blur": blur, "noise": noise,
-    "grayscale": grayscale, "colour_filter": colour_filter, "gamma": gamma,
-    "brightness_contrast": brightness_contrast, "mirror": mirror, "rotate90": rotate90,
-    "letterbox": letterbox,
+# -- the registry -------------------------------------------------------------------------------
+
+#: edits a chain draws from, by pipeline stage (a repost crops before it captions, and the
+#: platform's compression comes last)
+CHAIN_STAGES: dict[str, int] = {
+    "crop_90": 0, "crop_75": 0, "small_rotation": 0, "mirror": 0,
+    "blur": 1, "noise": 1, "grayscale": 1, "colour_filter": 1, "gamma": 1,
+    "brightness_contrast": 1,
+    "letterbox": 2, "padding": 2, "caption_bar": 2, "watermark": 2,
+    "thumbnail": 3, "jpeg": 3,
 }
-HARD: dict[str, Edit] = {
-    "small_rotation": small_rotation, "crop_90": _crop(0.9), "crop_75": _crop(0.75),
-    "crop_60": _crop(0.6), "crop_40": _crop(0.4), "padding": padding, "story": story,
-    "screenshot": screenshot, "caption_bar": caption_bar, "watermark": watermark,
-    "collage": collage,
-}
 
 
-def chain3(im: Image.Image, r: random.Random, pool: Sequence[Image.Image]
-           ) -> tuple[Image.Image, str]:
-    first = r.choice(["crop_90", "crop_75", "mirror", "small_rotation"])
-    second = r.choice(["caption_bar", "watermark", "colour_filter", "letterbox"])
-    third = r.choice(["jpeg", "thumbnail", "brightness_contrast"])
-    steps = []
-    for name in (first, second, third):
-        im, desc = EDITS[name](im, r, pool)
-        steps.append(desc)
-    return im, " + ".join(steps)
+def build_edits(pool: Sequence[Image.Image]) -> dict[str, Edit]:
+    """All edits, in benchmark order; `collage` takes its other tiles from `pool`."""
+    registry: dict[str, Edit] = {
+        "jpeg": jpeg, "thumbnail": thumbnail, "blur": blur, "noise": noise,
+        "grayscale": grayscale, "colour_filter": colour_filter, "gamma": gamma,
+        "brightness_contrast": brightness_contrast, "mirror": mirror, "rotate90": rotate90,
+        "small_rotation": small_rotation,
+        "crop_90": crop(0.90), "crop_75": crop(0.75), "crop_60": crop(0.60),
+        "crop_40": crop(0.40),
+        "letterbox": letterbox, "padding": padding, "story": story, "screenshot": screenshot,
+        "caption_bar": caption_bar, "watermark": watermark, "collage": make_collage(pool),
+    }
+
+    def chain3(im: Image.Image, r: random.Random) -> Image.Image:
+        """Three different edits from CHAIN_STAGES, applied in pipeline order."""
+        names = sorted(r.sample(sorted(CHAIN_STAGES), 3), key=lambda n: CHAIN_STAGES[n])
+        steps: list[tuple[str, dict[str, Any]]] = []
+        jpeg_bytes = None
+        for name in names:
+            im = registry[name](im, r)
+            steps += params(im)
+            jpeg_bytes = im.info.get("query_jpeg")
+        im.info = {"edits": steps}  # type: ignore[dict-item]
+        if jpeg_bytes is not None and steps[-1][0] == "jpeg":
+            im.info["query_jpeg"] = jpeg_bytes
+        return im
+
+    registry["chain3"] = chain3
+    return registry
 
 
-EDITS: dict[str, Edit] = {**BENIGN, **HARD, "chain3": chain3}
+_POOL: list[Image.Image] = []
+EDITS: dict[str, Edit] = build_edits(_POOL)
 
-#: the issue's targets: recall of likely-or-possible with the right reference on top
-TARGETS = {**{k: 0.99 for k in BENIGN}, "crop_90": 0.95, "crop_75": 0.95, "crop_60": 0.95,
-           "small_rotation": 0.95, "caption_bar": 0.95, "watermark": 0.95,
-           "screenshot": 0.95, "story": 0.95, "chain3": 0.95, "padding": 0.99,
-           "crop_40": 0.85, "collage": 0.85}
+
+def set_pool(images: Sequence[Image.Image]) -> None:
+    """Photos (not archived) that `EDITS['collage']` fills its other tiles with."""
+    _POOL[:] = list(images)
+
+
+__all__ = ["EDITS", "CHAIN_STAGES", "Edit", "build_edits", "describe", "encode_jpeg", "params",
+           "query_bytes", "set_pool"]

@@ -112,7 +112,12 @@ def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresh
                        matches: list[Match], claimed: dt.date | None,
                        query: QueryHashes) -> None:
     """Crops, insets and screenshots: local features with geometric verification."""
-    picture = picture_for_features(loaded, FEATURE_SIDE)
+    # tall or wide layouts (phone screenshots, stories) get more pixels on their long side,
+    # so the photo inside them keeps about the resolution the references were indexed at
+    w, h = loaded.original_size
+    aspect = max(w, h) / max(1, min(w, h))
+    side = int(min(2.2 * FEATURE_SIDE, FEATURE_SIDE * max(1.0, aspect / 1.2)))
+    picture = picture_for_features(loaded, side)
     found = find_local(picture, archive.feature_index(), thresholds, query.inner_regions())
     if not found:
         return

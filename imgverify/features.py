@@ -246,16 +246,19 @@ class FeatureIndex:
         qw, qh = query.width, query.height
         x0, y0 = mapped.min(axis=0)
         x1, y1 = mapped.max(axis=0)
-        # where the archived photo really shows: its mapped frame, inside the query, and
-        # around the matched keypoints (so a caption bar laid over a crop is left out)
+        # crop and fill estimates: the reference's mapped frame clipped to the query
+        fx0, fy0 = max(0.0, float(x0)), max(0.0, float(y0))
+        fx1, fy1 = min(float(qw), float(x1)), min(float(qh), float(y1))
+        visible_box = max(0.0, fx1 - fx0) * max(0.0, fy1 - fy0)
+        full_box = max(1e-6, float((x1 - x0) * (y1 - y0)))
+        # the outline drawn for people: that frame, and around the matched keypoints (so a
+        # caption bar laid over a crop is left out of it)
         pts = dst[inliers.ravel().astype(bool)]
-        pad_x, pad_y = 0.06 * qw, 0.06 * qh
-        cx0 = max(0.0, float(x0), float(pts[:, 0].min()) - pad_x)
-        cy0 = max(0.0, float(y0), float(pts[:, 1].min()) - pad_y)
-        cx1 = min(float(qw), float(x1), float(pts[:, 0].max()) + pad_x)
-        cy1 = min(float(qh), float(y1), float(pts[:, 1].max()) + pad_y)
-        visible_box = max(0.0, cx1 - cx0) * max(0.0, cy1 - cy0)
-        full_box = max(1e-6, (x1 - x0) * (y1 - y0))
+        pad_x, pad_y = 0.08 * qw, 0.08 * qh
+        cx0 = max(fx0, float(pts[:, 0].min()) - pad_x)
+        cy0 = max(fy0, float(pts[:, 1].min()) - pad_y)
+        cx1 = min(fx1, float(pts[:, 0].max()) + pad_x)
+        cy1 = min(fy1, float(pts[:, 1].max()) + pad_y)
         region = (float(cx0 / qw), float(cy0 / qh), float(cx1 / qw), float(cy1 / qh))
         if mirrored:
             region = (1 - region[2], region[1], 1 - region[0], region[3])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from .features import QUERY_FEATURES, FeatureIndex, GeometricMatch, extract
+from .features import FEATURE_SIDE, QUERY_FEATURES, FeatureIndex, GeometricMatch, extract
 from .hashing import (
     ALGORITHMS,
     DIHEDRAL_TRANSPOSE,
@@ -113,7 +113,8 @@ def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresho
 
     def attempt(pic: Image.Image, mirrored: bool,
                 box: tuple[float, float, float, float] | None) -> None:
-        query = extract(pic, QUERY_FEATURES)
+        # the caller sized the picture (larger for tall screenshots); do not shrink it again
+        query = extract(pic, QUERY_FEATURES, side=max(FEATURE_SIDE, *pic.size))
         for key, _votes in features.vote(query):
             gm = features.verify(query, key, mirrored=mirrored)
             if gm is None or gm.inliers < thresholds.local_possible:
