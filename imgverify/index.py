@@ -52,10 +52,10 @@ class Candidate:
     dihedral: int  # which query variant gave it
 
 
-def _row_distances(rows_pdq: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """PDQ Hamming distances of (C, 4) uint64 rows to (C, 4) or (4,) query words."""
-    per_word = np.bitwise_count(rows_pdq ^ query)  # (C, 4) uint8, contiguous
-    pairs = np.ascontiguousarray(per_word).view(np.uint16)  # (C, 2): two byte counts each
+def _word_distances(xored: np.ndarray) -> np.ndarray:
+    """Row popcounts of (C, 4) uint64 XOR words, as uint16."""
+    per_word = np.bitwise_count(xored)  # (C, 4) uint8, contiguous
+    pairs = per_word.view(np.uint16)  # (C, 2): two byte counts each (<= 128 per pair)
     sums = (pairs & np.uint16(0xFF)) + (pairs >> np.uint16(8))
     return sums[:, 0] + sums[:, 1]
 
@@ -96,7 +96,8 @@ class PdqMultiIndex:
         return int(self.order.nbytes + self.starts.nbytes)
 
     def candidates(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, variant) pairs whose PDQ shares a chunk within one bit with a query variant.
+        """Rows whose PDQ shares a chunk within one bit with a query variant, grouped by
+        variant: (rows, bounds) where rows[bounds[v]:bounds[v + 1]] came from variant v.
 
         `query` is (V, 4) uint64. Rows may repeat; the caller verifies exact distances.
         """
@@ -106,15 +107,14 @@ class PdqMultiIndex:
         lo = self.starts[chunk_ids, probes].ravel().astype(np.int64)
         hi = self.starts[chunk_ids, probes + 1].ravel().astype(np.int64)
         lengths = hi - lo
-        total = int(lengths.sum())
+        bounds = np.zeros(query.shape[0] + 1, np.int64)
+        np.cumsum(lengths.reshape(query.shape[0], -1).sum(axis=1), out=bounds[1:])
+        total = int(bounds[-1])
         if total == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return np.zeros(0, np.int64), bounds
         ends = np.cumsum(lengths)
         offsets = np.repeat(lo - (ends - lengths), lengths) + np.arange(total)
-        rows = self.order[offsets].astype(np.int64)
-        per_variant = CHUNKS * len(_PROBE_MASKS)
-        variant = np.repeat(np.arange(lengths.size) // per_variant, lengths)
-        return rows, variant
+        return np.take(self.order, offsets), bounds
 
 
 class HashIndex:
@@ -250,13 +250,20 @@ class HashIndex:
         if radius > MIH_MAX_RADIUS:
             raise ValueError(f"multi-index search is exact up to radius {MIH_MAX_RADIUS}")
         q = np.stack([pdq_words(v) for v in query_variants])
-        rows, variant = self.mih.candidates(q)
+        rows, bounds = self.mih.candidates(q)
         if rows.size == 0:
             return {}
-        d = _row_distances(np.asarray(self.pdq)[rows], q[variant]).astype(np.int64)
-        keep = d <= radius
+        # np.take, not fancy indexing: a row gather at memory speed (about 5x faster here)
+        words = np.take(np.asarray(self.pdq), rows, axis=0)  # (C, 4) uint64
+        for v in range(q.shape[0]):
+            block = words[bounds[v]:bounds[v + 1]]
+            for w in range(PDQ_WORDS):  # column by column: a (4,) broadcast is 3x slower
+                np.bitwise_xor(block[:, w], q[v, w], out=block[:, w])
+        d = _word_distances(words)
+        hit = np.flatnonzero(d <= radius)
+        variant = np.searchsorted(bounds, hit, side="right") - 1
         out: dict[int, tuple[int, int]] = {}
-        for r, dist, v in zip(rows[keep].tolist(), d[keep].tolist(), variant[keep].tolist(),
+        for r, dist, v in zip(rows[hit].tolist(), d[hit].tolist(), variant.tolist(),
                               strict=True):
             if r not in out or dist < out[r][0]:
                 out[r] = (int(dist), int(v))
