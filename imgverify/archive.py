@@ -371,7 +371,11 @@ class Archive:
             return self._index
 
     def feature_index(self) -> FeatureIndex:
-        """Local features of every reference (for crops, insets, screenshots), cached."""
+        """Local features of every reference (for crops, insets, screenshots), cached.
+
+        Large archives keep the trained faiss index in ARCHIVE.index/ (keyed by the
+        archive's generation), so each process, CLI run or scan worker skips the training.
+        """
         gen = self.generation()
         with self._index_lock:
             if self._features is None or gen != self._features_generation:
@@ -382,7 +386,24 @@ class Archive:
                 for r in cur:
                     keys.append(r[0])
                     feats.append(LocalFeatures.from_blobs(r[3], r[4], r[1], r[2]))
-                self._features = FeatureIndex(keys, feats)
+                cache = self.index_cache_dir / "features.faiss"
+                stamp = self.index_cache_dir / "features.generation"
+                prebuilt = None
+                try:
+                    if stamp.read_text() == gen:
+                        prebuilt = FeatureIndex.load_faiss(cache)
+                except (OSError, RuntimeError):
+                    prebuilt = None  # no cache, or an unreadable one: rebuild
+                index = FeatureIndex(keys, feats, prebuilt)
+                if prebuilt is None and index.trained and not self.readonly:
+                    try:
+                        self.index_cache_dir.mkdir(exist_ok=True)
+                        stamp.unlink(missing_ok=True)
+                        index.save_faiss(cache)
+                        stamp.write_text(gen)  # written last: a crash leaves no stamp
+                    except (OSError, RuntimeError):
+                        pass  # a cache we cannot write only costs time
+                self._features = index
                 self._features_generation = gen
             return self._features
 

@@ -63,12 +63,34 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
             yield pending.popleft().result()
 
 
+def one_native_thread() -> None:
+    """Cap the BLAS and OpenMP pools of numpy, OpenCV and faiss at one thread each.
+
+    Batch work parallelises across processes. Left alone, each process keeps idle
+    OpenBLAS/OpenMP threads that spin after every call and take CPU from the other workers:
+    measured here, a one-worker scan of 300 photos spent 12.5 s of CPU instead of 10.2 s and
+    two workers reached only 1.5x one worker. Loads cv2 and faiss first so that their own
+    copies of OpenBLAS are found and capped too.
+    """
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    try:
+        import faiss
+        faiss.omp_set_num_threads(1)
+    except ImportError:  # pragma: no cover - faiss is a dependency
+        pass
+    cv2.setNumThreads(1)
+    threadpool_limits(limits=1)
+
+
 # -- ingest ---------------------------------------------------------------------------------
 _ingest_limits: Limits | None = None
 
 
 def _init_ingest(limits: Limits | None) -> None:
     global _ingest_limits
+    one_native_thread()
     _ingest_limits = limits
 
 
@@ -133,10 +155,24 @@ _scan_state: dict[str, Any] = {}
 def _init_scan(config: ScanConfig) -> None:
     from .archive import Archive, resolve_archive
 
+    one_native_thread()
     archive: Archive = resolve_archive(config.archive_path)
     archive.index()  # build once per worker, before the first input
     _scan_state["archive"] = archive
     _scan_state["config"] = config
+
+
+def _warm_caches(config: ScanConfig) -> None:
+    """Build the archive's cached indexes once, here, before the workers start: otherwise
+    every worker builds (and trains) the same index at the same time."""
+    from .archive import resolve_archive
+
+    archive = resolve_archive(config.archive_path)
+    try:
+        archive.index()
+        archive.feature_index()
+    finally:
+        archive.close()
 
 
 class _Alarm(Exception):
@@ -290,6 +326,8 @@ def scan(inputs: Iterable[str], config: ScanConfig, writer: LineWriter, workers:
                 continue
             yield item
 
+    if workers > 1:
+        _warm_caches(config)
     for result in ordered_map(_scan_one, todo(), workers, _init_scan, (config,)):
         writer.write(result)
         summary.total += 1

@@ -13,8 +13,10 @@ and by how many degrees it was turned.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -170,7 +172,8 @@ def build_descriptor_index(data: np.ndarray) -> Any:
 class FeatureIndex:
     """All references' descriptors in one faiss binary index, with owners and positions."""
 
-    def __init__(self, ref_keys: list[int], features: list[LocalFeatures]) -> None:
+    def __init__(self, ref_keys: list[int], features: list[LocalFeatures],
+                 prebuilt: Any = None) -> None:
         import faiss
 
         faiss.omp_set_num_threads(1)  # batch scans parallelise across processes instead
@@ -178,9 +181,31 @@ class FeatureIndex:
         counts = [len(f) for f in features]
         self.owner = np.repeat(np.array(ref_keys, dtype=np.int64), counts)
         self.size = int(sum(counts))
-        data = (np.concatenate([f.descriptors for f in features if len(f)]) if self.size
-                else np.zeros((0, 32), np.uint8))
-        self._faiss = build_descriptor_index(data)
+        if prebuilt is not None and int(prebuilt.ntotal) == self.size:
+            self._faiss = prebuilt
+        else:
+            data = (np.concatenate([f.descriptors for f in features if len(f)]) if self.size
+                    else np.zeros((0, 32), np.uint8))
+            self._faiss = build_descriptor_index(data)
+
+    @property
+    def trained(self) -> bool:
+        """True when the index needed training (IVF), i.e. is worth caching."""
+        return self.size >= IVF_MIN_DESCRIPTORS
+
+    def save_faiss(self, path: Path) -> None:
+        """Write the faiss index atomically (training it is what makes opening slow)."""
+        import faiss
+
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # writers never share it
+        faiss.write_index_binary(self._faiss, str(tmp))
+        os.replace(tmp, path)
+
+    @staticmethod
+    def load_faiss(path: Path) -> Any:
+        import faiss
+
+        return faiss.read_index_binary(str(path))
 
     def __len__(self) -> int:
         return self.size

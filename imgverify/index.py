@@ -201,12 +201,12 @@ class HashIndex:
             arrays["mih_order"] = self.mih.order
             arrays["mih_starts"] = self.mih.starts
         for name, arr in arrays.items():
-            tmp = folder / f"{name}.tmp.npy"
+            tmp = folder / f"{name}.{os.getpid()}.tmp.npy"  # concurrent writers never share it
             np.save(tmp, arr)
             os.replace(tmp, folder / f"{name}.npy")
         meta = {"generation": generation, "rows": len(self), "parts": self.part_names,
                 "mih": with_mih}
-        tmp_meta = folder / "meta.tmp.json"
+        tmp_meta = folder / f"meta.{os.getpid()}.tmp.json"
         tmp_meta.write_text(json.dumps(meta))
         os.replace(tmp_meta, folder / "meta.json")
 

@@ -304,3 +304,47 @@ def test_default_archive_is_read_only(tmp_path: Path) -> None:
 def test_export_rejects_an_unknown_format(small_archive: SmallArchive) -> None:
     res = cli("archive", "export", "--archive", str(small_archive.path), "--format", "xml")
     assert res.exit_code == 2, res.stdout[:200]
+
+
+def test_trained_feature_index_is_cached_and_follows_the_generation(
+        small_archive: SmallArchive, archive_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training the faiss IVF index is the slow part of opening a large archive: the first
+    process caches it beside the archive, later ones reuse it until the archive changes."""
+    import imgverify.features as features
+
+    monkeypatch.setattr(features, "IVF_MIN_DESCRIPTORS", 1000)  # 20 photos, ~3,000 descriptors
+    builds: list[int] = []
+    real_build = features.build_descriptor_index
+
+    def counting_build(data: Any) -> Any:
+        builds.append(int(data.shape[0]))
+        return real_build(data)
+
+    monkeypatch.setattr(features, "build_descriptor_index", counting_build)
+    photo = small_archive.photos[3]
+    crop = Image.open(photo).convert("RGB")
+    w, h = crop.size
+    crop = crop.crop((int(w * 0.3), int(h * 0.3), w, h))
+
+    with imgverify.Archive.open(archive_copy) as first:
+        index = first.feature_index()
+        assert index.trained and len(builds) == 1
+        expected = imgverify.check(crop, first)
+    cache = archive_copy.with_name(archive_copy.name + ".index")
+    assert (cache / "features.faiss").stat().st_size > 0
+    with imgverify.Archive.open(archive_copy) as second:
+        again = imgverify.check(crop, second)
+        assert len(builds) == 1, "the cached index should have been loaded, not rebuilt"
+    assert again.verdict == expected.verdict == "likely_recycled"
+    assert [(m.reference_id, m.method) for m in again.matches] == \
+        [(m.reference_id, m.method) for m in expected.matches]
+    assert expected.matches[0].caption == small_archive.row_of(photo)["caption"]
+    assert expected.matches[0].method == "local_features"
+
+    with imgverify.Archive.open(archive_copy) as third:
+        victim = next(r.reference_id for r in third.iter_references()
+                      if r.caption != small_archive.row_of(photo)["caption"])
+        assert third.remove([victim]) == 1
+        third.feature_index()
+        assert len(builds) == 2, "a changed archive must not reuse the old cache"
