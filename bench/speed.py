@@ -172,7 +172,7 @@ def bench_index(sizes: list[int], quick: bool) -> None:
         zeros = np.zeros(n, np.uint64)
         t = time.perf_counter()
         index = HashIndex(np.arange(n, dtype=np.uint32), np.zeros(n, np.uint8), ["full"],
-                          pdq, ph, zeros, zeros, np.zeros(n, np.uint8))
+                          pdq, ph, zeros, zeros)
         if n > LINEAR_MAX:
             _ = index.mih
         build_s = time.perf_counter() - t

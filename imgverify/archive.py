@@ -410,11 +410,10 @@ class Archive:
     def _build_index(self) -> HashIndex:
         import numpy as np
 
-        cur = self._conn().execute("SELECT ref_id, variant, pdq, pdq_quality, phash, dhash, "
-                                   "whash FROM hashes ORDER BY ref_id, variant")
+        cur = self._conn().execute("SELECT ref_id, variant, pdq, phash, dhash, whash "
+                                   "FROM hashes ORDER BY ref_id, variant")
         keys: list[int] = []
         parts: list[str] = []
-        quality: list[int] = []
         pdq, ph, dh, wh = bytearray(), bytearray(), bytearray(), bytearray()
         while True:
             rows = cur.fetchmany(10_000)
@@ -424,10 +423,9 @@ class Archive:
                 keys.append(r[0])
                 parts.append(r[1])
                 pdq += r[2]
-                quality.append(r[3])
-                ph += r[4]
-                dh += r[5]
-                wh += r[6]
+                ph += r[3]
+                dh += r[4]
+                wh += r[5]
         if not keys:
             return HashIndex.empty()
 
@@ -435,8 +433,7 @@ class Archive:
             return np.frombuffer(bytes(buf), dtype=">u8").astype(np.uint64)
 
         return HashIndex.from_arrays(np.array(keys, np.int64), parts,
-                                     u64(pdq).reshape(-1, 4), u64(ph), u64(dh), u64(wh),
-                                     np.array(quality, np.int64))
+                                     u64(pdq).reshape(-1, 4), u64(ph), u64(dh), u64(wh))
 
     # -- writing ----------------------------------------------------------------------------
     def _require_writable(self) -> None:

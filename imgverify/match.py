@@ -14,12 +14,10 @@ from PIL import Image
 
 from .features import FEATURE_SIDE, QUERY_FEATURES, FeatureIndex, GeometricMatch, extract
 from .hashing import (
-    ALGORITHMS,
     DIHEDRAL_TRANSPOSE,
     EDIT_DESCRIPTION,
     HashSet,
     PictureHasher,
-    hamming,
 )
 from .index import HashIndex
 from .regions import find_parts
@@ -87,8 +85,7 @@ def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
                              thresholds.pdq_radius, thresholds.phash_radius, limit)
         for c in cands:
             qh = hasher.hashset(c.dihedral)
-            ref = index.hashset(c.row)
-            distances = {a: hamming(qh.get(a), ref.get(a)) for a in ALGORITHMS}
+            distances = index.distances(c.row, qh)
             combined = combined_distance(distances)
             prev = best.get(c.ref_key)
             if prev is None or combined < prev.combined:

@@ -22,7 +22,7 @@ def _index(pdq: np.ndarray) -> HashIndex:
     n = pdq.shape[0]
     z = np.zeros(n, np.uint64)
     return HashIndex(np.arange(n, dtype=np.uint32), np.zeros(n, np.uint8), ["full"], pdq, z,
-                     z, z, np.zeros(n, np.uint8))
+                     z, z)
 
 
 def _as_int(words: np.ndarray) -> int:
@@ -105,10 +105,13 @@ def test_archive_index_equals_rows(tmp_path: Path) -> None:
     index = archive.index()
     rows = [(ref.key, name, hs) for ref in archive.iter_references()
             for name, hs in archive.hashes_of(ref.key)]
-    fresh = HashIndex.from_rows(sorted(rows, key=lambda r: (r[0], r[1])))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    fresh = HashIndex.from_rows(rows)
     assert len(index) == len(fresh) >= len(files)
-    for i in range(len(index)):
-        assert index.hashset(i) == fresh.hashset(i)
+    for i, (key, name, hs) in enumerate(rows):
+        assert int(index.ref_keys[i]) == key and index.part_names[index.part_codes[i]] == name
+        assert index.distances(i, hs) == fresh.distances(i, hs) == dict.fromkeys(
+            ("pdq", "phash", "dhash", "whash"), 0)
 
 
 def test_reduced_decode_stays_close_to_full_resolution() -> None:
@@ -129,3 +132,62 @@ def test_reduced_decode_stays_close_to_full_resolution() -> None:
     assert max(pdq_d) <= 16
     assert sum(d <= 10 for d in pdq_d) >= 0.85 * len(pdq_d)
     assert float(np.median(pdq_d)) <= 10
+
+
+def _flip(value: int, chunk: int, bits: list[int]) -> int:
+    """Flip bits of one 16-bit chunk (0 = most significant chunk; bit 0 = its top bit)."""
+    for b in bits:
+        value ^= 1 << (255 - (chunk * 16 + b))
+    return value
+
+
+def _index_with_layout(pdq: np.ndarray, dir_bits: int | None) -> HashIndex:
+    from imgverify.index import PdqMultiIndex
+
+    index = _index(pdq)
+    index._mih = PdqMultiIndex.build(pdq, dir_bits)
+    return index
+
+
+@pytest.mark.parametrize("dir_bits", [None, 16, 12, 8])
+def test_every_table_layout_equals_brute_force_on_concentrated_differences(
+        dir_bits: int | None) -> None:
+    """Near-duplicates whose differing bits pile into chunk heads, the worst case for the
+    packed next-chunk filter, at several directory sizes (the 10 M layout has no low bits,
+    the 1 M layout two)."""
+    rng = np.random.default_rng(11 + (dir_bits or 0))
+    n = LINEAR_MAX + 10_000
+    pdq = rng.integers(0, 2**63, size=(n, 4), dtype=np.uint64)
+    base = _as_int(pdq[0])
+    for i in range(1, 2001):
+        v, left = base, int(rng.integers(20, 32))
+        for c in rng.permutation(16):
+            k = min(left, int(rng.choice([0, 1, 2, 2, 2, 3, 4, 5])))
+            left -= k
+            head = int(rng.integers(max(k, 1), 17))
+            v = _flip(v, int(c), [int(b) for b in rng.choice(head, size=k, replace=False)])
+        pdq[i] = pdq_words(v)
+    index = _index_with_layout(pdq, dir_bits)
+    for q in [base] + [_as_int(pdq[i]) for i in rng.integers(1, 2001, 25)]:
+        got = {r: d for r, (d, _v) in index.pdq_within([q], 31).items()}
+        assert got == _brute(pdq, [q], 31)
+
+
+def test_filter_boundary_case_at_distance_31(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only chunk 0 is within one bit (0 bits) and the head of chunk 1 differs in 3 bits:
+    distance 3 + 14 x 2 = 31. The proof's bound (3) keeps it; a tighter one would not."""
+    import imgverify.index as ix
+
+    rng = np.random.default_rng(3)
+    pdq = rng.integers(0, 2**63, size=(LINEAR_MAX + 1000, 4), dtype=np.uint64)
+    base = _as_int(pdq[0])
+    v = _flip(base, 1, [0, 1, 2])
+    for c in range(2, 16):
+        v = _flip(v, c, [7, 12])
+    pdq[1] = pdq_words(v)
+    assert hamming(base, v) == 31
+    for dir_bits in (None, 16, 8):
+        index = _index_with_layout(pdq, dir_bits)
+        assert 1 in index.pdq_within([base], 31)
+    monkeypatch.setattr(ix, "EXT_MAX_DISTANCE", 2)
+    assert 1 not in _index_with_layout(pdq, 16).pdq_within([base], 31)
