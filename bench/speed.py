@@ -110,10 +110,15 @@ def bench_hashing(quick: bool) -> None:
         if label.startswith("12"):
             SUMMARY.append(("hashing 12 MP vs imagehash.phash", ">= 5x",
                             f"{med[2] / med[0]:.1f}x (query path), {med[2] / med[1]:.1f}x "
-                            "(hash set only)", "met" if med[2] / med[0] >= 5 else "not met"))
+                            f"(hash set only); ceiling {med[2] / med[3]:.1f}x = phash / floor",
+                            "met" if med[2] / med[0] >= 5 else "not met"))
             SUMMARY.append(("hashing 12 MP / reduced-decode floor", "<= 1.5",
                             f"{med[0] / med[3]:.2f} (query path), {med[1] / med[3]:.2f} "
                             "(hash set only)", "met" if med[0] / med[3] <= 1.5 else "not met"))
+            print("   ceiling: anything that decodes the file is at most phash / floor = "
+                  f"{med[2] / med[3]:.1f}x faster than imagehash.phash (Huffman decoding of "
+                  "every coefficient is the floor; measured the same with OpenCV and "
+                  "simplejpeg reduced decodes)")
             print(f"   time to hash one 12 MP camera JPEG: {med[1]:.1f} ms (hash set), "
                   f"{med[0]:.1f} ms (everything check hashes), floor {med[3]:.1f} ms, full "
                   f"decode {med[4]:.1f} ms, imagehash.phash {med[2]:.1f} ms")
