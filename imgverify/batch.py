@@ -236,8 +236,13 @@ def csv_row(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def already_done(out_path: Path, fmt: str) -> set[str]:
-    """Inputs already written to `out_path`; a partial last line (crash) is cut off."""
+def already_done(out_path: Path, fmt: str, retry_errors: bool = False) -> set[str]:
+    """Inputs already written to `out_path`; a partial last line (crash) is cut off.
+
+    With `retry_errors`, inputs whose latest line is an error (a URL that timed out, a file
+    still being copied) are not counted as done, so a resumed scan checks them again and
+    appends a new line: readers keep the last line per input.
+    """
     if not out_path.exists():
         return set()
     with out_path.open("rb+") as fh:
@@ -247,18 +252,19 @@ def already_done(out_path: Path, fmt: str) -> set[str]:
             fh.truncate(end)
             data = data[:end]
     text = data.decode("utf-8", errors="replace")
-    done: set[str] = set()
+    latest_error: dict[str, bool] = {}
     if fmt == "csv":
         for row in csv.DictReader(io.StringIO(text)):
             if row.get("input"):
-                done.add(row["input"])
-        return done
-    for line in text.splitlines():
-        try:
-            done.add(json.loads(line)["input"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return done
+                latest_error[row["input"]] = bool(row.get("error_kind"))
+    else:
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+                latest_error[record["input"]] = record.get("verdict") == "error"
+            except (ValueError, KeyError, TypeError):
+                continue
+    return {item for item, failed in latest_error.items() if not (retry_errors and failed)}
 
 
 class LineWriter:

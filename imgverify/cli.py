@@ -168,6 +168,10 @@ def scan_cmd(
     workers: Annotated[int, typer.Option(help="Worker processes (default: all cores).")] = 0,
     resume: Annotated[bool, typer.Option(help="Skip inputs already in --out (after a crash or "
                                          "Ctrl-C).")] = False,
+    retry_errors: Annotated[bool, typer.Option(
+        help="With --resume, check again the inputs whose line in --out is an error (e.g. an "
+             "unreachable URL); the new line is appended, so keep the last line per input.")
+    ] = False,
     claimed_date: Annotated[Optional[str], typer.Option(help="Claimed date for every input.")
                             ] = None,
     all_files: Annotated[bool, typer.Option(help="Also check files without an image "
@@ -189,6 +193,8 @@ def scan_cmd(
         _fail("give at least one PATH or --urls FILE", EXIT_USAGE)
     if resume and out is None:
         _fail("--resume needs --out FILE", EXIT_USAGE)
+    if retry_errors and not resume:
+        _fail("--retry-errors goes with --resume --out FILE", EXIT_USAGE)
     if claimed_date:
         from .verdict import parse_claimed_date
 
@@ -211,7 +217,7 @@ def scan_cmd(
     stream: Any
     if out is not None:
         if resume:
-            skip = already_done(out, fmt)
+            skip = already_done(out, fmt, retry_errors=retry_errors)
         write_header = not (resume and out.exists() and out.stat().st_size > 0)
         stream = out.open("a" if resume else "w", encoding="utf-8", errors="surrogateescape",
                           newline="")

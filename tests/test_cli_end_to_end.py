@@ -240,6 +240,39 @@ def test_resume_csv_keeps_one_header(ws: Workspace, tmp_path: Path) -> None:
     assert sorted(r["input"] for r in rows) == sorted(ws.inputs)
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_resume_retry_errors_rechecks_failed_inputs_only(ws: Workspace, tmp_path: Path,
+                                                        fmt: str) -> None:
+    """A file that failed (here: still being copied, so truncated) is checked again with
+    --retry-errors once it is whole; without the flag a resume leaves its error line."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = bsds(2, split="val")
+    shutil.copy(good[0], folder / "a.jpg")
+    whole = good[1].read_bytes()
+    (folder / "b.jpg").write_bytes(whole[: len(whole) // 3])
+    out = tmp_path / f"R.{fmt}"
+    base = [str(folder), "--archive", str(ws.archive), "--format", fmt, "--out", str(out),
+            "--workers", "1"]
+    res = scan(*base)
+    assert res.exit_code == 3, res.output  # one input failed
+    (folder / "b.jpg").write_bytes(whole)  # the copy finished
+    res = scan(*base, "--resume")
+    assert _summary_counts(res.stderr) == (0, 2)
+    res = scan(*base, "--resume", "--retry-errors")
+    assert res.exit_code == 0, res.output
+    assert _summary_counts(res.stderr) == (1, 1)
+    if fmt == "jsonl":
+        verdicts = [(Path(r["input"]).name, r["verdict"]) for r in read_jsonl(out)]
+    else:
+        verdicts = [(Path(r["input"]).name, r["verdict"])
+                    for r in csv.DictReader(out.read_text(encoding="utf-8").splitlines())]
+    assert verdicts == [("a.jpg", "no_match"), ("b.jpg", "error"), ("b.jpg", "no_match")]
+    res = scan(*base, "--resume", "--retry-errors")  # the last line per input counts
+    assert _summary_counts(res.stderr) == (0, 2)
+    assert scan(*base, "--retry-errors").exit_code == 2  # only meaningful with --resume
+
+
 def test_resume_needs_out(ws: Workspace) -> None:
     res = scan(str(ws.scan_dir), "--archive", str(ws.archive), "--resume")
     assert res.exit_code == 2
