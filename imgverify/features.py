@@ -145,9 +145,19 @@ class GeometricMatch:
 IVF_MIN_DESCRIPTORS = 20_000
 
 
-def build_descriptor_index(data: np.ndarray) -> Any:
+def _nlist_for(n: int) -> int:
+    return int(min(8192, max(64, 4 * math.sqrt(n))))
+
+
+def build_descriptor_index(data: np.ndarray, trained: Any = None) -> Any:
     """faiss binary index over ORB descriptors: exact flat scan for small archives, IVF
-    (nlist ~ 4 sqrt(n), nprobe 8, trained on a fixed-seed sample) beyond."""
+    (nlist ~ 4 sqrt(n), nprobe 8, trained on a fixed-seed sample) beyond.
+
+    `trained` is an empty IVF index trained on an earlier state of the archive: when its
+    number of lists still suits the data (within 2x), its centroids are reused and only the
+    descriptors are assigned, instead of training again (ORB descriptors are generic, so
+    centroids from last week's archive partition today's as well).
+    """
     import faiss
 
     n = int(data.shape[0])
@@ -156,24 +166,44 @@ def build_descriptor_index(data: np.ndarray) -> Any:
         if n:
             flat.add(data)
         return flat
-    nlist = int(min(8192, max(64, 4 * math.sqrt(n))))
-    quantizer: Any = faiss.IndexBinaryFlat(256)
-    index: Any = faiss.IndexBinaryIVF(quantizer, 256, nlist)
-    index.own_fields = True
-    quantizer.this.disown()
-    rng = np.random.default_rng(12345)
-    sample = data[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
-    index.train(sample)
+    nlist = _nlist_for(n)
+    index: Any
+    if trained is not None and nlist / 2 <= int(trained.nlist) <= nlist * 2:
+        index = trained  # freshly read from its file: ours to fill
+        index.reset()
+    else:
+        quantizer: Any = faiss.IndexBinaryFlat(256)
+        index = faiss.IndexBinaryIVF(quantizer, 256, nlist)
+        index.own_fields = True
+        quantizer.this.disown()
+        rng = np.random.default_rng(12345)
+        sample = data[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
+        index.train(sample)
     index.add(data)
     index.nprobe = 8
     return index
+
+
+def empty_copy(index: Any) -> Any:
+    """An empty copy of a trained IVF index (its centroids only), or None for a flat one."""
+    import faiss
+
+    if not hasattr(index, "nlist"):
+        return None
+    quantizer: Any = faiss.IndexBinaryFlat(256)
+    quantizer.add(index.quantizer.reconstruct_n(0, int(index.nlist)))  # the centroids only
+    copy: Any = faiss.IndexBinaryIVF(quantizer, 256, int(index.nlist))
+    copy.own_fields = True
+    quantizer.this.disown()
+    copy.is_trained = True
+    return copy
 
 
 class FeatureIndex:
     """All references' descriptors in one faiss binary index, with owners and positions."""
 
     def __init__(self, ref_keys: list[int], features: list[LocalFeatures],
-                 prebuilt: Any = None) -> None:
+                 prebuilt: Any = None, trained: Any = None) -> None:
         import faiss
 
         faiss.omp_set_num_threads(1)  # batch scans parallelise across processes instead
@@ -186,12 +216,24 @@ class FeatureIndex:
         else:
             data = (np.concatenate([f.descriptors for f in features if len(f)]) if self.size
                     else np.zeros((0, 32), np.uint8))
-            self._faiss = build_descriptor_index(data)
+            self._faiss = build_descriptor_index(data, trained)
 
     @property
     def trained(self) -> bool:
         """True when the index needed training (IVF), i.e. is worth caching."""
         return self.size >= IVF_MIN_DESCRIPTORS
+
+    def save_centroids(self, path: Path) -> None:
+        """Write an empty copy of the trained index (centroids only: a few hundred KB), for
+        the next generation of the archive to reuse."""
+        import faiss
+
+        copy = empty_copy(self._faiss)
+        if copy is None:
+            return
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        faiss.write_index_binary(copy, str(tmp))
+        os.replace(tmp, path)
 
     def save_faiss(self, path: Path) -> None:
         """Write the faiss index atomically (training it is what makes opening slow)."""

@@ -314,12 +314,12 @@ def test_trained_feature_index_is_cached_and_follows_the_generation(
     import imgverify.features as features
 
     monkeypatch.setattr(features, "IVF_MIN_DESCRIPTORS", 1000)  # 20 photos, ~3,000 descriptors
-    builds: list[int] = []
+    builds: list[bool] = []  # one entry per build: were earlier centroids reused?
     real_build = features.build_descriptor_index
 
-    def counting_build(data: Any) -> Any:
-        builds.append(int(data.shape[0]))
-        return real_build(data)
+    def counting_build(data: Any, trained: Any = None) -> Any:
+        builds.append(trained is not None)
+        return real_build(data, trained)
 
     monkeypatch.setattr(features, "build_descriptor_index", counting_build)
     photo = small_archive.photos[3]
@@ -346,5 +346,9 @@ def test_trained_feature_index_is_cached_and_follows_the_generation(
         victim = next(r.reference_id for r in third.iter_references()
                       if r.caption != small_archive.row_of(photo)["caption"])
         assert third.remove([victim]) == 1
-        third.feature_index()
-        assert len(builds) == 2, "a changed archive must not reuse the old cache"
+        rebuilt = third.feature_index()
+        assert builds == [False, True], "a changed archive is re-indexed, reusing centroids"
+        assert len(rebuilt) < len(index)
+        assert imgverify.check(crop, third).matches[0].caption == \
+            small_archive.row_of(photo)["caption"]
+    assert (cache / "features.centroids.faiss").stat().st_size > 0
