@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,13 @@ def test_cache_round_trip_and_staleness(tmp_path: Path) -> None:
     assert HashIndex.load(tmp_path / "c", "gen-8") is None
     variants = [_as_int(pdq[0])]
     assert loaded.pdq_within(variants, 31) == index.pdq_within(variants, 31)
+    assert loaded.mih.layout == index.mih.layout
+    # a cache written by an older layout is ignored (rebuilt by the archive), never misread
+    meta = tmp_path / "c" / "meta.json"
+    old = json.loads(meta.read_text())
+    old["format"] = 1
+    meta.write_text(json.dumps(old))
+    assert HashIndex.load(tmp_path / "c", "gen-7") is None
 
 
 def test_archive_index_equals_rows(tmp_path: Path) -> None:
