@@ -473,6 +473,7 @@ def screenshot(im: Image.Image, r: random.Random) -> Image.Image:
     visible = (max(top_in_canvas, status_h + appbar_h), min(top_in_canvas + ph, ty))
     return _done(canvas, "screenshot", phone=(W, H), style=style, dark=dark,
                  text_lines=len(lines), photo_width=pw / W,
+                 photo_box=(x0, visible[0], x0 + pw, visible[1]),
                  photo_visible=(visible[1] - visible[0]) / ph,
                  photo_area=pw * max(0, visible[1] - visible[0]) / (W * H))
 

@@ -59,6 +59,35 @@ def _longest_run(flags: np.ndarray, max_gap: int) -> tuple[int, int]:
     return best
 
 
+def _photo_run(not_background: np.ndarray, textured: np.ndarray, max_gap: int,
+               min_len: int) -> tuple[int, int] | None:
+    """Longest run of lines that are not the background colour (gaps up to `max_gap`)
+    with at least a quarter of them textured: a photo's smooth parts (sky, water, a wall)
+    stay inside it, while text lines (mostly background) and solid bars (no texture) do
+    not make a run of their own."""
+    best: tuple[int, int] | None = None
+    start = None
+    gap = 0
+    end = 0
+    flags = not_background.tolist() + [False] * (max_gap + 1)
+    for i, f in enumerate(flags):
+        if f:
+            if start is None:
+                start = i
+            gap = 0
+            end = i + 1
+            continue
+        if start is None:
+            continue
+        gap += 1
+        if gap > max_gap:
+            if end - start >= min_len and textured[start:end].mean() >= 0.25 and (
+                    best is None or end - start > best[1] - best[0]):
+                best = (start, end)
+            start = None
+    return best
+
+
 def photo_region(rgb: Image.Image) -> tuple[int, int, int, int] | None:
     """Box of the photo inside chrome or caption bars, in `rgb` pixels; None if not framed."""
     g = _small_gray(rgb)
@@ -67,20 +96,24 @@ def photo_region(rgb: Image.Image) -> tuple[int, int, int, int] | None:
         return None
     busy = _busy_mask(g)
     # chrome and caption bars are mostly their flat background colour between the glyphs;
-    # photo rows are textured and rarely that exact colour
+    # photo rows are rarely that exact colour, and some of them are textured
     edge = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
     background = float(np.median(edge))
     flat = np.abs(g - background) <= 8
-    photo_rows = (busy.mean(axis=1) > 0.45) & (flat.mean(axis=1) < 0.3)
-    rows = np.convolve(photo_rows.astype(float), np.ones(3) / 3, mode="same") > 0.5
-    y0, y1 = _longest_run(rows, max(1, h // 80))
-    if y1 - y0 < 0.15 * h:
+
+    def smooth(flags: np.ndarray) -> np.ndarray:
+        return np.convolve(flags.astype(float), np.ones(3) / 3, mode="same") > 0.5
+
+    rows = _photo_run(smooth(flat.mean(axis=1) < 0.3), busy.mean(axis=1) > 0.45,
+                      max(1, h // 80), int(0.15 * h))
+    if rows is None:
         return None
-    photo_cols = (busy[y0:y1].mean(axis=0) > 0.3) & (flat[y0:y1].mean(axis=0) < 0.3)
-    cols = np.convolve(photo_cols.astype(float), np.ones(3) / 3, mode="same") > 0.5
-    x0, x1 = _longest_run(cols, max(1, w // 60))
-    if x1 - x0 < 0.15 * w:
+    y0, y1 = rows
+    cols = _photo_run(smooth(flat[y0:y1].mean(axis=0) < 0.3), busy[y0:y1].mean(axis=0) > 0.3,
+                      max(1, w // 60), int(0.15 * w))
+    if cols is None:
         return None
+    x0, x1 = cols
     area = (y1 - y0) * (x1 - x0) / (h * w)
     if area > 0.92 or area < 0.12:
         return None

@@ -1,0 +1,54 @@
+"""The photo inside a feed screenshot is found whole, smooth sky included."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import bsds
+from PIL import Image, ImageDraw, ImageFilter
+
+from imgverify.regions import _iou, find_parts, photo_region
+
+
+def _feed_screenshot(photo: Image.Image, dark: bool, indent: int) -> tuple[Image.Image, tuple]:
+    """A phone-sized page: header, three lines of text, the photo, icons, more text."""
+    W, H = 1080, 2340
+    bg, fg = ((0, 0, 0), (240, 240, 240)) if dark else ((255, 255, 255), (20, 20, 20))
+    page = Image.new("RGB", (W, H), bg)
+    d = ImageDraw.Draw(page)
+    d.ellipse((36, 160, 132, 256), fill=(200, 80, 80))
+    for i in range(3):
+        d.text((indent or 36, 300 + i * 60), "Breaking: scenes from last night " * 2, fill=fg,
+               font_size=40)
+    pw = W - indent - (36 if indent else 0)
+    ph = round(pw * photo.height / photo.width)
+    top = 500
+    page.paste(photo.resize((pw, ph)), (indent, top))
+    for k in range(3):
+        d.ellipse((36 + 260 * k, top + ph + 30, 92 + 260 * k, top + ph + 86), outline=fg,
+                  width=5)
+    d.text((36, top + ph + 140), "Liked by someone and 312 others", fill=fg, font_size=32)
+    return page, (indent, top, indent + pw, top + ph)
+
+
+@pytest.mark.parametrize("dark", [False, True])
+@pytest.mark.parametrize("indent", [0, 156])
+def test_photo_with_a_smooth_half_is_found_whole(dark: bool, indent: int) -> None:
+    photo = Image.open(bsds(1, split="val")[0]).convert("RGB")
+    # a featureless sky over the top 40 %: rows there have no texture at all
+    sky = photo.crop((0, 0, photo.width, int(photo.height * 0.4)))
+    photo.paste(sky.filter(ImageFilter.GaussianBlur(40)), (0, 0))
+    page, truth = _feed_screenshot(photo, dark, indent)
+    box = photo_region(page)
+    assert box is not None
+    assert _iou(box, truth) > 0.85, (box, truth)
+    assert ("photo", box) in find_parts(page, query=True)
+
+
+def test_text_only_page_has_no_photo() -> None:
+    page = Image.new("RGB", (1080, 2340), "white")
+    d = ImageDraw.Draw(page)
+    for i in range(30):
+        d.text((36, 100 + i * 70), "Nothing but words on this page, line after line", fill="black",
+               font_size=40)
+    d.rectangle((0, 2200, 1080, 2340), fill=(30, 90, 200))  # a solid tab bar: no texture
+    assert photo_region(page) is None
