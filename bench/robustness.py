@@ -337,7 +337,7 @@ def diagnose(data: bytes, truth: str | None, res: Any) -> dict[str, Any]:
         if ref is None:
             return {"error": "right reference is not in the archive"}
         loaded = load(data)
-        q = QueryHashes(loaded.image)
+        q = QueryHashes(loaded.image, loaded.scale)
         out["query_parts"] = [name for name, _b in q.boxes]
         # best global distance of the right reference over every query part, orientation and
         # stored variant (brute force, independent of the index)

@@ -100,8 +100,9 @@ def _split(path: Path, photos: Path) -> str:
 
 def _ref_rows(args: tuple[int, str]) -> list[tuple[int, str, object]]:
     key, path = args
-    pic = load(path).image
-    return [(key, name, PictureHasher(p).hashset(0)) for name, p in picture_variants(pic)]
+    loaded = load(path)
+    return [(key, name, PictureHasher(p, loaded.scale).hashset(0))
+            for name, p in picture_variants(loaded.image)]
 
 
 _INDEX: HashIndex | None = None
@@ -118,7 +119,8 @@ def _measure(task: tuple[str, int, str, int]) -> tuple[str, int, dict[int, float
     rnd = random.Random(seed)
     im = Image.open(path).convert("RGB")
     data = _jpeg(im) if edit == "none" else EDITS[edit](im, rnd)
-    qh = QueryHashes(load(data).image)
+    loaded = load(data)
+    qh = QueryHashes(loaded.image, loaded.scale)
     assert _INDEX is not None
     found = find(qh, _INDEX, WIDE, limit=10 ** 9)
     return edit, owner, {m.ref_key: m.combined for m in found}

@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,9 @@ from PIL import Image
 from .errors import ArchiveError, ImgVerifyError
 from .evidence import read_exif
 from .features import REF_FEATURES, FeatureIndex, LocalFeatures, extract
-from .hashing import HashSet, PictureHasher, hex_of
+from .hashing import HASH_PIPELINE, HashSet, PictureHasher, hex_of
 from .index import LINEAR_MAX, HashIndex
-from .load import Limits, load
+from .load import Limits, load, reduction_scale
 from .manifest import CONTEXT_FIELDS, ManifestRow, RowError, read_manifest
 from .regions import picture_variants
 
@@ -147,7 +147,7 @@ def make_thumbnail(rgb: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
 def prepare_reference(row: ManifestRow, limits: Limits | None = None) -> PreparedReference:
     """Load, hash and thumbnail one manifest row (raises InputError on a bad image)."""
     loaded = load(row.image, limits)
-    hashes = [(name, PictureHasher(pic).hashset(0)) for name, pic in
+    hashes = [(name, PictureHasher(pic, loaded.scale).hashset(0)) for name, pic in
               picture_variants(loaded.image)]
     exif = read_exif(loaded.data).to_dict()
     return PreparedReference(
@@ -237,6 +237,10 @@ class Archive:
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+                # an archive from before the stamp holds pipeline-1 hashes
+                has_refs = conn.execute("SELECT 1 FROM refs LIMIT 1").fetchone() is not None
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('hash_pipeline', ?)",
+                             ("1" if has_refs else str(HASH_PIPELINE),))
         except sqlite3.DatabaseError as exc:
             raise ArchiveError(f"{self.path} is not a usable imgverify archive: {exc}") from None
         self._check_schema(conn)
@@ -248,6 +252,21 @@ class Archive:
             raise ArchiveError(f"{self.path} is not an imgverify archive: {exc}") from None
         if row is None or int(row[0]) != SCHEMA_VERSION:
             raise ArchiveError(f"{self.path} has an unsupported schema version")
+
+    def hash_pipeline(self) -> int:
+        """How this archive's hashes were computed (`hashing.HASH_PIPELINE`)."""
+        rows = self._query("SELECT value FROM meta WHERE key='hash_pipeline'")
+        if rows:
+            return int(rows[0][0])
+        return 1 if self._query("SELECT 1 FROM refs LIMIT 1") else HASH_PIPELINE
+
+    def _require_current_hashes(self) -> None:
+        found = self.hash_pipeline()
+        if found != HASH_PIPELINE:
+            raise ArchiveError(
+                f"{self.path} holds hashes from an older imgverify (hash pipeline {found}, "
+                f"this version uses {HASH_PIPELINE}); they would not match reliably. Run "
+                f"`imgverify archive rehash --archive {self.path}` once to update them")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -340,7 +359,8 @@ class Archive:
             "earliest_date": dates[0], "latest_date": dates[1],
             "file_bytes": size, "thumbnail_bytes": int(thumb),
             "bytes_per_reference": round(size / refs) if refs else None,
-            "index_bytes": self.index().nbytes, "readonly": self.readonly,
+            "index_bytes": self.index().nbytes if self.hash_pipeline() == HASH_PIPELINE else None,
+            "hash_pipeline": self.hash_pipeline(), "readonly": self.readonly,
         }
 
     # -- the derived index ------------------------------------------------------------------
@@ -357,6 +377,7 @@ class Archive:
         gen = self.generation()
         with self._index_lock:
             if self._index is None or gen != self._index_generation:
+                self._require_current_hashes()
                 cache = self.index_cache_dir
                 index = HashIndex.load(cache, gen) if cache.exists() else None
                 if index is None:
@@ -454,6 +475,7 @@ class Archive:
     def write_batch(self, batch: list[PreparedReference]) -> tuple[int, int]:
         """Insert or update references in one transaction; returns (added, updated)."""
         self._require_writable()
+        self._require_current_hashes()
         added = updated = 0
         conn = self._conn()
         now = _now()
@@ -485,11 +507,7 @@ class Archive:
                              ref.height, ref.format, exif, ref.thumbnail, now, now))
                         key = cur.lastrowid
                         added += 1
-                    conn.executemany(
-                        "INSERT INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [(key, name, hs.pdq.to_bytes(32, "big"), hs.pdq_quality,
-                          _u64(hs.phash), _u64(hs.dhash), _u64(hs.whash))
-                         for name, hs in ref.hashes])
+                    _insert_hashes(conn, key, ref.hashes)
                     conn.execute("DELETE FROM features WHERE ref_id=?", (key,))
                     if ref.features is not None and len(ref.features):
                         pts, desc = ref.features.to_blobs()
@@ -529,6 +547,7 @@ class Archive:
         from .batch import prepare_references
 
         self._require_writable()
+        self._require_current_hashes()
         report = IngestReport()
         batch: list[PreparedReference] = []
         for item in prepare_references(read_manifest(manifest), limits, workers):
@@ -548,6 +567,69 @@ class Archive:
             report.added += a
             report.updated += u
         return report
+
+    def rehash(self, limits: Limits | None = None,
+               on_progress: Callable[[int, int], None] | None = None,
+               batch_size: int = 200) -> RehashReport:
+        """Recompute every reference's hashes with this version's pipeline.
+
+        Each reference is re-read from its image_uri when that still holds the same bytes
+        (sha256), else hashed from its stored thumbnail, scaled to stand for the original.
+        Batches are transactions and the pipeline stamp is written last, so an interrupted
+        rehash leaves a consistent archive that a re-run finishes.
+        """
+        self._require_writable()
+        limits = limits or Limits()
+        report = RehashReport()
+        rows = self._query("SELECT id, sha256, image_uri, width, height FROM refs ORDER BY id")
+        conn = self._conn()
+        for start in range(0, len(rows), batch_size):
+            updates: list[tuple[int, list[tuple[str, HashSet]]]] = []
+            for r in rows[start:start + batch_size]:
+                hashes = self._fresh_hashes(r, limits, report)
+                if hashes is not None:
+                    updates.append((r["id"], hashes))
+            try:
+                with self._write_lock, conn:
+                    for key, hashes in updates:
+                        conn.execute("DELETE FROM hashes WHERE ref_id=?", (key,))
+                        _insert_hashes(conn, key, hashes)
+                    self._bump_generation(conn)
+            except sqlite3.OperationalError as exc:
+                raise ArchiveError(_explain_write_error(self.path, exc)) from None
+            if on_progress is not None:
+                on_progress(min(start + batch_size, len(rows)), len(rows))
+        if not report.failed:
+            with self._write_lock, conn:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('hash_pipeline', ?)",
+                             (str(HASH_PIPELINE),))
+        return report
+
+    def _fresh_hashes(self, row: sqlite3.Row, limits: Limits, report: RehashReport
+                      ) -> list[tuple[str, HashSet]] | None:
+        uri = row["image_uri"]
+        if uri:
+            try:
+                loaded = load(uri, limits)
+                if loaded.sha256 == row["sha256"]:
+                    report.from_source += 1
+                    return [(name, PictureHasher(pic, loaded.scale).hashset(0))
+                            for name, pic in picture_variants(loaded.image)]
+            except ImgVerifyError:
+                pass  # gone or changed: the thumbnail stands in
+        thumb = self.thumbnail(row["id"])
+        try:
+            if thumb is None:
+                raise ArchiveError("no thumbnail")
+            image = load(thumb, limits).image
+            scale = reduction_scale((row["width"] or image.width, row["height"] or image.height),
+                                    image.size)
+            report.from_thumbnail += 1
+            return [(name, PictureHasher(pic, scale).hashset(0))
+                    for name, pic in picture_variants(image)]
+        except ImgVerifyError as exc:
+            report.failed.append(f"reference key {row['id']}: {exc.message}")
+            return None
 
     def export(self) -> Iterator[dict[str, Any]]:
         """Every reference with its context and hashes, as manifest-compatible dicts."""
@@ -575,6 +657,26 @@ class Archive:
                                "length(sha256) != 64 OR date IS NULL"):
             problems.append(f"reference {row[0]} is incomplete")
         return problems
+
+
+@dataclass
+class RehashReport:
+    """What `Archive.rehash` did: sources re-read, thumbnails used, references it could not."""
+
+    from_source: int = 0
+    from_thumbnail: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from_source": self.from_source, "from_thumbnail": self.from_thumbnail,
+                "failed": self.failed, "hash_pipeline": HASH_PIPELINE}
+
+
+def _insert_hashes(conn: sqlite3.Connection, key: int, hashes: list[tuple[str, HashSet]]) -> None:
+    conn.executemany(
+        "INSERT INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(key, name, hs.pdq.to_bytes(32, "big"), hs.pdq_quality,
+          _u64(hs.phash), _u64(hs.dhash), _u64(hs.whash)) for name, hs in hashes])
 
 
 def _hashset(row: Any) -> HashSet:

@@ -64,7 +64,7 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
                  max_matches: int = 10, started: float | None = None) -> CheckResult:
     started = started if started is not None else time.perf_counter()
     exif = read_exif(loaded.data) if loaded.format != "PIL" else ExifEvidence()
-    query = QueryHashes(loaded.image)
+    query = QueryHashes(loaded.image, loaded.scale)
     index = archive.index()
     raw = find(query, index, thresholds)
     exact = archive.find_sha256(loaded.sha256)

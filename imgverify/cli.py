@@ -441,6 +441,25 @@ def archive_export(archive: ArchiveOpt = None,
             typer.echo(json.dumps(row, ensure_ascii=False))
 
 
+@archive_app.command("rehash")
+def archive_rehash(archive: ArchiveOpt = None,
+                   max_pixels: MaxPixelsOpt = Limits().max_pixels,
+                   max_bytes: MaxBytesOpt = Limits().max_bytes) -> None:
+    """Recompute stored hashes with this version's pipeline (needed once for archives built by
+    an older imgverify). Re-reads each original image when it is still where it was ingested
+    from and unchanged, else hashes the stored thumbnail. Safe to interrupt and re-run."""
+    arch = _open_archive(archive, writable=True)
+    try:
+        report = arch.rehash(limits=_limits(max_pixels, max_bytes))
+    except ArchiveError as exc:
+        _fail(exc.message, EXIT_ARCHIVE)
+        return
+    for problem in report.failed:
+        typer.echo(f"imgverify: {problem}", err=True)
+    typer.echo(json.dumps({"archive": str(arch.path), **report.to_dict()}, ensure_ascii=False))
+    raise typer.Exit(EXIT_ARCHIVE if report.failed else EXIT_OK)
+
+
 @archive_app.command("check")
 def archive_check(archive: ArchiveOpt = None) -> None:
     """Integrity check: SQLite's own plus 'every reference complete, no orphans'."""

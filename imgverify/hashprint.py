@@ -6,7 +6,7 @@ from typing import Any
 
 from .errors import ImgVerifyError
 from .hashing import BITS, PictureHasher, hex_of, imagehash_to_int, pdq_of_array
-from .load import Limits, decode, read_source, reference_pixels
+from .load import Limits, decode, read_source, reduction_scale, reference_pixels
 
 
 def hash_file(source: str, algorithms: list[str], limits: Limits | None = None,
@@ -17,8 +17,8 @@ def hash_file(source: str, algorithms: list[str], limits: Limits | None = None,
     try:
         name, data = read_source(source, limits)
         if fast:
-            rgb, _size, _fmt = decode(data, name, limits, reduce=True)
-            hs = PictureHasher(rgb).hashset(0)
+            rgb, size, _fmt = decode(data, name, limits, reduce=True)
+            hs = PictureHasher(rgb, reduction_scale(size, rgb.size)).hashset(0)
             for a in algorithms:
                 record[a] = hex_of(hs.get(a), BITS[a])
                 if a == "pdq":

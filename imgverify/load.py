@@ -81,6 +81,12 @@ class LoadedImage:
     _sha256: str | None = None
 
     @property
+    def scale(self) -> float:
+        """Original pixels per pixel of `image` (1.0 when decoded in full); PDQ uses it to
+        hash the reduced decode as the full-resolution picture would hash."""
+        return reduction_scale(self.original_size, self.image.size)
+
+    @property
     def sha256(self) -> str:
         if self._sha256 is None:
             self._sha256 = hashlib.sha256(self.data).hexdigest()
@@ -315,6 +321,12 @@ def picture_for_features(loaded: LoadedImage, long_side: int) -> Image.Image:
         return rgb
     except Exception:  # noqa: BLE001 - the hash picture is a safe fallback
         return loaded.image
+
+
+def reduction_scale(original_size: tuple[int, int], size: tuple[int, int]) -> float:
+    """Original pixels per decoded pixel, averaged over both axes (never below 1)."""
+    (ow, oh), (w, h) = original_size, size
+    return max(1.0, (ow / max(w, 1) + oh / max(h, 1)) / 2)
 
 
 def load(source: Source, limits: Limits | None = None, reduce: bool = True) -> LoadedImage:

@@ -54,10 +54,11 @@ class RawMatch:
 class QueryHashes:
     """Hashes of every part of one query picture, computed once and reused across searches."""
 
-    def __init__(self, rgb: Image.Image) -> None:
+    def __init__(self, rgb: Image.Image, scale: float = 1.0) -> None:
+        """`scale`: original pixels per pixel of `rgb` (`LoadedImage.scale`)."""
         self.size = rgb.size
         self.boxes = find_parts(rgb, query=True)
-        self.parts = [(name, pic, PictureHasher(pic))
+        self.parts = [(name, pic, PictureHasher(pic, scale))
                       for (name, box) in self.boxes
                       for pic in [rgb if name == "full" else rgb.crop(box)]]
         self.area = rgb.width * rgb.height

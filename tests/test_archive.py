@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from conftest import (
+    PHOTOS,
     SmallArchive,
     coco,
     manifest_rows,
     needs_shared,
+    require,
     write_manifest,
 )
 from PIL import Image
@@ -352,3 +354,64 @@ def test_trained_feature_index_is_cached_and_follows_the_generation(
         assert imgverify.check(crop, third).matches[0].caption == \
             small_archive.row_of(photo)["caption"]
     assert (cache / "features.centroids.faiss").stat().st_size > 0
+
+
+# -- hashes from an older imgverify -----------------------------------------------------------
+def test_archive_from_an_older_hash_pipeline_is_refused_until_rehashed(tmp_path: Path) -> None:
+    """An archive whose PDQ hashes came from pipeline 1 (pdqhash on the reduced decode) is not
+    silently matched against pipeline-2 queries: check and add say to run `archive rehash`,
+    which re-reads the originals (or the thumbnail when an original is gone)."""
+    import sqlite3
+
+    import numpy as np
+
+    from imgverify.hashing import HASH_PIPELINE, pdq_of_array
+
+    camera = sorted(p for p in require(PHOTOS / "camera_exif").rglob("*.jpg")
+                    if Image.open(p).width * Image.open(p).height >= 8e6)[:4]
+    assert len(camera) == 4
+    photos = []
+    for p in camera:
+        shutil.copy(p, tmp_path / p.name)
+        photos.append(tmp_path / p.name)
+    path = tmp_path / "old.sqlite"
+    rows = [{"image": str(p), "date": "2019-05-01", "event": f"event {i}"}
+            for i, p in enumerate(photos)]
+    with imgverify.Archive.open(path) as arch:
+        assert arch.ingest(write_manifest(tmp_path / "m.csv", rows)).added == 4
+        assert arch.hash_pipeline() == HASH_PIPELINE
+        current = {k: arch.hashes_of(k) for k in (r.key for r in arch.iter_references())}
+    # turn it into what imgverify 0.1 wrote: no stamp, PDQ run by pdqhash on the reduced decode
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DELETE FROM meta WHERE key='hash_pipeline'")
+        for (key, uri) in conn.execute("SELECT id, image_uri FROM refs").fetchall():
+            old, _q = pdq_of_array(np.asarray(imgverify.load(uri).image))
+            conn.execute("UPDATE hashes SET pdq=? WHERE ref_id=? AND variant='full'",
+                         (old.to_bytes(32, "big"), key))
+    conn.close()
+    with imgverify.Archive.open(path) as arch:
+        assert arch.hash_pipeline() == 1
+        with pytest.raises(imgverify.ArchiveError, match="archive rehash"):
+            imgverify.check(photos[0], arch)
+    res = cli("check", str(photos[0]), "--archive", str(path))
+    assert res.exit_code == 4 and "archive rehash" in res.output
+    res = cli("archive", "add", str(tmp_path / "m.csv"), "--archive", str(path))
+    assert res.exit_code == 4 and "archive rehash" in res.output
+    # one original has gone since it was archived: its thumbnail stands in
+    gone = photos[3].read_bytes()
+    photos[3].unlink()
+    res = cli("archive", "rehash", "--archive", str(path))
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"archive": str(path), "from_source": 3,
+                                      "from_thumbnail": 1, "failed": [],
+                                      "hash_pipeline": HASH_PIPELINE}
+    assert stats(path)["hash_pipeline"] == HASH_PIPELINE
+    (tmp_path / "back.jpg").write_bytes(gone)
+    with imgverify.Archive.open(path) as arch:
+        for ref in arch.iter_references():
+            if ref.image_uri != str(photos[3]):
+                assert arch.hashes_of(ref.key) == current[ref.key]  # as a fresh ingest
+        assert arch.integrity_check() == []
+        for p in [*photos[:3], tmp_path / "back.jpg"]:
+            assert imgverify.check(p, arch).verdict == "likely_recycled", p.name
