@@ -43,11 +43,10 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from imgverify.hashing import PictureHasher  # noqa: E402
+from imgverify.archive import reference_hashes  # noqa: E402
 from imgverify.index import HashIndex  # noqa: E402
 from imgverify.load import load  # noqa: E402
 from imgverify.match import QueryHashes, find  # noqa: E402
-from imgverify.regions import picture_variants  # noqa: E402
 from imgverify.verdict import DEFAULT_THRESHOLDS, Thresholds  # noqa: E402
 
 WIDE = Thresholds(pdq_radius=256, phash_radius=64)
@@ -101,8 +100,7 @@ def _split(path: Path, photos: Path) -> str:
 def _ref_rows(args: tuple[int, str]) -> list[tuple[int, str, object]]:
     key, path = args
     loaded = load(path)
-    return [(key, name, PictureHasher(p, loaded.scale).hashset(0))
-            for name, p in picture_variants(loaded.image)]
+    return [(key, name, hs) for name, hs in reference_hashes(loaded.image, loaded.scale)]
 
 
 _INDEX: HashIndex | None = None

@@ -144,11 +144,15 @@ def make_thumbnail(rgb: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
     return buf.getvalue()
 
 
+def reference_hashes(rgb: Image.Image, scale: float = 1.0) -> list[tuple[str, HashSet]]:
+    """The stored hashes of a reference: one set per part (full frame, trimmed photo)."""
+    return [(name, PictureHasher(pic, scale).hashset(0)) for name, pic in picture_variants(rgb)]
+
+
 def prepare_reference(row: ManifestRow, limits: Limits | None = None) -> PreparedReference:
     """Load, hash and thumbnail one manifest row (raises InputError on a bad image)."""
     loaded = load(row.image, limits)
-    hashes = [(name, PictureHasher(pic, loaded.scale).hashset(0)) for name, pic in
-              picture_variants(loaded.image)]
+    hashes = reference_hashes(loaded.image, loaded.scale)
     exif = read_exif(loaded.data).to_dict()
     return PreparedReference(
         sha256=loaded.sha256, image_uri=row.image, context=dict(row.context),
@@ -613,8 +617,7 @@ class Archive:
                 loaded = load(uri, limits)
                 if loaded.sha256 == row["sha256"]:
                     report.from_source += 1
-                    return [(name, PictureHasher(pic, loaded.scale).hashset(0))
-                            for name, pic in picture_variants(loaded.image)]
+                    return reference_hashes(loaded.image, loaded.scale)
             except ImgVerifyError:
                 pass  # gone or changed: the thumbnail stands in
         thumb = self.thumbnail(row["id"])
@@ -625,8 +628,7 @@ class Archive:
             scale = reduction_scale((row["width"] or image.width, row["height"] or image.height),
                                     image.size)
             report.from_thumbnail += 1
-            return [(name, PictureHasher(pic, scale).hashset(0))
-                    for name, pic in picture_variants(image)]
+            return reference_hashes(image, scale)
         except ImgVerifyError as exc:
             report.failed.append(f"reference key {row['id']}: {exc.message}")
             return None
