@@ -25,7 +25,7 @@ from PIL import Image
 from .errors import ArchiveError, ImgVerifyError
 from .evidence import read_exif
 from .features import REF_FEATURES, FeatureIndex, LocalFeatures, extract
-from .hashing import HASH_PIPELINE, HashSet, PictureHasher, hex_of
+from .hashing import FULL_SCALE, HASH_PIPELINE, HashSet, PictureHasher, Scale, hex_of
 from .index import LINEAR_MAX, HashIndex
 from .load import Limits, load, reduction_scale
 from .manifest import CONTEXT_FIELDS, ManifestRow, RowError, read_manifest
@@ -144,7 +144,8 @@ def make_thumbnail(rgb: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
     return buf.getvalue()
 
 
-def reference_hashes(rgb: Image.Image, scale: float = 1.0) -> list[tuple[str, HashSet]]:
+def reference_hashes(rgb: Image.Image, scale: Scale = FULL_SCALE
+                     ) -> list[tuple[str, HashSet]]:
     """The stored hashes of a reference: one set per part (full frame, trimmed photo)."""
     return [(name, PictureHasher(pic, scale).hashset(0)) for name, pic in picture_variants(rgb)]
 

@@ -143,7 +143,6 @@ _PDQ_ALT = np.where(np.arange(1, 17) % 2 == 1, -1.0, 1.0).astype(np.float32)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-@lru_cache(maxsize=512)
 def _pdq_full_operator(n: int) -> np.ndarray:
     """64 x n weights: PDQ's two box passes along one axis of length n, then its decimation.
 
@@ -168,29 +167,41 @@ def _pdq_full_operator(n: int) -> np.ndarray:
     return np.cumsum(diff[:, :n], axis=1)
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=256)
 def _pdq_operator(n_full: int, n: int) -> np.ndarray:
-    """64 x n weights for a reduced axis of n pixels that stands for n_full original pixels."""
+    """64 x n weights for a reduced axis of n pixels that stands for n_full original pixels.
+
+    Cached (shared read-only between threads): picture sizes repeat, and each entry is at
+    most a few hundred KB because n is the reduced size.
+    """
     full = _pdq_full_operator(n_full)
     if n_full == n:
-        return full.astype(np.float32)
-    cum = np.concatenate([np.zeros((64, 1)), np.cumsum(full, axis=1)], axis=1)
-    factor = max(1, round(n_full / n))
-    if -(-n_full // factor) == n:  # JPEG DCT scaling and Image.reduce: blocks of `factor`
-        edges = np.minimum(np.arange(n + 1) * factor, n_full)
+        out = full.astype(np.float32)
     else:
-        edges = np.round(np.arange(n + 1) * n_full / n).astype(np.int64)
-    return (cum[:, edges[1:]] - cum[:, edges[:-1]]).astype(np.float32)
+        cum = np.concatenate([np.zeros((64, 1)), np.cumsum(full, axis=1)], axis=1)
+        factor = max(1, round(n_full / n))
+        if -(-n_full // factor) == n:  # JPEG DCT scaling and Image.reduce: blocks of `factor`
+            edges = np.minimum(np.arange(n + 1) * factor, n_full)
+        else:
+            edges = np.round(np.arange(n + 1) * n_full / n).astype(np.int64)
+        out = (cum[:, edges[1:]] - cum[:, edges[:-1]]).astype(np.float32)
+    out.setflags(write=False)
+    return out
 
 
-def pdq_grid(rgb: np.ndarray, scale: float = 1.0) -> np.ndarray:
+#: Original pixels per pixel of a reduced decode, (across, down); (1, 1) for a full decode.
+Scale = tuple[float, float]
+FULL_SCALE: Scale = (1.0, 1.0)
+
+
+def pdq_grid(rgb: np.ndarray, scale: Scale = FULL_SCALE) -> np.ndarray:
     """PDQ's 64 x 64 filtered luma grid of a picture that is `scale` times smaller than the
-    one it stands for (1.0: the picture itself, exactly as pdqhash computes it)."""
+    one it stands for ((1, 1): the picture itself, exactly as pdqhash computes it)."""
     h, w = rgb.shape[:2]
     luma = rgb.reshape(-1, 3) @ _LUMA if rgb.ndim == 3 else rgb.astype(np.float32).ravel()
     luma = luma.reshape(h, w)
-    rows = _pdq_operator(max(h, round(h * scale)), h)
-    cols = _pdq_operator(max(w, round(w * scale)), w)
+    rows = _pdq_operator(max(h, round(h * scale[1])), h)
+    cols = _pdq_operator(max(w, round(w * scale[0])), w)
     return np.asarray((rows @ luma) @ cols.T)
 
 
@@ -207,7 +218,7 @@ def _pdq_bits(coefficients: np.ndarray) -> int:
     return pdq_bits_to_int((flat > median)[::-1])
 
 
-def pdq_dihedral(rgb: np.ndarray, scale: float = 1.0) -> tuple[list[int], int]:
+def pdq_dihedral(rgb: np.ndarray, scale: Scale = FULL_SCALE) -> tuple[list[int], int]:
     """The 8 PDQ variants (pdqhash order, `DIHEDRAL_NAMES`) and the quality.
 
     `scale` is how many original pixels each pixel of `rgb` stands for; with it the hash
@@ -243,7 +254,7 @@ def _gray_for_small_hashes(rgb: Image.Image) -> Image.Image:
 class PictureHasher:
     """Hashes one decoded picture; keeps the intermediate products that variants reuse."""
 
-    def __init__(self, rgb: Image.Image, scale: float = 1.0) -> None:
+    def __init__(self, rgb: Image.Image, scale: Scale = FULL_SCALE) -> None:
         """`scale`: original pixels per pixel of `rgb` when it is a reduced decode."""
         self.rgb = rgb if rgb.mode == "RGB" else rgb.convert("RGB")
         self.scale = scale

@@ -81,7 +81,7 @@ class LoadedImage:
     _sha256: str | None = None
 
     @property
-    def scale(self) -> float:
+    def scale(self) -> tuple[float, float]:
         """Original pixels per pixel of `image` (1.0 when decoded in full); PDQ uses it to
         hash the reduced decode as the full-resolution picture would hash."""
         return reduction_scale(self.original_size, self.image.size)
@@ -323,10 +323,11 @@ def picture_for_features(loaded: LoadedImage, long_side: int) -> Image.Image:
         return loaded.image
 
 
-def reduction_scale(original_size: tuple[int, int], size: tuple[int, int]) -> float:
-    """Original pixels per decoded pixel, averaged over both axes (never below 1)."""
+def reduction_scale(original_size: tuple[int, int], size: tuple[int, int]
+                    ) -> tuple[float, float]:
+    """Original pixels per decoded pixel, across and down (never below 1)."""
     (ow, oh), (w, h) = original_size, size
-    return max(1.0, (ow / max(w, 1) + oh / max(h, 1)) / 2)
+    return max(1.0, ow / max(w, 1)), max(1.0, oh / max(h, 1))
 
 
 def load(source: Source, limits: Limits | None = None, reduce: bool = True) -> LoadedImage:

@@ -16,8 +16,10 @@ from .features import FEATURE_SIDE, QUERY_FEATURES, FeatureIndex, GeometricMatch
 from .hashing import (
     DIHEDRAL_TRANSPOSE,
     EDIT_DESCRIPTION,
+    FULL_SCALE,
     HashSet,
     PictureHasher,
+    Scale,
 )
 from .index import HashIndex
 from .regions import find_parts
@@ -54,7 +56,7 @@ class RawMatch:
 class QueryHashes:
     """Hashes of every part of one query picture, computed once and reused across searches."""
 
-    def __init__(self, rgb: Image.Image, scale: float = 1.0) -> None:
+    def __init__(self, rgb: Image.Image, scale: Scale = FULL_SCALE) -> None:
         """`scale`: original pixels per pixel of `rgb` (`LoadedImage.scale`)."""
         self.size = rgb.size
         self.boxes = find_parts(rgb, query=True)
