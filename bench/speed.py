@@ -147,10 +147,10 @@ def bench_hashing(quick: bool) -> None:
             copy.thumbnail((side, side))
             buf = io.BytesIO()
             copy.save(buf, "JPEG", quality=85)
-            q = load(buf.getvalue())
+            copy_loaded = load(buf.getvalue())
             drift.setdefault(side, []).append(
-                (hamming(new, compute_hashes(q).pdq),
-                 hamming(old, pdq_of_array(np.asarray(q.image))[0])))
+                (hamming(new, compute_hashes(copy_loaded).pdq),
+                 hamming(old, pdq_of_array(np.asarray(copy_loaded.image))[0])))
     print(f"   PDQ of {len(big_camera)} camera photos (>= 3 MP) vs JPEG copies resized to N px: "
           "median / max bits, imgverify vs pdqhash run on the reduced decode")
     for side, pairs in drift.items():
@@ -200,7 +200,7 @@ def bench_index(sizes: list[int], quick: bool) -> None:
     try:
         import faiss
     except ImportError:  # pragma: no cover
-        faiss = None
+        faiss = None  # type: ignore[assignment]
     for n in sizes:
         pdq, ph = synthetic(n, p_pdq, p_ph, rng)
         zeros = np.zeros(n, np.uint64)
