@@ -88,6 +88,24 @@ def _photo_run(not_background: np.ndarray, textured: np.ndarray, max_gap: int,
     return best
 
 
+def _grow(flat_share: np.ndarray, start: int, end: int, limit: float = 0.97
+          ) -> tuple[int, int]:
+    """Extend [start, end) on each side through lines that are not (almost) all background,
+    but only when such a line (a margin) is reached within the band's own length; a side that
+    runs to the border without a margin keeps its place."""
+    reach = end - start
+    i = start
+    while i > 0 and start - i < reach and flat_share[i - 1] < limit:
+        i -= 1
+    new_start = i if i > 0 and flat_share[i - 1] >= limit else start
+    j = end
+    n = len(flat_share)
+    while j < n and j - end < reach and flat_share[j] < limit:
+        j += 1
+    new_end = j if j < n and flat_share[j] >= limit else end
+    return new_start, new_end
+
+
 def photo_region(rgb: Image.Image) -> tuple[int, int, int, int] | None:
     """Box of the photo inside chrome or caption bars, in `rgb` pixels; None if not framed."""
     g = _small_gray(rgb)
@@ -104,7 +122,7 @@ def photo_region(rgb: Image.Image) -> tuple[int, int, int, int] | None:
     def smooth(flags: np.ndarray) -> np.ndarray:
         return np.convolve(flags.astype(float), np.ones(3) / 3, mode="same") > 0.5
 
-    rows = _photo_run(smooth(flat.mean(axis=1) < 0.3), busy.mean(axis=1) > 0.45,
+    rows = _photo_run(smooth(flat.mean(axis=1) < 0.3), busy.mean(axis=1) > 0.3,
                       max(1, h // 80), int(0.15 * h))
     if rows is None:
         return None
@@ -114,6 +132,14 @@ def photo_region(rgb: Image.Image) -> tuple[int, int, int, int] | None:
     if cols is None:
         return None
     x0, x1 = cols
+    exact = np.abs(g - background) <= 2  # the page itself, not a smooth blur near its colour
+    if (np.abs(edge - background) <= 2).mean() >= 0.6:
+        # on a flat page (app screenshots), a photo edge that is partly the page colour (white
+        # sky on a white page) fails the 30 % rule above: grow the box, within its own
+        # columns/rows, until a line is all page colour (the margin around a photo). Not on
+        # textured surrounds (stories over a blurred copy), where nothing would stop it
+        y0, y1 = _grow(exact[:, x0:x1].mean(axis=1), y0, y1)
+        x0, x1 = _grow(exact[y0:y1].mean(axis=0), x0, x1)
     area = (y1 - y0) * (x1 - x0) / (h * w)
     if area > 0.92 or area < 0.12:
         return None

@@ -52,3 +52,21 @@ def test_text_only_page_has_no_photo() -> None:
                font_size=40)
     d.rectangle((0, 2200, 1080, 2340), fill=(30, 90, 200))  # a solid tab bar: no texture
     assert photo_region(page) is None
+
+
+@pytest.mark.parametrize("indent", [0, 156])
+def test_photo_whose_sky_is_the_page_colour_is_found_whole(indent: int) -> None:
+    """Burnt-out sky on a white page: the top rows of the photo are mostly page-white with
+    faint clouds, so the band alone starts too low; it grows up to the margin above."""
+    photo = Image.open(bsds(1, split="val")[0]).convert("RGB")
+    top = int(photo.height * 0.35)
+    sky = Image.new("RGB", (photo.width, top), (255, 255, 255))
+    d = ImageDraw.Draw(sky)
+    for k in range(12):  # faint clouds: every sky row is partly a little grey
+        x, y = (k * 53) % photo.width, (k * 37) % top
+        d.ellipse((x - 40, y - 25, x + 40, y + 25), fill=(225, 228, 232))
+    photo.paste(sky.filter(ImageFilter.GaussianBlur(6)), (0, 0))
+    page, truth = _feed_screenshot(photo, dark=False, indent=indent)
+    box = photo_region(page)
+    assert box is not None
+    assert _iou(box, truth) > 0.85, (box, truth)
