@@ -229,6 +229,9 @@ _W: dict[str, Any] = {}
 
 def _init_worker(archive_path: str, ref_phash: np.ndarray, ref_pdq: np.ndarray,
                  ref_sha: list[str], pool_paths: list[str], photos: str) -> None:
+    from imgverify.batch import one_native_thread
+
+    one_native_thread()  # as scan workers do: two workers, two cores, no BLAS/OpenMP pools
     archive = imgverify.Archive.open(archive_path)
     archive.index()
     try:
