@@ -590,10 +590,12 @@ class Archive:
         conn = self._conn()
         for start in range(0, len(rows), batch_size):
             updates: list[tuple[int, list[tuple[str, HashSet]]]] = []
-            for r in rows[start:start + batch_size]:
+            for i, r in enumerate(rows[start:start + batch_size], start + 1):
                 hashes = self._fresh_hashes(r, limits, report)
                 if hashes is not None:
                     updates.append((r["id"], hashes))
+                if on_progress is not None:
+                    on_progress(i, len(rows))  # hashed; written with the batch below
             try:
                 with self._write_lock, conn:
                     for key, hashes in updates:
@@ -602,8 +604,6 @@ class Archive:
                     self._bump_generation(conn)
             except sqlite3.OperationalError as exc:
                 raise ArchiveError(_explain_write_error(self.path, exc)) from None
-            if on_progress is not None:
-                on_progress(min(start + batch_size, len(rows)), len(rows))
         if not report.failed:
             with self._write_lock, conn:
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('hash_pipeline', ?)",

@@ -77,6 +77,78 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+class _ProgressBar:
+    """A rich progress bar on stderr with count, rate and ETA; does nothing when disabled
+    (not a terminal, or --no-progress), so callers tick it unconditionally."""
+
+    def __init__(self, description: str, unit: str, enabled: bool) -> None:
+        self.description, self.unit, self.enabled = description, unit, enabled
+        self._bar: Any = None
+        self._task: Any = None
+        self._started = 0.0
+        self._done = 0
+
+    def __enter__(self) -> _ProgressBar:
+        if self.enabled:
+            import time
+
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                SpinnerColumn(), TextColumn("[progress.description]{task.description}"),
+                BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:.1f} " + self.unit), TimeElapsedColumn(),
+                TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True))
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=None, rate=0.0)
+            self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def set_total(self, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
+    def count_in_background(self, items: Any) -> None:
+        """Set the total from a second, cheap pass over `items` while the work streams on
+        (the work never waits for it; a failing count only leaves the total unknown)."""
+        if self._bar is None:
+            return
+        import threading
+
+        def count() -> None:
+            try:
+                self.set_total(sum(1 for _ in items()))
+            except Exception:  # noqa: BLE001 - the bar is a courtesy, never a failure
+                pass
+
+        threading.Thread(target=count, daemon=True).start()
+
+    def update(self, completed: int) -> None:
+        if self._bar is None:
+            return
+        import time
+
+        self._done = completed
+        elapsed = max(1e-9, time.perf_counter() - self._started)
+        self._bar.update(self._task, completed=completed, rate=completed / elapsed)
+
+    def advance(self, *_: object) -> None:
+        self.update(self._done + 1)
+
+
 def _open_archive(path: str | None, writable: bool = False) -> Archive:
     try:
         return resolve_archive(path, writable=writable)
@@ -240,48 +312,15 @@ def scan_cmd(
                                        timeout))
     writer = LineWriter(stream, fmt, write_header)
     nworkers = workers if workers > 0 else default_workers()
-    show = progress and sys.stderr.isatty()
     try:
-        if show:
-            import threading
-            import time
+        with _ProgressBar("scanning", "img/s", progress and sys.stderr.isatty()) as bar:
+            bar.count_in_background(lambda: (i for i in inputs(None) if i not in skip))
 
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            def tick(r: dict[str, Any]) -> None:
+                collect(r)
+                bar.advance()
 
-            with Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"),
-                          BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[rate]:.1f} img/s"), TimeElapsedColumn(),
-                          TextColumn("ETA"), TimeRemainingColumn(), transient=False,
-                          console=Console(stderr=True)) as bar:
-                task = bar.add_task("scanning", total=None, rate=0.0)
-
-                def count_inputs() -> None:
-                    # a second, cheap walk so the bar can show a total and an ETA while the
-                    # first one streams work; the scan never waits for it
-                    n = sum(1 for item in inputs(None) if item not in skip)
-                    bar.update(task, total=n)
-
-                threading.Thread(target=count_inputs, daemon=True).start()
-                t0 = time.perf_counter()
-
-                def tick(r: dict[str, Any]) -> None:
-                    collect(r)
-                    done = bar.tasks[0].completed + 1
-                    elapsed = max(1e-9, time.perf_counter() - t0)
-                    bar.update(task, completed=done, rate=done / elapsed)
-
-                summary = scan(inputs(), config, writer, nworkers, skip, tick)
-        else:
-            summary = scan(inputs(), config, writer, nworkers, skip, collect)
+            summary = scan(inputs(), config, writer, nworkers, skip, tick)
     except KeyboardInterrupt:
         _fail("interrupted; every line written is complete: re-run with --resume to continue",
               130)
@@ -367,14 +406,20 @@ def archive_add(
     batch_size: Annotated[int, typer.Option(help="References per transaction.")] = 100,
     max_pixels: MaxPixelsOpt = Limits().max_pixels,
     max_bytes: MaxBytesOpt = Limits().max_bytes,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
 ) -> None:
     """Add (or update, by sha256) the references of a manifest. Bad rows are reported with
     their line numbers; good rows still go in."""
+    from .manifest import read_manifest
+
     arch = _open_archive(archive, writable=True)
     try:
-        report = arch.ingest(manifest, batch_size=batch_size,
-                             limits=_limits(max_pixels, max_bytes),
-                             workers=workers if workers > 0 else default_workers())
+        with _ProgressBar("ingesting", "img/s", progress and sys.stderr.isatty()) as bar:
+            bar.count_in_background(lambda: read_manifest(manifest))
+            report = arch.ingest(manifest, batch_size=batch_size,
+                                 limits=_limits(max_pixels, max_bytes),
+                                 workers=workers if workers > 0 else default_workers(),
+                                 progress=bar.advance)
     except ManifestError as exc:
         _fail(exc.message, EXIT_BAD_INPUT)
         return
@@ -444,13 +489,21 @@ def archive_export(archive: ArchiveOpt = None,
 @archive_app.command("rehash")
 def archive_rehash(archive: ArchiveOpt = None,
                    max_pixels: MaxPixelsOpt = Limits().max_pixels,
-                   max_bytes: MaxBytesOpt = Limits().max_bytes) -> None:
+                   max_bytes: MaxBytesOpt = Limits().max_bytes,
+                   progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True
+                   ) -> None:
     """Recompute stored hashes with this version's pipeline (needed once for archives built by
     an older imgverify). Re-reads each original image when it is still where it was ingested
     from and unchanged, else hashes the stored thumbnail. Safe to interrupt and re-run."""
     arch = _open_archive(archive, writable=True)
     try:
-        report = arch.rehash(limits=_limits(max_pixels, max_bytes))
+        with _ProgressBar("rehashing", "refs/s", progress and sys.stderr.isatty()) as bar:
+
+            def tick(done: int, total: int) -> None:
+                bar.set_total(total)
+                bar.update(done)
+
+            report = arch.rehash(limits=_limits(max_pixels, max_bytes), on_progress=tick)
     except ArchiveError as exc:
         _fail(exc.message, EXIT_ARCHIVE)
         return
