@@ -359,13 +359,14 @@ class Archive:
         dates = self._query("SELECT MIN(date), MAX(date) FROM refs")[0]
         thumb = self._query("SELECT COALESCE(SUM(LENGTH(thumbnail)),0) FROM refs")[0][0]
         size = self.path.stat().st_size if self.path.exists() else 0
+        pipeline = self.hash_pipeline()
         return {
             "archive": str(self.path), "references": refs, "hash_rows": hash_rows,
             "earliest_date": dates[0], "latest_date": dates[1],
             "file_bytes": size, "thumbnail_bytes": int(thumb),
             "bytes_per_reference": round(size / refs) if refs else None,
-            "index_bytes": self.index().nbytes if self.hash_pipeline() == HASH_PIPELINE else None,
-            "hash_pipeline": self.hash_pipeline(), "readonly": self.readonly,
+            "index_bytes": self.index().nbytes if pipeline == HASH_PIPELINE else None,
+            "hash_pipeline": pipeline, "readonly": self.readonly,
         }
 
     # -- the derived index ------------------------------------------------------------------

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -72,9 +74,21 @@ def _limits(max_pixels: int, max_bytes: int, allow_private: bool = False,
                   fetch=FetchPolicy(max_bytes=max_bytes, allow_private=allow_private))
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     typer.echo(f"imgverify: {message}", err=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def _typed_errors_exit() -> Iterator[None]:
+    """A bad manifest or an archive problem becomes its message and its documented exit code
+    (also under CliRunner, which bypasses `run`)."""
+    try:
+        yield
+    except ManifestError as exc:
+        _fail(exc.message, EXIT_BAD_INPUT)
+    except ArchiveError as exc:
+        _fail(exc.message, EXIT_ARCHIVE)
 
 
 class _ProgressBar:
@@ -413,19 +427,13 @@ def archive_add(
     from .manifest import read_manifest
 
     arch = _open_archive(archive, writable=True)
-    try:
-        with _ProgressBar("ingesting", "img/s", progress and sys.stderr.isatty()) as bar:
-            bar.count_in_background(lambda: read_manifest(manifest))
-            report = arch.ingest(manifest, batch_size=batch_size,
-                                 limits=_limits(max_pixels, max_bytes),
-                                 workers=workers if workers > 0 else default_workers(),
-                                 progress=bar.advance)
-    except ManifestError as exc:
-        _fail(exc.message, EXIT_BAD_INPUT)
-        return
-    except ArchiveError as exc:
-        _fail(exc.message, EXIT_ARCHIVE)
-        return
+    with _typed_errors_exit(), _ProgressBar("ingesting", "img/s",
+                                            progress and sys.stderr.isatty()) as bar:
+        bar.count_in_background(lambda: read_manifest(manifest))
+        report = arch.ingest(manifest, batch_size=batch_size,
+                             limits=_limits(max_pixels, max_bytes),
+                             workers=workers if workers > 0 else default_workers(),
+                             progress=bar.advance)
     for err in report.errors:
         typer.echo(f"{manifest}:{err.line}: {err.message}", err=True)
     typer.echo(json.dumps({"archive": str(arch.path), **report.to_dict()}, ensure_ascii=False))
@@ -454,11 +462,8 @@ def archive_remove(reference_ids: Annotated[list[str], typer.Argument(
         help="reference_id or sha256 values.")], archive: ArchiveOpt = None) -> None:
     """Remove references (and their hashes and thumbnails)."""
     arch = _open_archive(archive, writable=True)
-    try:
+    with _typed_errors_exit():
         n = arch.remove(reference_ids)
-    except ArchiveError as exc:
-        _fail(exc.message, EXIT_ARCHIVE)
-        return
     typer.echo(json.dumps({"removed": n}))
     raise typer.Exit(EXIT_OK if n == len(reference_ids) else EXIT_BAD_INPUT)
 
@@ -496,17 +501,14 @@ def archive_rehash(archive: ArchiveOpt = None,
     an older imgverify). Re-reads each original image when it is still where it was ingested
     from and unchanged, else hashes the stored thumbnail. Safe to interrupt and re-run."""
     arch = _open_archive(archive, writable=True)
-    try:
-        with _ProgressBar("rehashing", "refs/s", progress and sys.stderr.isatty()) as bar:
+    with _typed_errors_exit(), _ProgressBar("rehashing", "refs/s",
+                                            progress and sys.stderr.isatty()) as bar:
 
-            def tick(done: int, total: int) -> None:
-                bar.set_total(total)
-                bar.update(done)
+        def tick(done: int, total: int) -> None:
+            bar.set_total(total)
+            bar.update(done)
 
-            report = arch.rehash(limits=_limits(max_pixels, max_bytes), on_progress=tick)
-    except ArchiveError as exc:
-        _fail(exc.message, EXIT_ARCHIVE)
-        return
+        report = arch.rehash(limits=_limits(max_pixels, max_bytes), on_progress=tick)
     for problem in report.failed:
         typer.echo(f"imgverify: {problem}", err=True)
     typer.echo(json.dumps({"archive": str(arch.path), **report.to_dict()}, ensure_ascii=False))
