@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,12 @@ from typing import Any
 
 from PIL import Image
 
+from .cache import CacheKey, open_cache, publish_cache
 from .errors import ArchiveError, ImgVerifyError
 from .evidence import read_exif
-from .features import REF_FEATURES, FeatureIndex, LocalFeatures, extract
+from .features import FEATURE_CACHE_FORMAT, REF_FEATURES, FeatureIndex, LocalFeatures, extract
 from .hashing import FULL_SCALE, HASH_PIPELINE, HashSet, PictureHasher, Scale, hex_of
-from .index import LINEAR_MAX, HashIndex
+from .index import CACHE_FORMAT, LINEAR_MAX, HashIndex
 from .load import Limits, load, reduction_scale
 from .manifest import CONTEXT_FIELDS, ManifestRow, RowError, read_manifest
 from .regions import picture_variants
@@ -242,6 +244,11 @@ class Archive:
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+                # identity: caches derived from the archive are keyed by it (cache.py)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('archive_id', ?)",
+                             (uuid.uuid4().hex,))
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('change_token', ?)",
+                             (uuid.uuid4().hex,))
                 # an archive from before the stamp holds pipeline-1 hashes
                 has_refs = conn.execute("SELECT 1 FROM refs LIMIT 1").fetchone() is not None
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('hash_pipeline', ?)",
@@ -295,6 +302,31 @@ class Archive:
     def generation(self) -> str:
         rows = self._query("SELECT value FROM meta WHERE key='generation'")
         return rows[0][0] if rows else "0"
+
+    def archive_id(self) -> str | None:
+        """The random identity written when the archive was created (None only for an
+        archive from before identities that is opened read-only)."""
+        rows = self._query("SELECT value FROM meta WHERE key='archive_id'")
+        return rows[0][0] if rows else None
+
+    def cache_key(self) -> CacheKey | None:
+        """What every derived cache is keyed by, read in one statement (one snapshot);
+        None when the archive has no identity, and then nothing is cached or loaded."""
+        rows = self._query("SELECT key, value FROM meta WHERE key IN "
+                           "('archive_id', 'generation', 'change_token', 'hash_pipeline')")
+        meta = {r[0]: r[1] for r in rows}
+        if "archive_id" not in meta or "change_token" not in meta:
+            return None
+        return CacheKey(archive_id=meta["archive_id"], generation=meta.get("generation", "0"),
+                        change_token=meta["change_token"],
+                        hash_pipeline=int(meta.get("hash_pipeline", HASH_PIPELINE)))
+
+    def _state(self) -> tuple[str, CacheKey | None]:
+        """(generation, cache key): what an in-memory index must be rebuilt for."""
+        key = self.cache_key()
+        if key is None:
+            return self.generation(), None
+        return f"{key.generation}/{key.change_token}", key
 
     def __len__(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM refs")[0][0])
@@ -377,37 +409,41 @@ class Archive:
     def index(self) -> HashIndex:
         """The current in-memory index, rebuilt if the archive changed since it was built.
 
-        Large archives keep a cache beside the file (ARCHIVE.index/), memory-mapped on open
-        and rebuilt when the archive's generation counter has moved on.
+        Large archives keep a cache beside the file (ARCHIVE.index/), memory-mapped on open;
+        it is keyed by the archive's identity, generation and change token (cache.py), so a
+        cache of another archive or of another state of this one is never read.
         """
-        gen = self.generation()
+        state, key = self._state()
         with self._index_lock:
-            if self._index is None or gen != self._index_generation:
+            if self._index is None or state != self._index_generation:
                 self._require_current_hashes()
-                cache = self.index_cache_dir
-                index = HashIndex.load(cache, gen) if cache.exists() else None
+                root = self.index_cache_dir
+                index = None
+                found = open_cache(root, "index", CACHE_FORMAT, key) if key else None
+                if found is not None:
+                    index = HashIndex.load(*found)
                 if index is None:
                     index = self._build_index()
-                    if len(index) >= CACHE_MIN_ROWS and not self.readonly:
-                        try:
-                            index.save(cache, gen, with_mih=len(index) > LINEAR_MAX)
-                        except OSError:
-                            pass  # a cache we cannot write only costs time
+                    if key is not None and len(index) >= CACHE_MIN_ROWS and not self.readonly:
+                        mih = len(index) > LINEAR_MAX
+                        built = index
+                        publish_cache(root, "index", CACHE_FORMAT, key,
+                                      lambda folder: built.save(folder, with_mih=mih))
                 self._index = index
-                self._index_generation = gen
+                self._index_generation = state
             return self._index
 
     def feature_index(self) -> FeatureIndex:
         """Local features of every reference (for crops, insets, screenshots), cached.
 
-        Large archives keep the trained faiss index in ARCHIVE.index/ (keyed by the
-        archive's generation), so each process, CLI run or scan worker skips the training;
-        after the archive changes, its centroids are reused and only the descriptors are
-        assigned again (0.2 s instead of 4.4 s for 60k descriptors here).
+        Large archives keep the trained faiss index in ARCHIVE.index/ (keyed like the hash
+        index), so each process, CLI run or scan worker skips the training; after the
+        archive changes, its centroids (kept per archive identity) are reused and only the
+        descriptors are assigned again.
         """
-        gen = self.generation()
+        state, key = self._state()
         with self._index_lock:
-            if self._features is None or gen != self._features_generation:
+            if self._features is None or state != self._features_generation:
                 keys: list[int] = []
                 feats: list[LocalFeatures] = []
                 cur = self._conn().execute("SELECT ref_id, width, height, points, descriptors "
@@ -415,33 +451,33 @@ class Archive:
                 for r in cur:
                     keys.append(r[0])
                     feats.append(LocalFeatures.from_blobs(r[3], r[4], r[1], r[2]))
-                cache = self.index_cache_dir / "features.faiss"
-                stamp = self.index_cache_dir / "features.generation"
-                centroids = self.index_cache_dir / "features.centroids.faiss"
+                root = self.index_cache_dir
                 prebuilt = trained = None
-                try:
-                    if stamp.read_text() == gen:
-                        prebuilt = FeatureIndex.load_faiss(cache)
-                except (OSError, RuntimeError):
-                    prebuilt = None  # no cache, or an unreadable one: rebuild
-                if prebuilt is None:
-                    try:
-                        trained = FeatureIndex.load_faiss(centroids)
-                    except (OSError, RuntimeError):
-                        trained = None  # train from scratch
+                if key is not None:
+                    found = open_cache(root, "features", FEATURE_CACHE_FORMAT, key)
+                    prebuilt = _read_faiss(found[0] / "features.faiss") if found else None
+                    # centroids depend only on which archive they were trained for
+                    ckey = CacheKey(key.archive_id, "", "", key.hash_pipeline)
+                    centroids = open_cache(root, "centroids", FEATURE_CACHE_FORMAT, ckey)
+                    if prebuilt is None and centroids is not None:
+                        trained = _read_faiss(centroids[0] / "centroids.faiss")
                 index = FeatureIndex(keys, feats, prebuilt, trained)
-                if prebuilt is None and index.trained and not self.readonly:
-                    try:
-                        self.index_cache_dir.mkdir(exist_ok=True)
-                        stamp.unlink(missing_ok=True)
-                        index.save_faiss(cache)
-                        stamp.write_text(gen)  # written last: a crash leaves no stamp
-                        if trained is None:
-                            index.save_centroids(centroids)
-                    except (OSError, RuntimeError):
-                        pass  # a cache we cannot write only costs time
+                if (key is not None and prebuilt is None and index.trained
+                        and not self.readonly):
+                    built = index
+
+                    def write_index(folder: Path) -> None:
+                        built.save_faiss(folder / "features.faiss")
+
+                    def write_centroids(folder: Path) -> None:
+                        built.save_centroids(folder / "centroids.faiss")
+
+                    publish_cache(root, "features", FEATURE_CACHE_FORMAT, key, write_index)
+                    if trained is None:
+                        publish_cache(root, "centroids", FEATURE_CACHE_FORMAT, ckey,
+                                      write_centroids)
                 self._features = index
-                self._features_generation = gen
+                self._features_generation = state
             return self._features
 
     def _build_index(self) -> HashIndex:
@@ -528,8 +564,12 @@ class Archive:
 
     @staticmethod
     def _bump_generation(conn: sqlite3.Connection) -> None:
+        """Every change moves the counter and draws a new random token: two archives (a
+        rebuilt one, a diverged copy) can reach the same count, never the same token."""
         conn.execute("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
                      "WHERE key='generation'")
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('change_token', ?)",
+                     (uuid.uuid4().hex,))
 
     def remove(self, reference_ids: Iterable[str]) -> int:
         self._require_writable()
@@ -674,6 +714,13 @@ class RehashReport:
     def to_dict(self) -> dict[str, Any]:
         return {"from_source": self.from_source, "from_thumbnail": self.from_thumbnail,
                 "failed": self.failed, "hash_pipeline": HASH_PIPELINE}
+
+
+def _read_faiss(path: Path) -> Any:
+    try:
+        return FeatureIndex.load_faiss(path)
+    except (OSError, RuntimeError):
+        return None  # unreadable: rebuilt
 
 
 def _insert_hashes(conn: sqlite3.Connection, key: int, hashes: list[tuple[str, HashSet]]) -> None:

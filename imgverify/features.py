@@ -13,7 +13,6 @@ and by how many degrees it was turned.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +142,8 @@ class GeometricMatch:
 #: Above this many descriptors, voting uses an inverted-file index (approximate nearest
 #: neighbours: a vote needs most, not all, of them) instead of an exact flat scan.
 IVF_MIN_DESCRIPTORS = 20_000
+#: Bumped whenever a cached faiss index changes meaning; older caches are rebuilt.
+FEATURE_CACHE_FORMAT = 1
 
 
 def _nlist_for(n: int) -> int:
@@ -204,9 +205,6 @@ class FeatureIndex:
 
     def __init__(self, ref_keys: list[int], features: list[LocalFeatures],
                  prebuilt: Any = None, trained: Any = None) -> None:
-        import faiss
-
-        faiss.omp_set_num_threads(1)  # batch scans parallelise across processes instead
         self.by_key = dict(zip(ref_keys, features, strict=True))
         counts = [len(f) for f in features]
         self.owner = np.repeat(np.array(ref_keys, dtype=np.int64), counts)
@@ -229,19 +227,15 @@ class FeatureIndex:
         import faiss
 
         copy = empty_copy(self._faiss)
-        if copy is None:
-            return
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        faiss.write_index_binary(copy, str(tmp))
-        os.replace(tmp, path)
+        if copy is not None:
+            faiss.write_index_binary(copy, str(path))
 
     def save_faiss(self, path: Path) -> None:
-        """Write the faiss index atomically (training it is what makes opening slow)."""
+        """Write the faiss index (into a private folder that `cache.publish_cache` renames
+        into place): training it is what makes opening a large archive slow."""
         import faiss
 
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # writers never share it
-        faiss.write_index_binary(self._faiss, str(tmp))
-        os.replace(tmp, path)
+        faiss.write_index_binary(self._faiss, str(path))
 
     @staticmethod
     def load_faiss(path: Path) -> Any:

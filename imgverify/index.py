@@ -22,10 +22,9 @@ orientations): 0.55 ms per query at 1 M rows and 127 bytes per row; 3.1 ms and 1
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +38,7 @@ MIH_MAX_RADIUS = 31  # exact with one-bit probes over 16 chunks
 #: wide candidate net that edited copies need.
 LINEAR_MAX = 20_000
 #: Bumped whenever the cached arrays change meaning; older caches are rebuilt.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 
 def pdq_words(value: int) -> np.ndarray:
@@ -291,39 +290,31 @@ class HashIndex:
     # -- persistence ------------------------------------------------------------------------
     _ARRAYS = ("ref_keys", "part_codes", "pdq", "phash", "dhash", "whash")
 
-    def save(self, folder: Path, generation: str, with_mih: bool) -> None:
-        """Write the cache atomically: arrays first, the manifest (meta.json) last."""
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "meta.json").unlink(missing_ok=True)
+    def save(self, folder: Path, with_mih: bool) -> dict[str, Any]:
+        """Write the arrays into `folder` (a private one: `cache.publish_cache` renames it
+        into place); returns what `load` needs besides the arrays."""
         arrays = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS}
         if with_mih:
             arrays["mih_order"] = self.mih.order
             arrays["mih_starts"] = self.mih.starts
         for name, arr in arrays.items():
-            tmp = folder / f"{name}.{os.getpid()}.tmp.npy"  # concurrent writers never share it
-            np.save(tmp, arr)
-            os.replace(tmp, folder / f"{name}.npy")
-        meta = {"generation": generation, "rows": len(self), "parts": self.part_names,
-                "mih": with_mih, "format": CACHE_FORMAT,
+            np.save(folder / f"{name}.npy", arr)
+        return {"rows": len(self), "parts": self.part_names, "mih": with_mih,
                 "mih_layout": self.mih.layout.to_json() if with_mih else None}
-        tmp_meta = folder / f"meta.{os.getpid()}.tmp.json"
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, folder / "meta.json")
 
     @classmethod
-    def load(cls, folder: Path, generation: str) -> HashIndex | None:
-        """The cached index if it matches `generation`, memory-mapped; else None."""
+    def load(cls, folder: Path, meta: dict[str, Any]) -> HashIndex | None:
+        """The index saved in `folder` (already checked against its manifest), memory-mapped."""
         try:
-            meta = json.loads((folder / "meta.json").read_text())
-            if meta.get("generation") != generation or meta.get("format") != CACHE_FORMAT:
-                return None
             arrs = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in cls._ARRAYS}
             mih = None
             if meta.get("mih"):
                 mih = PdqMultiIndex(np.load(folder / "mih_order.npy", mmap_mode="r"),
                                     np.load(folder / "mih_starts.npy"), int(meta["rows"]),
                                     MihLayout(**meta["mih_layout"]))
-        except (OSError, ValueError, KeyError):
+            if any(len(a) != int(meta["rows"]) for a in arrs.values()):
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
             return None
         return cls(arrs["ref_keys"], arrs["part_codes"], list(meta["parts"]), arrs["pdq"],
                    arrs["phash"], arrs["dhash"], arrs["whash"], mih)

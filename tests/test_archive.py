@@ -334,7 +334,7 @@ def test_trained_feature_index_is_cached_and_follows_the_generation(
         assert index.trained and len(builds) == 1
         expected = imgverify.check(crop, first)
     cache = archive_copy.with_name(archive_copy.name + ".index")
-    assert (cache / "features.faiss").stat().st_size > 0
+    assert [p.stat().st_size > 0 for p in cache.glob("features-*/features.faiss")] == [True]
     with imgverify.Archive.open(archive_copy) as second:
         again = imgverify.check(crop, second)
         assert len(builds) == 1, "the cached index should have been loaded, not rebuilt"
@@ -353,7 +353,8 @@ def test_trained_feature_index_is_cached_and_follows_the_generation(
         assert len(rebuilt) < len(index)
         assert imgverify.check(crop, third).matches[0].caption == \
             small_archive.row_of(photo)["caption"]
-    assert (cache / "features.centroids.faiss").stat().st_size > 0
+    assert [p.stat().st_size > 0 for p in cache.glob("centroids-*/centroids.faiss")] == [True]
+    assert len(list(cache.glob("features-*"))) == 1, "older generations' caches are removed"
 
 
 # -- hashes from an older imgverify -----------------------------------------------------------

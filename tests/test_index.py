@@ -81,22 +81,32 @@ def test_multi_index_on_real_hashes() -> None:
 
 
 def test_cache_round_trip_and_staleness(tmp_path: Path) -> None:
+    from imgverify.cache import CacheKey, open_cache, publish_cache
+    from imgverify.index import CACHE_FORMAT
+
     rng = np.random.default_rng(1)
     pdq = _planted(rng, LINEAR_MAX + 2_000, clusters=5)
     index = _index(pdq)
-    index.save(tmp_path / "c", "gen-7", with_mih=True)
-    loaded = HashIndex.load(tmp_path / "c", "gen-7")
+    key = CacheKey("arch-a", "7", "token-a", 2)
+    publish_cache(tmp_path, "index", CACHE_FORMAT, key, lambda f: index.save(f, with_mih=True))
+    found = open_cache(tmp_path, "index", CACHE_FORMAT, key)
+    assert found is not None
+    loaded = HashIndex.load(*found)
     assert loaded is not None
-    assert HashIndex.load(tmp_path / "c", "gen-8") is None
+    # any other identity, generation, change token, pipeline or format is another cache
+    for other in (CacheKey("arch-b", "7", "token-a", 2), CacheKey("arch-a", "8", "token-a", 2),
+                  CacheKey("arch-a", "7", "token-b", 2), CacheKey("arch-a", "7", "token-a", 1)):
+        assert open_cache(tmp_path, "index", CACHE_FORMAT, other) is None
+    assert open_cache(tmp_path, "index", CACHE_FORMAT - 1, key) is None
     variants = [_as_int(pdq[0])]
     assert loaded.pdq_within(variants, 31) == index.pdq_within(variants, 31)
     assert loaded.mih.layout == index.mih.layout
-    # a cache written by an older layout is ignored (rebuilt by the archive), never misread
-    meta = tmp_path / "c" / "meta.json"
-    old = json.loads(meta.read_text())
-    old["format"] = 1
-    meta.write_text(json.dumps(old))
-    assert HashIndex.load(tmp_path / "c", "gen-7") is None
+    # a manifest edited to claim another format is refused, never misread
+    manifest = found[0] / "manifest.json"
+    old = json.loads(manifest.read_text())
+    old["format"] = CACHE_FORMAT - 1
+    manifest.write_text(json.dumps(old))
+    assert open_cache(tmp_path, "index", CACHE_FORMAT, key) is None
 
 
 def test_archive_index_equals_rows(tmp_path: Path) -> None:

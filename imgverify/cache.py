@@ -1,0 +1,153 @@
+"""Caches derived from an archive, published as whole directories.
+
+A cache that answers for the wrong archive turns into a wrong attribution: a hash row of one
+archive read back as a reference key of another carries the other's event, date and credit.
+So every cache is keyed by the archive's identity (a random id written at creation), its
+generation counter and the random change token written with every change, plus the cache's
+own format and the hash pipeline. Each cache is one directory, written under a temporary name
+and renamed into place; its manifest records the key and every file's size and CRC-32, and
+is checked before anything is read. Two processes saving at once each write their own
+directory, and the rename lets exactly one of them publish; a truncated or damaged file fails
+the check and the cache is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+_CHUNK = 1 << 22
+_ABANDONED_AFTER_S = 6 * 3600
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything a derived cache depends on; any difference means another cache."""
+
+    archive_id: str
+    generation: str
+    change_token: str
+    hash_pipeline: int
+
+    def slug(self) -> str:
+        return (f"{self.archive_id}-g{self.generation}-{self.change_token[:16]}"
+                f"-p{self.hash_pipeline}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def cache_dir_name(kind: str, fmt: int, key: CacheKey) -> str:
+    return f"{kind}-f{fmt}-{key.slug()}"
+
+
+def open_cache(root: Path, kind: str, fmt: int, key: CacheKey
+               ) -> tuple[Path, dict[str, Any]] | None:
+    """The published cache directory for `key` and its manifest's `extra`, if it is whole.
+
+    None when there is none, when its manifest names another key or format, or when any
+    file's size or checksum differs from the manifest (truncated, damaged, tampered with).
+    """
+    folder = root / cache_dir_name(kind, fmt, key)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        if (manifest.get("kind") != kind or manifest.get("format") != fmt
+                or manifest.get("key") != key.to_dict()):
+            return None
+        files = manifest["files"]
+        for name, info in files.items():
+            path = folder / name
+            if path.parent != folder or path.stat().st_size != int(info["bytes"]):
+                return None
+            if _crc32(path) != int(info["crc32"]):
+                return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return folder, dict(manifest.get("extra") or {})
+
+
+def publish_cache(root: Path, kind: str, fmt: int, key: CacheKey,
+                  write: Callable[[Path], dict[str, Any] | None]) -> Path | None:
+    """Write a cache with `write(folder)` into a private folder, then rename it into place.
+
+    Returns the published folder, or None when it could not be written (a cache we cannot
+    write only costs time). Older caches of the same kind are removed afterwards; a process
+    that has one of them memory-mapped keeps reading it (the files live on until unmapped).
+    """
+    final = root / cache_dir_name(kind, fmt, key)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", suffix=".tmp", dir=root))
+    except OSError:
+        return None
+    try:
+        extra = write(tmp)
+        files = {}
+        for path in sorted(tmp.iterdir()):
+            if path.is_file():
+                _fsync(path)
+                files[path.name] = {"bytes": path.stat().st_size, "crc32": _crc32(path)}
+        manifest = {"kind": kind, "format": fmt, "key": key.to_dict(), "files": files,
+                    "extra": extra or {}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        _fsync(tmp / MANIFEST)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # another process published the same key first: theirs is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+            return final if open_cache(root, kind, fmt, key) is not None else None
+    except (OSError, RuntimeError, ValueError):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    _prune(root, kind, keep=final.name)
+    return final
+
+
+def _prune(root: Path, kind: str, keep: str) -> None:
+    """Best effort: drop other published caches of this kind and stale private folders."""
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        if entry.name == keep or not entry.is_dir():
+            continue
+        if entry.name.startswith(f"{kind}-f"):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith(f".{kind}-") and entry.name.endswith(".tmp"):
+            try:
+                abandoned = now - entry.stat().st_mtime > _ABANDONED_AFTER_S
+            except OSError:
+                continue
+            if abandoned:  # a writer that died mid-way; a live one finishes within this
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+__all__ = ["CacheKey", "open_cache", "publish_cache", "cache_dir_name"]

@@ -1,0 +1,190 @@
+"""Caches derived from an archive never answer for another archive, or another state of it.
+
+A cache read for the wrong archive is a wrong attribution: a row of the deleted archive comes
+back as a reference of the new one, with the new one's event, date and credit.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import coco, manifest_rows, write_manifest
+from PIL import Image
+
+import imgverify
+import imgverify.archive as archive_module
+import imgverify.features as features_module
+from imgverify.cache import CacheKey, open_cache, publish_cache
+from imgverify.index import CACHE_FORMAT, HashIndex
+
+
+def _reencoded(photo: Path) -> bytes:
+    """A copy with other bytes (so the sha256 look-up cannot find it): found by hashes only."""
+    buf = io.BytesIO()
+    Image.open(photo).convert("RGB").save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+def _cropped(photo: Path) -> Image.Image:
+    """A crop the global hashes cannot find: only the local-feature index can."""
+    im = Image.open(photo).convert("RGB")
+    w, h = im.size
+    return im.crop((int(w * 0.3), int(h * 0.3), w, h))
+
+
+def _build(path: Path, photos: list[Path], year: int) -> None:
+    manifest = write_manifest(path.with_suffix(".csv"), manifest_rows(photos, year))
+    with imgverify.Archive.open(path) as arch:
+        report = arch.ingest(manifest)  # one batch: generation 1
+    assert report.added == len(photos)
+
+
+@pytest.fixture()
+def caching(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cache even small archives, so that ten photos exercise what large ones do."""
+    monkeypatch.setattr(archive_module, "CACHE_MIN_ROWS", 0)
+    monkeypatch.setattr(features_module, "IVF_MIN_DESCRIPTORS", 500)
+
+
+def test_rebuilt_archive_never_reads_the_deleted_archives_cache(tmp_path: Path,
+                                                                 caching: None) -> None:
+    """Delete an archive, build another at the same path that reaches the same generation:
+    the old hash and feature caches must not be used (they were, on generation alone)."""
+    old_photos, new_photos = coco(10), coco(10, start=10)
+    path = tmp_path / "desk.sqlite"
+    _build(path, old_photos, 2016)
+    with imgverify.Archive.open(path) as first:
+        assert first.generation() == "1"
+        assert imgverify.check(_reencoded(old_photos[2]), first).verdict == "likely_recycled"
+        assert imgverify.check(_cropped(old_photos[4]), first).verdict == "likely_recycled"
+        first_id = first.archive_id()
+    cache = path.with_name(path.name + ".index")
+    assert list(cache.glob("index-*")) and list(cache.glob("features-*"))
+
+    path.unlink()  # the cache folder stays behind, as it would for a user
+    _build(path, new_photos, 2019)
+    with imgverify.Archive.open(path) as second:
+        assert second.generation() == "1"
+        assert second.archive_id() != first_id
+        for query in (_reencoded(old_photos[2]), _cropped(old_photos[4])):
+            result = imgverify.check(query, second)
+            assert result.verdict == "no_match", [m.to_dict() for m in result.matches]
+        # and the archive's own photos are still found, with their own context
+        hit = imgverify.check(_reencoded(new_photos[3]), second)
+        assert hit.verdict == "likely_recycled"
+        assert hit.matches[0].caption == manifest_rows(new_photos, 2019)[3]["caption"]
+        assert hit.matches[0].date.startswith("2019")
+
+
+def test_each_write_changes_the_cache_key(tmp_path: Path, caching: None) -> None:
+    """Two copies of one archive that diverge reach the same generation with different
+    content: the random change token written with every change keeps them apart."""
+    path = tmp_path / "a.sqlite"
+    _build(path, coco(4), 2016)
+    copy = tmp_path / "b.sqlite"
+    shutil.copy(path, copy)
+    with imgverify.Archive.open(path) as a, imgverify.Archive.open(copy) as b:
+        assert a.cache_key() == b.cache_key()
+        a.remove([next(a.iter_references()).reference_id])
+        b.remove([list(b.iter_references())[-1].reference_id])
+        ka, kb = a.cache_key(), b.cache_key()
+        assert ka is not None and kb is not None
+        assert ka.generation == kb.generation and ka.change_token != kb.change_token
+
+
+def _random_index(seed: int, rows: int = 3_000) -> HashIndex:
+    rng = np.random.default_rng(seed)
+    pdq = rng.integers(0, 2**63, size=(rows, 4), dtype=np.uint64)
+    z = np.full(rows, seed, np.uint64)
+    return HashIndex(np.arange(rows, dtype=np.uint32), np.zeros(rows, np.uint8), ["full"], pdq,
+                     z, z, z)
+
+
+def _racing_writer(root: str, generation: int, start: Any) -> None:
+    index = _random_index(generation)
+    key = CacheKey("arch", str(generation), f"token{generation}", 2)
+    start.wait()
+    for _ in range(5):
+        publish_cache(Path(root), "index", CACHE_FORMAT, key,
+                      lambda f: index.save(f, with_mih=False))
+
+
+def test_writers_racing_to_save_never_mix_generations(tmp_path: Path) -> None:
+    """Six processes publish caches of three generations (two writers each) at the same time:
+    every cache that opens holds exactly its own generation's arrays."""
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(6)
+    procs = [ctx.Process(target=_racing_writer, args=(str(tmp_path), 1 + i % 3, start))
+             for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    opened = 0
+    for generation in (1, 2, 3):
+        key = CacheKey("arch", str(generation), f"token{generation}", 2)
+        found = open_cache(tmp_path, "index", CACHE_FORMAT, key)
+        if found is None:
+            continue  # removed by a later writer: allowed, it is rebuilt
+        opened += 1
+        loaded = HashIndex.load(*found)
+        expected = _random_index(generation)
+        assert loaded is not None
+        assert np.array_equal(np.asarray(loaded.pdq), np.asarray(expected.pdq))
+        assert set(np.asarray(loaded.phash).tolist()) == {generation}
+    assert opened >= 1
+    assert not list(tmp_path.glob(".index-*")), "no private folder is left behind"
+
+
+@pytest.mark.parametrize("victim", ["pdq.npy", "ref_keys.npy", "manifest.json"])
+def test_a_truncated_cache_file_is_never_read(tmp_path: Path, victim: str) -> None:
+    index = _random_index(5)
+    key = CacheKey("arch", "1", "token", 2)
+    folder = publish_cache(tmp_path, "index", CACHE_FORMAT, key,
+                           lambda f: index.save(f, with_mih=False))
+    assert folder is not None and open_cache(tmp_path, "index", CACHE_FORMAT, key) is not None
+    target = folder / victim
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) - 64])
+    assert open_cache(tmp_path, "index", CACHE_FORMAT, key) is None
+
+
+def test_a_damaged_cache_file_is_never_read(tmp_path: Path) -> None:
+    """Same size, other bytes: the CRC-32 in the manifest catches it."""
+    index = _random_index(6)
+    key = CacheKey("arch", "1", "token", 2)
+    folder = publish_cache(tmp_path, "index", CACHE_FORMAT, key,
+                           lambda f: index.save(f, with_mih=False))
+    assert folder is not None
+    target = folder / "pdq.npy"
+    data = bytearray(target.read_bytes())
+    data[-5] ^= 0xFF
+    target.write_bytes(bytes(data))
+    assert open_cache(tmp_path, "index", CACHE_FORMAT, key) is None
+
+
+def test_archive_rebuilds_over_a_truncated_cache(tmp_path: Path, caching: None) -> None:
+    photos = coco(6)
+    path = tmp_path / "desk.sqlite"
+    _build(path, photos, 2016)
+    with imgverify.Archive.open(path) as arch:
+        expected = imgverify.check(_reencoded(photos[1]), arch)
+    assert expected.verdict == "likely_recycled"
+    cache = path.with_name(path.name + ".index")
+    for npy in cache.glob("index-*/*.npy"):
+        npy.write_bytes(npy.read_bytes()[:100])
+    for faiss_file in cache.glob("features-*/features.faiss"):
+        faiss_file.write_bytes(faiss_file.read_bytes()[:100])
+    with imgverify.Archive.open(path) as arch:
+        again = imgverify.check(_reencoded(photos[1]), arch)
+        crop = imgverify.check(_cropped(photos[1]), arch)
+    assert again.verdict == "likely_recycled"
+    assert again.matches[0].reference_id == expected.matches[0].reference_id
+    assert crop.matches and crop.matches[0].reference_id == expected.matches[0].reference_id
