@@ -32,6 +32,7 @@ from .index import CACHE_FORMAT, LINEAR_MAX, HashIndex
 from .load import Limits, load, reduction_scale
 from .manifest import CONTEXT_FIELDS, ManifestRow, RowError, read_manifest
 from .regions import picture_variants
+from .threads import native_threads
 
 SCHEMA_VERSION = 1
 #: Archives with at least this many hash rows keep their index cached beside the file.
@@ -154,6 +155,11 @@ def reference_hashes(rgb: Image.Image, scale: Scale = FULL_SCALE
 
 def prepare_reference(row: ManifestRow, limits: Limits | None = None) -> PreparedReference:
     """Load, hash and thumbnail one manifest row (raises InputError on a bad image)."""
+    with native_threads(1):
+        return _prepare_reference(row, limits)
+
+
+def _prepare_reference(row: ManifestRow, limits: Limits | None) -> PreparedReference:
     loaded = load(row.image, limits)
     hashes = reference_hashes(loaded.image, loaded.scale)
     exif = read_exif(loaded.data).to_dict()
@@ -238,6 +244,17 @@ class Archive:
         return conn
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
+        try:
+            # an archive that has everything is only read: opening it to check an image must
+            # not wait for (or block) a writer that is in the middle of a batch
+            meta = {r[0] for r in conn.execute(
+                "SELECT key FROM meta WHERE key IN ('schema_version', 'generation', "
+                "'archive_id', 'change_token', 'hash_pipeline')")}
+            if len(meta) == 5:
+                self._check_schema(conn)
+                return
+        except sqlite3.DatabaseError:
+            pass  # a new or older archive: create what is missing below
         try:
             with self._write_lock, conn:
                 conn.executescript(_SCHEMA)

@@ -64,33 +64,37 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
 
 
 def one_native_thread() -> None:
-    """Cap the BLAS and OpenMP pools of numpy, OpenCV and faiss at one thread each.
+    """Cap the BLAS and OpenMP pools of numpy, OpenCV and faiss at one thread each, for the
+    rest of this process: for worker processes (imgverify's own, or a service's), never for
+    a caller's process (library calls cap themselves, scoped: `threads.native_threads`).
 
     Batch work parallelises across processes. Left alone, each process keeps idle
-    OpenBLAS/OpenMP threads that spin after every call and take CPU from the other workers:
-    measured here, a one-worker scan of 300 photos spent 12.5 s of CPU instead of 10.2 s and
-    two workers reached only 1.5x one worker. Loads cv2 and faiss first so that their own
-    copies of OpenBLAS are found and capped too.
+    OpenBLAS/OpenMP threads that spin after every call and take CPU from the other workers.
     """
-    import cv2
-    from threadpoolctl import threadpool_limits
+    from .threads import cap_this_process
 
-    try:
-        import faiss
-        faiss.omp_set_num_threads(1)
-    except ImportError:  # pragma: no cover - faiss is a dependency
-        pass
-    cv2.setNumThreads(1)
-    threadpool_limits(limits=1)
+    cap_this_process(1)
+
+
+def _quiet_worker() -> None:
+    """A worker process is imgverify's own: its warnings and library logs are not the user's
+    output (per-input problems come back as typed errors)."""
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.getLogger("exifread").setLevel(logging.CRITICAL)
 
 
 # -- ingest ---------------------------------------------------------------------------------
 _ingest_limits: Limits | None = None
 
 
-def _init_ingest(limits: Limits | None) -> None:
+def _init_ingest(limits: Limits | None, own_process: bool = False) -> None:
     global _ingest_limits
-    one_native_thread()
+    if own_process:
+        one_native_thread()
+        _quiet_worker()
     _ingest_limits = limits
 
 
@@ -105,7 +109,7 @@ def _prepare(item: ManifestRow | RowError) -> Any:
 def prepare_references(rows: Iterable[ManifestRow | RowError], limits: Limits | None,
                        workers: int = 1) -> Iterator[Any]:
     """Decode and hash manifest rows in parallel; yields PreparedReference or RowError."""
-    return ordered_map(_prepare, rows, workers, _init_ingest, (limits,))
+    return ordered_map(_prepare, rows, workers, _init_ingest, (limits, workers > 1))
 
 
 # -- scan inputs ----------------------------------------------------------------------------
@@ -152,10 +156,12 @@ class ScanConfig:
 _scan_state: dict[str, Any] = {}
 
 
-def _init_scan(config: ScanConfig) -> None:
+def _init_scan(config: ScanConfig, own_process: bool = False) -> None:
     from .archive import Archive, resolve_archive
 
-    one_native_thread()
+    if own_process:
+        one_native_thread()
+        _quiet_worker()
     archive: Archive = resolve_archive(config.archive_path)
     archive.index()  # build once per worker, before the first input
     _scan_state["archive"] = archive
@@ -334,7 +340,8 @@ def scan(inputs: Iterable[str], config: ScanConfig, writer: LineWriter, workers:
 
     if workers > 1:
         _warm_caches(config)
-    for result in ordered_map(_scan_one, todo(), workers, _init_scan, (config,)):
+    for result in ordered_map(_scan_one, todo(), workers, _init_scan,
+                              (config, workers > 1)):
         writer.write(result)
         summary.total += 1
         summary.verdicts[result["verdict"]] += 1

@@ -18,6 +18,7 @@ from .load import Limits, LoadedImage, Source, describe_source, load, picture_fo
 from .match import QueryHashes, find, find_local
 from .provenance import read_credentials
 from .result import ERROR, NOT_AUTHENTIC_NOTE, CheckResult, Match
+from .threads import native_threads
 from .verdict import (
     DEFAULT_THRESHOLDS,
     Thresholds,
@@ -33,13 +34,26 @@ from .verdict import (
 def check(source: Source, archive: Archive | None = None, *,
           claimed_date: str | dt.date | None = None, claimed_place: str | None = None,
           thresholds: Thresholds = DEFAULT_THRESHOLDS, limits: Limits | None = None,
-          max_matches: int = 10, name: str | None = None) -> CheckResult:
+          max_matches: int = 10, name: str | None = None,
+          native_thread_limit: int | None = 1) -> CheckResult:
     """Check one image (path, URL, bytes, PIL image or '-') against the archive.
 
     Input problems do not raise: they come back as a result with verdict "error" and a typed
     `error`, so a batch can go on. Archive problems (ArchiveError) and a malformed claimed
     date (ValueError) do raise: they are the caller's to fix, not the input's.
+
+    While it runs, BLAS/OpenCV/OpenMP pools are held at `native_thread_limit` threads and
+    the caller's settings are restored afterwards (`threads.native_threads`); None leaves
+    them alone.
     """
+    with native_threads(native_thread_limit):
+        return _check(source, archive, claimed_date=claimed_date, claimed_place=claimed_place,
+                      thresholds=thresholds, limits=limits, max_matches=max_matches, name=name)
+
+
+def _check(source: Source, archive: Archive | None, *, claimed_date: str | dt.date | None,
+           claimed_place: str | None, thresholds: Thresholds, limits: Limits | None,
+           max_matches: int, name: str | None) -> CheckResult:
     started = time.perf_counter()
     archive = archive if archive is not None else Archive.default()
     claimed = parse_claimed_date(claimed_date)

@@ -525,8 +525,20 @@ def archive_check(archive: ArchiveOpt = None) -> None:
     raise typer.Exit(EXIT_OK if not problems else EXIT_ARCHIVE)
 
 
+def _own_the_process() -> None:
+    """The command line owns its process, which the library never touches: decoder warnings
+    and the EXIF reader's log lines about malformed files are not the user's output (a bad
+    input is reported as a typed error)."""
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.getLogger("exifread").setLevel(logging.CRITICAL)
+
+
 def run() -> None:
     """Console entry point: typed library errors become messages, never tracebacks."""
+    _own_the_process()
     try:
         app()
     except ArchiveError as exc:

@@ -113,7 +113,6 @@ def read_exif(data: bytes) -> ExifEvidence:
     import exifread
 
     try:
-        logging.getLogger("exifread").setLevel(logging.CRITICAL)
         tags = exifread.process_file(io.BytesIO(data), details=False, extract_thumbnail=False)
     except Exception as exc:  # noqa: BLE001 - exifread raises many things on hostile input
         log.debug("EXIF unreadable: %s", exc)

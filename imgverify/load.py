@@ -12,7 +12,6 @@ import io
 import os
 import struct
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -47,9 +46,6 @@ try:  # pragma: no cover
 except Exception:  # noqa: BLE001
     pass
 
-# We enforce our own pixel cap before decoding; Pillow's warning-based one is turned off so the
-# limit is the one the user set.
-Image.MAX_IMAGE_PIXELS = None
 
 #: Smallest side we ask the JPEG decoder for. PDQ and the 64-bit hashes work on 64x64 and
 #: 32x32 reductions, so a ~256-500 px picture gives hashes within a few bits of full size.
@@ -177,14 +173,50 @@ def _sniff_non_image(data: bytes) -> str:
         return "unrecognised binary data"
 
 
+def _identify(data: bytes) -> Image.Image:
+    """`Image.open` without Pillow's process-wide decompression-bomb cap.
+
+    Our own cap (`Limits.max_pixels`, checked by the caller on the declared size before any
+    pixel is decoded) is the one the user set, and a library may not turn Pillow's global
+    off for the application that imported it. So this walks Pillow's registered openers as
+    `Image.open` does, minus its size check; formats we never decode are refused later.
+    """
+    registry = getattr(Image, "OPEN", None)
+    if not isinstance(registry, dict) or not hasattr(Image, "ID"):  # pragma: no cover
+        return Image.open(io.BytesIO(data))  # a Pillow without the registry: its own rules
+    fp = io.BytesIO(data)
+    prefix = data[:16]
+
+    def attempt(formats: list[str]) -> Image.Image | None:
+        for fmt in formats:
+            factory, accept = registry[fmt]
+            ok = not accept or accept(prefix)
+            if not ok or isinstance(ok, str):
+                continue
+            fp.seek(0)
+            try:
+                return factory(fp, None)  # type: ignore[no-any-return]
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+        return None
+
+    Image.preinit()
+    im = attempt(list(Image.ID))
+    if im is None:
+        known = set(Image.ID)
+        Image.init()
+        im = attempt([f for f in Image.ID if f not in known])
+    if im is None:
+        raise UnidentifiedImageError("cannot identify image file")
+    return im
+
+
 def open_image(data: bytes, name: str, limits: Limits) -> Image.Image:
     """Identify the image and check its declared size, without decoding pixels yet."""
     if not data:
         raise EmptyInputError(f"{name} is empty (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data))
+        im = _identify(data)
     except UnidentifiedImageError:
         magic = _image_magic(data)
         if magic:
@@ -192,7 +224,7 @@ def open_image(data: bytes, name: str, limits: Limits) -> Image.Image:
                                     "truncated or corrupt") from None
         kind = _sniff_non_image(data)
         raise NotAnImageError(f"{name} is not an image (looks like {kind})") from None
-    except Image.DecompressionBombError as exc:  # pragma: no cover - cap disabled above
+    except Image.DecompressionBombError as exc:  # a plugin's own check on a frame or tile
         raise ImageTooLargeError(f"{name}: {exc}") from None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
         raise CorruptImageError(f"{name} has a corrupt image header: {exc}") from None

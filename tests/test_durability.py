@@ -99,27 +99,58 @@ def test_sigkill_during_ingest_loses_nothing_committed(tmp_path: Path) -> None:
     assert _archive_check(archive)["healthy"]
 
 
+def _generation(archive: Path) -> int:
+    conn = sqlite3.connect(f"file:{archive}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _check_json(query: Path, archive: Path) -> dict[str, object]:
+    out = subprocess.run([sys.executable, "-m", "imgverify", "check", str(query),
+                          "--archive", str(archive), "--format", "json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
 def test_readers_work_while_a_writer_ingests(tmp_path: Path) -> None:
+    """Checks run, and see committed data, while a writer is in the middle of an ingest.
+
+    The writer is frozen (SIGSTOP) once it has committed a batch, so the checks provably run
+    while it is alive and, most likely, inside its next open transaction; it is then let go
+    and the checks repeat while it runs on."""
     manifest = _make_images(tmp_path / "imgs", 600)
     archive = tmp_path / "desk.sqlite"
     first = _add(manifest, archive)
     first.communicate(timeout=300)
+    start_generation = _generation(archive)
     query = tmp_path / "imgs" / "img00003.jpg"
     writer = _add(manifest, archive)  # re-ingest: updates every row, batch by batch
     try:
-        seen = 0
-        while writer.poll() is None and seen < 5:
-            out = subprocess.run([sys.executable, "-m", "imgverify", "check", str(query),
-                                  "--archive", str(archive), "--format", "json"],
-                                 capture_output=True, text=True, timeout=120)
-            assert out.returncode == 0, out.stderr
-            result = json.loads(out.stdout)
+        deadline = time.monotonic() + 120
+        while _generation(archive) == start_generation and writer.poll() is None:
+            assert time.monotonic() < deadline, "the writer committed nothing in 120 s"
+            time.sleep(0.02)
+        writer.send_signal(signal.SIGSTOP)
+        assert writer.poll() is None, "the writer finished before a check could overlap it"
+        frozen_at = _generation(archive)
+        assert frozen_at > start_generation
+        for _ in range(2):  # the writer is alive (frozen) for both checks
+            result = _check_json(query, archive)
             assert result["verdict"] == "likely_recycled"
-            assert result["matches"][0]["event"] == "event 3"
-            seen += 1
+            assert result["matches"][0]["event"] == "event 3"  # type: ignore[index]
+        assert writer.poll() is None and _generation(archive) == frozen_at
+        writer.send_signal(signal.SIGCONT)
+        result = _check_json(query, archive)
+        assert result["verdict"] == "likely_recycled"
     finally:
+        writer.send_signal(signal.SIGCONT)
         writer.communicate(timeout=300)
     assert writer.returncode == 0
+    assert _generation(archive) > frozen_at
 
 
 def test_read_only_archive_gives_a_clear_error(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -74,10 +73,7 @@ def test_corpus_is_complete_and_reproducible() -> None:
 @pytest.mark.parametrize("name", sorted(set(EXPECTED) | VALID))
 def test_each_kind_gives_typed_error_or_result(name: str) -> None:
     archive = imgverify.Archive.default()
-    started = time.perf_counter()
-    result = imgverify.check(CORPUS / name, archive)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 5, f"{name} took {elapsed:.1f} s"
+    result = imgverify.check(CORPUS / name, archive)  # time per file: bench/hostile.py
     if name in EXPECTED:
         assert result.verdict == "error"
         assert result.error is not None and result.error["kind"] in EXPECTED[name], result.error

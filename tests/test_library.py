@@ -268,19 +268,16 @@ def test_earliest_dated_reference_comes_first(twice: dict[str, Any]) -> None:
 POSSIBLE_ONLY = Thresholds(likely=-1.0, use_local_features=False)
 
 
-def test_possible_tier_setup(twice: dict[str, Any]) -> None:
-    """Preconditions of the next test: two possible matches, the later-dated one closer."""
+def test_possible_tier_never_calls_an_earlier_copy_a_later_publication(
+        twice: dict[str, Any]) -> None:
     result = imgverify.check(twice["original"], twice["archives"][0], thresholds=POSSIBLE_ONLY)
+    # the case this is about (asserted here, not left to another test): two possible matches,
+    # the later-dated one closer
     assert result.verdict == "possibly_recycled"
     assert {m.strength for m in result.matches} == {"possible"}
     by_date = sorted(result.matches, key=lambda m: m.date)
     assert [m.date for m in by_date] == ["2012-06-01", "2018-01-01"]
     assert by_date[1].score > by_date[0].score
-
-
-def test_possible_tier_never_calls_an_earlier_copy_a_later_publication(
-        twice: dict[str, Any]) -> None:
-    result = imgverify.check(twice["original"], twice["archives"][0], thresholds=POSSIBLE_ONLY)
     original = next(m for m in result.matches if m.role == "likely_original")
     for m in result.matches:
         if m.role == "later_publication":

@@ -3,10 +3,8 @@ both `imgverify.load.load` and `imgverify.check` (which never raises for input p
 
 from __future__ import annotations
 
-import io
 import json
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -124,12 +122,12 @@ def test_png_declaring_ten_gigapixels_is_refused_before_decoding(
         archive: imgverify.Archive) -> None:
     bomb = png_declaring(100_000, 100_000)
     assert len(bomb) < 200
-    with Image.open(io.BytesIO(bomb)) as im:  # really is a PNG declaring that size
-        assert im.size == (100_000, 100_000)
-    started = time.perf_counter()
+    # really a PNG declaring that size (read from its IHDR chunk: Pillow's own global cap,
+    # which imgverify leaves alone, would refuse to open it at all)
+    assert bomb[12:16] == b"IHDR" and struct.unpack(">II", bomb[16:24]) == (100_000, 100_000)
+    # refused from the header: the file holds no pixel data that could be decoded
     message = expect_error(bomb, errors.ImageTooLargeError, "image_too_large", archive)
-    assert time.perf_counter() - started < 5  # refused from the header, nothing decoded
-    assert "100000x100000" in message
+    assert "100000x100000" in message and "--max-pixels" in message
 
 
 def test_lowered_pixel_limit_on_a_real_image(tmp_path: Path,
