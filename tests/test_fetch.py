@@ -202,10 +202,10 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
 
 class Loopback:
     def __init__(self, body: bytes) -> None:
-        handler = type("H", (RecordingHandler,), {"body": body, "seen": []})
+        self.seen: list[tuple[str, str]] = []
+        handler = type("H", (RecordingHandler,), {"body": body, "seen": self.seen})
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
-        self.seen: list[tuple[str, str]] = handler.seen
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -337,6 +337,12 @@ def test_environment_proxy_ignored_unless_asked(net: SimpleNamespace,
         with pytest.raises(UrlRefusedError):
             fetch_url(f"http://internal.test:{net.internal.port}/x.jpg", via)
         assert len(proxy.seen) == 1
+        # the CLI: ignored by default, used with --use-env-proxy
+        runner = CliRunner()
+        plain = runner.invoke(app, ["check", url, "--format", "json"])
+        assert plain.exit_code == 0 and len(proxy.seen) == 1
+        proxied = runner.invoke(app, ["check", url, "--format", "json", "--use-env-proxy"])
+        assert proxied.exit_code == 3 and len(proxy.seen) == 2  # the proxy's body is no image
     finally:
         proxy.httpd.shutdown()
 
@@ -362,3 +368,68 @@ def test_cli_refused_url_has_its_own_kind_and_exit_code(net: SimpleNamespace) ->
     unreachable = runner.invoke(app, ["check", "http://nowhere.test/x.jpg", "--format", "json"])
     assert unreachable.exit_code == 3
     assert json.loads(unreachable.stdout)["error"]["kind"] == "fetch_error"
+
+
+def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(ski, critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_https_pinned_keeps_sni_and_certificate_name(net: SimpleNamespace,
+                                                     tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path, "secure.test")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    sni: list[str | None] = []
+    context.sni_callback = lambda _sock, name, _ctx: sni.append(name)  # type: ignore[assignment,misc,return-value]
+    tls = Loopback(IMAGE)
+    tls.httpd.socket = context.wrap_socket(tls.httpd.socket, server_side=True)
+    tls.httpd.handle_error = lambda *args: None  # type: ignore[method-assign]  # failed handshakes
+    try:
+        net.answers["secure.test"] = ["127.0.0.1"]
+        net.answers["other.test"] = ["127.0.0.1"]
+        policy = FetchPolicy(connect_timeout=1, read_timeout=1, total_timeout=3,
+                             allow_private=True, ca_file=str(cert))
+        assert fetch_url(f"https://secure.test:{tls.port}/s.jpg", policy) == IMAGE
+        assert sni == ["secure.test"]
+        assert tls.seen == [("/s.jpg", f"secure.test:{tls.port}")]
+        # same pinned address, another name: the certificate is checked against that name
+        with pytest.raises(FetchError) as exc:
+            fetch_url(f"https://other.test:{tls.port}/s.jpg", policy)
+        assert "SSLError" in exc.value.message
+        assert sni == ["secure.test", "other.test"] and len(tls.seen) == 1
+        # and without the internal CA the certificate is not trusted at all
+        with pytest.raises(FetchError):
+            fetch_url(f"https://secure.test:{tls.port}/s.jpg",
+                      FetchPolicy(connect_timeout=1, read_timeout=1, total_timeout=3,
+                                  allow_private=True))
+        assert len(tls.seen) == 1
+    finally:
+        tls.httpd.shutdown()
