@@ -18,6 +18,7 @@ from .errors import (  # noqa: E402
     ImgVerifyError,
     InputError,
     ManifestError,
+    UrlRefusedError,
 )
 from .hashing import HashSet, compute_hashes  # noqa: E402
 from .load import Limits, load  # noqa: E402
@@ -27,5 +28,5 @@ from .verdict import Thresholds  # noqa: E402
 __all__ = [
     "Archive", "ArchiveError", "CheckResult", "FetchError", "HashSet", "ImgVerifyError",
     "IngestReport", "InputError", "Limits", "ManifestError", "Match", "Reference",
-    "Thresholds", "__version__", "check", "compute_hashes", "load",
+    "Thresholds", "UrlRefusedError", "__version__", "check", "compute_hashes", "load",
 ]

@@ -64,14 +64,19 @@ TimeoutOpt = Annotated[float, typer.Option(
 PrivateOpt = Annotated[bool, typer.Option(
     "--allow-private-urls", help="Allow URLs on private/loopback addresses (refused by default "
     "so a shared service cannot be used to reach an internal network).")]
+EnvProxyOpt = Annotated[bool, typer.Option(
+    "--use-env-proxy", help="Fetch URLs through the proxy in HTTP_PROXY/HTTPS_PROXY (NO_PROXY "
+    "honoured). Ignored by default. The proxy then resolves host names, so the private-address "
+    "check can only refuse names that resolve privately here.")]
 
 
 def _limits(max_pixels: int, max_bytes: int, allow_private: bool = False,
-            max_frames: int = Limits().max_frames, timeout_s: float = Limits().timeout_s
-            ) -> Limits:
+            max_frames: int = Limits().max_frames, timeout_s: float = Limits().timeout_s,
+            use_env_proxy: bool = False) -> Limits:
     return Limits(max_pixels=max_pixels, max_bytes=max_bytes, max_frames=max_frames,
                   timeout_s=timeout_s,
-                  fetch=FetchPolicy(max_bytes=max_bytes, allow_private=allow_private))
+                  fetch=FetchPolicy(max_bytes=max_bytes, allow_private=allow_private,
+                                    use_env_proxy=use_env_proxy))
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -201,6 +206,7 @@ def check(
     max_bytes: MaxBytesOpt = Limits().max_bytes,
     max_frames: MaxFramesOpt = Limits().max_frames,
     allow_private_urls: PrivateOpt = False,
+    use_env_proxy: EnvProxyOpt = False,
 ) -> None:
     """Check one image and print the verdict with the original context of any match."""
     from .checker import check as run_check
@@ -212,7 +218,7 @@ def check(
     try:
         result = run_check(source, arch, claimed_date=claimed_date, claimed_place=claimed_place,
                            limits=_limits(max_pixels, max_bytes, allow_private_urls,
-                                          max_frames))
+                                          max_frames, use_env_proxy=use_env_proxy))
     except ValueError as exc:
         _fail(str(exc), EXIT_USAGE)
         raise
@@ -271,6 +277,7 @@ def scan_cmd(
     max_frames: MaxFramesOpt = Limits().max_frames,
     timeout: TimeoutOpt = Limits().timeout_s,
     allow_private_urls: PrivateOpt = False,
+    use_env_proxy: EnvProxyOpt = False,
 ) -> None:
     """Check many images: one JSONL/CSV line per input; bad files become error lines."""
     if fmt not in ("jsonl", "csv"):
@@ -323,7 +330,7 @@ def scan_cmd(
 
     config = ScanConfig(archive_path=arch_path, claimed_date=claimed_date,
                         limits=_limits(max_pixels, max_bytes, allow_private_urls, max_frames,
-                                       timeout))
+                                       timeout, use_env_proxy))
     writer = LineWriter(stream, fmt, write_header)
     nworkers = workers if workers > 0 else default_workers()
     try:

@@ -60,6 +60,14 @@ class FetchError(InputError):
     kind = "fetch_error"
 
 
+class UrlRefusedError(FetchError):
+    """The URL was refused by policy before any byte was requested from it: it (or a redirect
+    hop) leads to a non-public address, or a redirect leaves http/https. Not a network fault:
+    retrying will not help; --allow-private-urls does, for a deliberate internal fetch."""
+
+    kind = "url_refused"
+
+
 class ArchiveError(ImgVerifyError):
     """The reference archive cannot be opened, read or written."""
 
