@@ -188,6 +188,8 @@ def _u64(value: int) -> bytes:
 class Archive:
     """An open reference archive. Thread-safe: one SQLite connection per thread."""
 
+    backend = "sqlite"
+
     def __init__(self, path: str | os.PathLike[str], readonly: bool = False,
                  create: bool = True) -> None:
         self.path = Path(path)
@@ -213,8 +215,17 @@ class Archive:
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike[str], readonly: bool = False) -> Archive:
+    def open(cls, path: str | os.PathLike[str], readonly: bool = False) -> Any:
+        """The archive at `path` (SQLite) or at a ``postgresql://`` URL (shared)."""
+        from .store.postgres import PostgresArchive, is_postgres_url
+
+        if is_postgres_url(path):
+            return PostgresArchive(str(path), readonly=readonly)
         return cls(path, readonly=readonly)
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     @classmethod
     def default(cls) -> Archive:
@@ -787,6 +798,10 @@ def default_archive_path() -> Path:
 def resolve_archive(path: str | os.PathLike[str] | None, writable: bool = False) -> Archive:
     """--archive PATH, else $IMGVERIFY_ARCHIVE, else the shipped default (read-only)."""
     chosen = path or os.environ.get("IMGVERIFY_ARCHIVE")
+    from .store.postgres import PostgresArchive, is_postgres_url
+
+    if is_postgres_url(chosen):
+        return PostgresArchive(str(chosen), readonly=False, create=writable)  # type: ignore[return-value]
     if chosen:
         if writable:
             return Archive(chosen, readonly=False, create=True)

@@ -1,0 +1,7 @@
+"""Storage: the archive protocol and its backends (SQLite embedded, PostgreSQL shared)."""
+
+from __future__ import annotations
+
+from .protocol import ArchiveStore, HashSearch
+
+__all__ = ["ArchiveStore", "HashSearch"]

@@ -1,0 +1,585 @@
+"""A reference archive shared by a whole desk, on PostgreSQL (psycopg 3).
+
+Selected by URL: ``postgresql://user@host:5432/db`` (optionally ``?schema=NAME`` to keep
+several archives in one database). It answers the same calls as the SQLite archive
+(`store.protocol.ArchiveStore`), so the checker, ingest and reports do not know which one
+they use.
+
+What sharing needs and how it is met:
+- Many writers at once, no duplicates: references are keyed by sha256 (``INSERT ... ON
+  CONFLICT``); each batch is one transaction that first takes the generation row's lock, so
+  batches commit one after another and every change is logged under its batch's generation.
+- Readers see a consistent snapshot: an index is built inside one REPEATABLE READ, read-only
+  transaction that reads the generation and the rows together.
+- Matchers follow changes without a full rebuild and without pausing queries: the `changes`
+  table records which reference keys each generation touched; `index()` polls the
+  generation (one indexed read) and, when it moved, reads only the touched keys' rows into
+  the small delta layer of a `LayeredIndex`. Queries already running keep the index object
+  they started with; a new object is swapped in whole. When the delta outgrows a linear
+  scan it is folded into the base in a background thread while queries go on.
+- Schema migrations are versioned (`imgverify_migrations`) and applied under an advisory
+  lock, so two processes opening a new database do not race.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+
+from ..archive import IngestReport, PreparedReference, Reference, RehashReport
+from ..errors import ArchiveError
+from ..features import FeatureIndex, LocalFeatures, empty_copy
+from ..hashing import HASH_PIPELINE, HashSet
+from ..index import HashIndex
+from ..layered import LayeredIndex
+from ..load import Limits
+from ..manifest import CONTEXT_FIELDS, RowError, read_manifest
+
+BACKEND = "postgresql"
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE refs (
+    id BIGSERIAL PRIMARY KEY,
+    reference_id TEXT NOT NULL UNIQUE,
+    sha256 TEXT NOT NULL UNIQUE,
+    date TEXT NOT NULL,
+    event TEXT, place TEXT, caption TEXT, source TEXT, source_url TEXT,
+    credit TEXT, license TEXT, published TEXT,
+    image_uri TEXT, width INTEGER, height INTEGER, format TEXT,
+    exif TEXT, thumbnail BYTEA,
+    added_at TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE INDEX refs_date ON refs(date);
+CREATE TABLE hashes (
+    ref_id BIGINT NOT NULL REFERENCES refs(id) ON DELETE CASCADE,
+    variant TEXT NOT NULL,
+    pdq BYTEA NOT NULL, pdq_quality INTEGER NOT NULL,
+    phash BYTEA NOT NULL, dhash BYTEA NOT NULL, whash BYTEA NOT NULL,
+    PRIMARY KEY (ref_id, variant)
+);
+CREATE TABLE features (
+    ref_id BIGINT PRIMARY KEY REFERENCES refs(id) ON DELETE CASCADE,
+    width INTEGER NOT NULL, height INTEGER NOT NULL,
+    points BYTEA NOT NULL, descriptors BYTEA NOT NULL
+);
+CREATE TABLE changes (
+    seq BIGSERIAL PRIMARY KEY,
+    generation BIGINT NOT NULL,
+    ref_id BIGINT NOT NULL
+);
+CREATE INDEX changes_generation ON changes(generation);
+"""),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise ArchiveError("a PostgreSQL archive needs the postgres extra: "
+                           "pip install 'imgverify[postgres]'") from None
+    return psycopg
+
+
+def is_postgres_url(location: object) -> bool:
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for reports and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ""
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def _split_schema(url: str) -> tuple[str, str | None]:
+    """(conninfo URL, schema): `schema` is ours, not libpq's, so it is taken off the URL."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    if schema is not None and not schema.replace("_", "").isalnum():
+        raise ArchiveError(f"schema name {schema!r} must be letters, digits and underscores")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+_COLUMNS = ("id, reference_id, sha256, date, event, place, caption, source, source_url, "
+            "credit, license, published, image_uri, width, height, format, exif, "
+            "added_at, updated_at")
+
+
+def _reference(row: tuple[Any, ...]) -> Reference:
+    (key, rid, sha, date, event, place, caption, source, source_url, credit, license_,
+     published, image_uri, width, height, fmt, exif, added_at, updated_at) = row
+    return Reference(key=int(key), reference_id=rid, sha256=sha, date=date, event=event,
+                     place=place, caption=caption, source=source, source_url=source_url,
+                     credit=credit, license=license_, published=published,
+                     image_uri=image_uri, width=width, height=height, format=fmt,
+                     exif=json.loads(exif) if exif else None, added_at=added_at,
+                     updated_at=updated_at)
+
+
+def _index_from_rows(rows: Iterable[tuple[Any, ...]]) -> HashIndex:
+    keys: list[int] = []
+    parts: list[str] = []
+    pdq, ph, dh, wh = bytearray(), bytearray(), bytearray(), bytearray()
+    for key, variant, p, a, b, c in rows:
+        keys.append(int(key))
+        parts.append(variant)
+        pdq += p
+        ph += a
+        dh += b
+        wh += c
+    if not keys:
+        return HashIndex.empty()
+
+    def u64(buf: bytearray) -> np.ndarray:
+        return np.frombuffer(bytes(buf), dtype=">u8").astype(np.uint64)
+
+    return HashIndex.from_arrays(np.array(keys, np.int64), parts, u64(pdq).reshape(-1, 4),
+                                 u64(ph), u64(dh), u64(wh))
+
+
+class PostgresArchive:
+    """An open archive in PostgreSQL. Thread-safe: one connection per thread, all tracked."""
+
+    backend = BACKEND
+
+    def __init__(self, url: str, readonly: bool = False, create: bool = True) -> None:
+        self.path = url  # what worker processes reopen (may hold a password: never print it)
+        self.location = redact(url)
+        self.readonly = readonly
+        self._conninfo, self._schema = _split_schema(url)
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._conn_lock = threading.Lock()
+        self._closed = False
+        self._index_lock = threading.Lock()
+        self._index: LayeredIndex | None = None
+        self._index_generation = -1
+        self._compacting = False
+        self._features: FeatureIndex | None = None
+        self._features_generation = -1
+        self._migrate(create and not readonly)
+
+    @classmethod
+    def open(cls, url: str, readonly: bool = False) -> PostgresArchive:
+        return cls(url, readonly=readonly)
+
+    # -- connections --------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        psycopg = _psycopg()
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+            if self._schema:
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"'
+                             if not self.readonly else "SELECT 1")
+                conn.execute(f'SET search_path TO "{self._schema}"')
+            if self.readonly:
+                conn.execute("SET default_transaction_read_only = on")
+        except psycopg.Error as exc:
+            raise ArchiveError(f"cannot connect to archive {self.location}: "
+                               f"{str(exc).strip().splitlines()[0]}") from None
+        return conn
+
+    def _conn(self) -> Any:
+        if self._closed:
+            raise ArchiveError(f"archive {self.location} is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._conn_lock:
+                self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection this archive opened, in every thread."""
+        self._closed = True
+        with self._conn_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001,S110 - closing is best effort
+                    pass
+            self._connections.clear()
+
+    def __enter__(self) -> PostgresArchive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        psycopg = _psycopg()
+        try:
+            return list(self._conn().execute(sql, tuple(params)).fetchall())
+        except psycopg.Error as exc:
+            raise ArchiveError(f"archive {self.location}: {str(exc).strip()}") from None
+
+    # -- schema -------------------------------------------------------------------------------
+    def _migrate(self, writable: bool) -> None:
+        psycopg = _psycopg()
+        conn = self._conn()
+        try:
+            have = conn.execute("SELECT to_regclass('imgverify_migrations')").fetchone()[0]
+            done = {r[0] for r in conn.execute("SELECT version FROM imgverify_migrations")} \
+                if have else set()
+            todo = [(v, sql) for v, sql in MIGRATIONS if v not in done]
+            if not todo and done:
+                return
+            if not writable:
+                raise ArchiveError(f"{self.location} holds no imgverify archive (or an older "
+                                   "schema): open it writable once, e.g. with "
+                                   "`imgverify archive add`, to create or migrate it")
+            with conn.transaction():
+                # one process migrates; the others wait here, then find nothing to do
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+                conn.execute("CREATE TABLE IF NOT EXISTS imgverify_migrations "
+                             "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+                done = {r[0] for r in conn.execute("SELECT version FROM imgverify_migrations")}
+                for version, sql in MIGRATIONS:
+                    if version in done:
+                        continue
+                    conn.execute(sql)
+                    conn.execute("INSERT INTO imgverify_migrations VALUES (%s, %s)",
+                                 (version, _now()))
+                for key, value in (("schema_version", str(SCHEMA_VERSION)),
+                                   ("generation", "0"), ("archive_id", uuid.uuid4().hex),
+                                   ("change_token", uuid.uuid4().hex),
+                                   ("hash_pipeline", str(HASH_PIPELINE))):
+                    conn.execute("INSERT INTO meta VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                                 (key, value))
+        except psycopg.Error as exc:
+            raise ArchiveError(f"{self.location} is not a usable imgverify archive: "
+                               f"{str(exc).strip()}") from None
+
+    # -- identity -----------------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key=%s", (key,))
+        return rows[0][0] if rows else None
+
+    def generation(self) -> str:
+        return self._meta("generation") or "0"
+
+    def archive_id(self) -> str | None:
+        return self._meta("archive_id")
+
+    def hash_pipeline(self) -> int:
+        return int(self._meta("hash_pipeline") or HASH_PIPELINE)
+
+    def __len__(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM refs")[0][0])
+
+    # -- reading ------------------------------------------------------------------------------
+    def references(self, keys: Iterable[int]) -> dict[int, Reference]:
+        keys = [int(k) for k in keys]
+        if not keys:
+            return {}
+        rows = self._query(f"SELECT {_COLUMNS} FROM refs WHERE id = ANY(%s)", (keys,))
+        return {int(r[0]): _reference(r) for r in rows}
+
+    def get(self, reference_id: str) -> Reference | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM refs WHERE reference_id=%s OR sha256=%s",
+                           (reference_id, reference_id))
+        return _reference(rows[0]) if rows else None
+
+    def find_sha256(self, sha256: str) -> Reference | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM refs WHERE sha256=%s", (sha256,))
+        return _reference(rows[0]) if rows else None
+
+    def iter_references(self, limit: int | None = None, offset: int = 0) -> Iterator[Reference]:
+        sql = f"SELECT {_COLUMNS} FROM refs ORDER BY date, id"
+        params: list[Any] = []
+        if limit is not None:
+            sql += " LIMIT %s OFFSET %s"
+            params = [limit, offset]
+        for row in self._query(sql, params):
+            yield _reference(row)
+
+    def thumbnail(self, key: int) -> bytes | None:
+        rows = self._query("SELECT thumbnail FROM refs WHERE id=%s", (key,))
+        return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def hashes_of(self, key: int) -> list[tuple[str, HashSet]]:
+        rows = self._query("SELECT variant, pdq, pdq_quality, phash, dhash, whash FROM hashes "
+                           "WHERE ref_id=%s ORDER BY variant", (key,))
+        return [(r[0], HashSet(pdq=int.from_bytes(r[1], "big"), pdq_quality=int(r[2]),
+                               phash=int.from_bytes(r[3], "big"),
+                               dhash=int.from_bytes(r[4], "big"),
+                               whash=int.from_bytes(r[5], "big"))) for r in rows]
+
+    def stats(self) -> dict[str, Any]:
+        refs = len(self)
+        dates = self._query("SELECT MIN(date), MAX(date) FROM refs")[0]
+        hash_rows = int(self._query("SELECT COUNT(*) FROM hashes")[0][0])
+        return {"archive": self.location, "backend": BACKEND, "archive_id": self.archive_id(),
+                "generation": self.generation(), "references": refs, "hash_rows": hash_rows,
+                "earliest_date": dates[0], "latest_date": dates[1],
+                "index_bytes": self.index().nbytes, "hash_pipeline": self.hash_pipeline(),
+                "readonly": self.readonly}
+
+    # -- the derived indexes ------------------------------------------------------------------
+    def _snapshot(self, work: Callable[[Any], Any]) -> Any:
+        """Run `work(conn)` inside one REPEATABLE READ read-only transaction (one snapshot)."""
+        psycopg = _psycopg()
+        conn = self._conn()
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                return work(conn)
+        except psycopg.Error as exc:
+            raise ArchiveError(f"archive {self.location}: {str(exc).strip()}") from None
+
+    def index(self) -> LayeredIndex:
+        """The in-memory index, brought up to date with the change log when the generation
+        moved (only the touched references are read)."""
+        current = int(self.generation())
+        with self._index_lock:
+            if self._index is not None and current == self._index_generation:
+                return self._index
+            if self._index is None:
+                self._index, self._index_generation = self._snapshot(self._full_build)
+            else:
+                since = self._index_generation
+                self._index, self._index_generation = self._snapshot(
+                    lambda conn: self._delta(conn, self._index, since))  # type: ignore[arg-type]
+            index = self._index
+            if index.needs_compaction and not self._compacting:
+                self._compacting = True
+                threading.Thread(target=self._compact, args=(index,), daemon=True,
+                                 name="imgverify-compact").start()
+            return index
+
+    @staticmethod
+    def _full_build(conn: Any) -> tuple[LayeredIndex, int]:
+        generation = int(conn.execute("SELECT value FROM meta WHERE key='generation'")
+                         .fetchone()[0])
+        with conn.cursor(name="imgverify_hashes") as cur:  # server-side: streamed
+            cur.itersize = 20_000
+            cur.execute("SELECT ref_id, variant, pdq, phash, dhash, whash FROM hashes "
+                        "ORDER BY ref_id, variant")
+            base = _index_from_rows(cur)
+        return LayeredIndex(base), generation
+
+    @staticmethod
+    def _delta(conn: Any, index: LayeredIndex, since: int) -> tuple[LayeredIndex, int]:
+        generation = int(conn.execute("SELECT value FROM meta WHERE key='generation'")
+                         .fetchone()[0])
+        changed = [int(r[0]) for r in conn.execute(
+            "SELECT DISTINCT ref_id FROM changes WHERE generation > %s AND generation <= %s",
+            (since, generation))]
+        rows = conn.execute("SELECT ref_id, variant, pdq, phash, dhash, whash FROM hashes "
+                            "WHERE ref_id = ANY(%s) ORDER BY ref_id, variant", (changed,))
+        return index.updated(changed, _index_from_rows(rows)), generation
+
+    def _compact(self, index: LayeredIndex) -> None:
+        """Fold the delta into the base off the query path, then swap it in if nothing newer
+        arrived meanwhile (a newer layered index is simply compacted next time)."""
+        try:
+            compacted = index.compacted()
+            with self._index_lock:
+                if self._index is index:
+                    self._index = compacted
+        finally:
+            self._compacting = False
+
+    def feature_index(self) -> FeatureIndex:
+        """Local features, re-read only for references touched since the last build; the
+        trained quantiser is reused so a refresh is an assignment, not a training."""
+        current = int(self.generation())
+        with self._index_lock:
+            if self._features is not None and current == self._features_generation:
+                return self._features
+            old = self._features
+            since = self._features_generation
+
+            def read(conn: Any) -> tuple[dict[int, LocalFeatures], int, list[int] | None]:
+                gen = int(conn.execute("SELECT value FROM meta WHERE key='generation'")
+                          .fetchone()[0])
+                changed: list[int] | None = None
+                sql = "SELECT ref_id, width, height, points, descriptors FROM features"
+                params: tuple[Any, ...] = ()
+                if old is not None:
+                    changed = [int(r[0]) for r in conn.execute(
+                        "SELECT DISTINCT ref_id FROM changes WHERE generation > %s "
+                        "AND generation <= %s", (since, gen))]
+                    sql += " WHERE ref_id = ANY(%s)"
+                    params = (changed,)
+                feats = {int(r[0]): LocalFeatures.from_blobs(bytes(r[3]), bytes(r[4]), r[1], r[2])
+                         for r in conn.execute(sql + " ORDER BY ref_id", params)}
+                return feats, gen, changed
+
+            fresh, generation, changed = self._snapshot(read)
+            if old is None or changed is None:
+                by_key = fresh
+                trained = None
+            else:
+                by_key = {k: v for k, v in old.by_key.items() if k not in set(changed)}
+                by_key.update(fresh)
+                trained = empty_copy(old._faiss) if old.trained else None
+            keys = sorted(by_key)
+            self._features = FeatureIndex(keys, [by_key[k] for k in keys], None, trained)
+            self._features_generation = generation
+            return self._features
+
+    # -- writing ------------------------------------------------------------------------------
+    def _require_writable(self) -> None:
+        if self.readonly:
+            raise ArchiveError(f"{self.location} is open read-only")
+
+    def _write(self, work: Callable[[Any, int], tuple[int, int]]) -> tuple[int, int]:
+        """One transaction: take the next generation (serialising writers), do the work,
+        draw a new change token."""
+        psycopg = _psycopg()
+        self._require_writable()
+        conn = self._conn()
+        try:
+            with conn.transaction():
+                gen = int(conn.execute(
+                    "UPDATE meta SET value = (value::bigint + 1)::text "
+                    "WHERE key='generation' RETURNING value").fetchone()[0])
+                out = work(conn, gen)
+                conn.execute("UPDATE meta SET value=%s WHERE key='change_token'",
+                             (uuid.uuid4().hex,))
+                return out
+        except psycopg.Error as exc:
+            raise ArchiveError(f"cannot write archive {self.location}: "
+                               f"{str(exc).strip()}") from None
+
+    def write_batch(self, batch: list[PreparedReference]) -> tuple[int, int]:
+        """Insert or update references in one transaction; returns (added, updated)."""
+        if self.hash_pipeline() != HASH_PIPELINE:
+            raise ArchiveError(f"{self.location} holds hashes from another hash pipeline")
+        now = _now()
+        cols = ", ".join(CONTEXT_FIELDS)
+        marks = ", ".join(["%s"] * len(CONTEXT_FIELDS))
+        updates = ", ".join(f"{k}=EXCLUDED.{k}" for k in CONTEXT_FIELDS)
+
+        def work(conn: Any, gen: int) -> tuple[int, int]:
+            added = updated = 0
+            for ref in batch:
+                ctx = [ref.context.get(k) for k in CONTEXT_FIELDS]
+                exif = json.dumps(ref.exif, ensure_ascii=False)
+                key, inserted = conn.execute(
+                    f"INSERT INTO refs (reference_id, sha256, {cols}, image_uri, width, "
+                    f"height, format, exif, thumbnail, added_at, updated_at) "
+                    f"VALUES (%s, %s, {marks}, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    f"ON CONFLICT (sha256) DO UPDATE SET {updates}, "
+                    "image_uri=EXCLUDED.image_uri, width=EXCLUDED.width, "
+                    "height=EXCLUDED.height, format=EXCLUDED.format, exif=EXCLUDED.exif, "
+                    "thumbnail=EXCLUDED.thumbnail, updated_at=EXCLUDED.updated_at "
+                    "RETURNING id, (xmax = 0)",
+                    (ref.sha256[:16], ref.sha256, *ctx, ref.image_uri, ref.width, ref.height,
+                     ref.format, exif, ref.thumbnail, now, now)).fetchone()
+                if inserted:
+                    added += 1
+                else:
+                    updated += 1
+                conn.execute("DELETE FROM hashes WHERE ref_id=%s", (key,))
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO hashes VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                        [(key, name, hs.pdq.to_bytes(32, "big"), hs.pdq_quality,
+                          _u64(hs.phash), _u64(hs.dhash), _u64(hs.whash))
+                         for name, hs in ref.hashes])
+                conn.execute("DELETE FROM features WHERE ref_id=%s", (key,))
+                if ref.features is not None and len(ref.features):
+                    pts, desc = ref.features.to_blobs()
+                    conn.execute("INSERT INTO features VALUES (%s, %s, %s, %s, %s)",
+                                 (key, ref.features.width, ref.features.height, pts, desc))
+                conn.execute("INSERT INTO changes (generation, ref_id) VALUES (%s, %s)",
+                             (gen, key))
+            return added, updated
+
+        return self._write(work)
+
+    def remove(self, reference_ids: Iterable[str]) -> int:
+        ids = list(reference_ids)
+
+        def work(conn: Any, gen: int) -> tuple[int, int]:
+            removed = 0
+            for rid in ids:
+                for (key,) in conn.execute("DELETE FROM refs WHERE reference_id=%s OR "
+                                           "sha256=%s RETURNING id", (rid, rid)).fetchall():
+                    conn.execute("INSERT INTO changes (generation, ref_id) VALUES (%s, %s)",
+                                 (gen, key))
+                    removed += 1
+            return removed, 0
+
+        return self._write(work)[0]
+
+    def ingest(self, manifest: str | os.PathLike[str], batch_size: int = 100,
+               limits: Limits | None = None, workers: int = 1,
+               progress: Any = None) -> IngestReport:
+        """Add every good row of a manifest; bad rows are reported with their line numbers."""
+        from ..batch import prepare_references
+
+        self._require_writable()
+        report = IngestReport()
+        batch: list[PreparedReference] = []
+        for item in prepare_references(read_manifest(manifest), limits, workers):
+            if progress is not None:
+                progress(item)
+            if isinstance(item, RowError):
+                report.errors.append(item)
+                continue
+            batch.append(item)
+            if len(batch) >= batch_size:
+                a, u = self.write_batch(batch)
+                report.added, report.updated, batch = report.added + a, report.updated + u, []
+        if batch:
+            a, u = self.write_batch(batch)
+            report.added += a
+            report.updated += u
+        return report
+
+    def rehash(self, limits: Limits | None = None,
+               on_progress: Callable[[int, int], None] | None = None,
+               batch_size: int = 200) -> RehashReport:
+        """PostgreSQL archives were introduced with hash pipeline 2: nothing to redo."""
+        return RehashReport()
+
+    def export(self) -> Iterator[dict[str, Any]]:
+        for ref in self.iter_references():
+            d = ref.to_dict()
+            d["image"] = ref.image_uri
+            for name, hs in self.hashes_of(ref.key):
+                if name == "full":
+                    d.update(hs.to_hex())
+            yield d
+
+    def integrity_check(self) -> list[str]:
+        problems = [f"reference {r[0]} has no hashes" for r in self._query(
+            "SELECT reference_id FROM refs r WHERE NOT EXISTS (SELECT 1 FROM hashes h "
+            "WHERE h.ref_id = r.id AND h.variant = 'full')")]
+        problems += [f"reference {r[0]} is incomplete" for r in self._query(
+            "SELECT reference_id FROM refs WHERE thumbnail IS NULL OR length(sha256) != 64")]
+        return problems
+
+
+__all__ = ["PostgresArchive", "is_postgres_url", "redact", "SCHEMA_VERSION", "MIGRATIONS"]
