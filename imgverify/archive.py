@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,67 @@ def _u64(value: int) -> bytes:
     return value.to_bytes(8, "big")
 
 
+class _ConnectionPool:
+    """Every connection an `Archive` has opened, so `close()` reaches all threads' ones.
+
+    Kept apart from the Archive (it holds no reference back), so a connection whose thread
+    has ended is closed when that thread's local slot is dropped, not when the Archive is.
+    A forked child neither uses nor closes its parent's connections (SQLite forbids carrying
+    a connection across fork): it opens its own.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()  # a finalizer may run inside, on this thread
+        self.open: dict[sqlite3.Connection, int] = {}  # connection -> pid that opened it
+        self.closed = False
+
+    def add(self, conn: sqlite3.Connection) -> bool:
+        with self.lock:
+            if self.closed:
+                return False
+            self.open[conn] = os.getpid()
+            return True
+
+    def release(self, conn: sqlite3.Connection) -> None:
+        with self.lock:
+            pid = self.open.pop(conn, None)
+        if pid == os.getpid():
+            conn.close()
+
+    def close_all(self) -> None:
+        with self.lock:
+            self.closed = True
+            conns, self.open = self.open, {}
+        for conn, pid in conns.items():
+            if pid == os.getpid():
+                conn.close()
+
+
+class _Slot:
+    """One thread's connection; when the thread ends, its slot goes and the finalizer closes
+    the connection (a thread-per-request server would otherwise pile them up)."""
+
+    __slots__ = ("conn", "pid", "__weakref__")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+
+def _sqlite_header(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(100)
+    except OSError:
+        return b""
+
+
+def _is_wal_file(path: Path) -> bool:
+    """Bytes 18-19 of the SQLite header are 2, 2 in WAL mode and 1, 1 in rollback mode."""
+    header = _sqlite_header(path)
+    return len(header) >= 20 and header[18] == 2
+
+
 class Archive:
     """An open reference archive. Thread-safe: one SQLite connection per thread."""
 
@@ -195,6 +257,7 @@ class Archive:
         self.path = Path(path)
         self.readonly = readonly
         self._local = threading.local()
+        self._pool = _ConnectionPool()
         self._write_lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._index: HashIndex | None = None
@@ -207,11 +270,15 @@ class Archive:
                                    "`imgverify archive add MANIFEST --archive PATH`")
             if not self.path.parent.exists():
                 raise ArchiveError(f"folder {self.path.parent} does not exist")
-        conn = self._conn()
-        if not readonly:
-            self._init_schema(conn)
-        else:
-            self._check_schema(conn)
+        try:
+            conn = self._conn()
+            if not readonly:
+                self._init_schema(conn)
+            else:
+                self._check_schema(conn)
+        except BaseException:
+            self.close()  # a refused archive leaves no handle open
+            raise
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -229,14 +296,25 @@ class Archive:
 
     @classmethod
     def default(cls) -> Archive:
-        """The shipped reference archive, read-only."""
+        """The shipped reference archive, read-only; a new handle the caller closes."""
         return cls(default_archive_path(), readonly=True)
 
+    @property
+    def _immutable(self) -> bool:
+        # The shipped file never changes while imgverify runs, so SQLite may skip locking and
+        # journal checks: it then opens from any read-only install. A user archive (or an
+        # $IMGVERIFY_DEFAULT_ARCHIVE override) may be written by another process meanwhile,
+        # and immutable reads of a changing file can return wrong rows: never for those.
+        return self.readonly and _is_shipped(self.path)
+
     def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = None
         try:
             if self.readonly:
-                uri = f"file:{self.path.resolve().as_posix()}?mode=ro"
+                flags = "mode=ro&immutable=1" if self._immutable else "mode=ro"
+                uri = f"file:{_uri_path(self.path)}?{flags}"
                 conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
             else:
                 conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -245,13 +323,38 @@ class Archive:
             conn.row_factory = sqlite3.Row
             return conn
         except sqlite3.DatabaseError as exc:
-            raise ArchiveError(f"cannot open archive {self.path}: {exc}") from None
+            if conn is not None:
+                conn.close()
+            raise ArchiveError(self._explain_open_error(exc)) from None
+
+    def _explain_open_error(self, exc: sqlite3.DatabaseError) -> str:
+        no_dir = getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY_DIRECTORY"
+        if self.readonly and (no_dir or ("readonly" in str(exc) and _is_wal_file(self.path))):
+            return (f"cannot read archive {self.path}: it is in WAL mode, and SQLite must create "
+                    f"{self.path.name}-wal and -shm beside it even to read, but its folder is "
+                    "not writable. Open it once from a writable folder, or switch it to "
+                    f"rollback-journal mode: sqlite3 {self.path} 'PRAGMA journal_mode=DELETE' "
+                    "(no other process may have it open while you do)")
+        if not self.readonly and isinstance(exc, sqlite3.OperationalError) \
+                and "readonly" in str(exc):  # opening for writing writes (schema, WAL switch)
+            return _explain_write_error(self.path, exc)
+        return f"cannot open archive {self.path}: {exc}"
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
+        slot = getattr(self._local, "slot", None)
+        if slot is not None and slot.pid == os.getpid() and not self._pool.closed:
+            conn: sqlite3.Connection = slot.conn
+            return conn
+        if self._pool.closed:
+            raise ArchiveError(f"archive {self.path} is closed")
+        conn = self._connect()
+        if not self._pool.add(conn):  # closed while this thread was connecting
+            conn.close()
+            raise ArchiveError(f"archive {self.path} is closed")
+        slot = _Slot(conn)
+        # not at interpreter exit: a forked worker must not close its parent's connection
+        weakref.finalize(slot, self._pool.release, conn).atexit = False
+        self._local.slot = slot
         return conn
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
@@ -309,10 +412,15 @@ class Archive:
                 f"`imgverify archive rehash --archive {self.path}` once to update them")
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close every thread's connection; using the archive afterwards is an ArchiveError.
+
+        Idempotent. A query another thread is running meanwhile fails with that error too.
+        """
+        self._pool.close_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._pool.closed
 
     def __enter__(self) -> Archive:
         return self
@@ -325,6 +433,8 @@ class Archive:
         try:
             return self._conn().execute(sql, tuple(params)).fetchall()
         except sqlite3.DatabaseError as exc:
+            if self._pool.closed:
+                raise ArchiveError(f"archive {self.path} is closed") from None
             raise ArchiveError(f"archive {self.path}: {exc}") from None
 
     def generation(self) -> str:
@@ -778,21 +888,49 @@ def _explain_write_error(path: Path, exc: sqlite3.OperationalError) -> str:
     return f"cannot write archive {path}: {text}"
 
 
+def _uri_path(path: Path) -> str:
+    """An absolute path quoted for a file: URI ('?' or '#' in a folder name would cut it)."""
+    from urllib.parse import quote
+
+    return quote(path.resolve().as_posix(), safe="/")
+
+
+def _shipped_candidates() -> list[Path]:
+    import sys
+
+    here = Path(__file__).resolve().parent
+    return [here.parent / "reference_index" / "default.sqlite",
+            here / "data" / "default.sqlite",
+            Path(sys.prefix) / "share" / "imgverify" / "default.sqlite"]
+
+
 def default_archive_path() -> Path:
     """The shipped archive: env override, the source tree, then the installed data folder."""
     env = os.environ.get("IMGVERIFY_DEFAULT_ARCHIVE")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent
-    candidates = [here.parent / "reference_index" / "default.sqlite",
-                  here / "data" / "default.sqlite"]
-    import sys
-
-    candidates.append(Path(sys.prefix) / "share" / "imgverify" / "default.sqlite")
+    candidates = _shipped_candidates()
     for c in candidates:
         if c.exists():
             return c
     return candidates[0]
+
+
+_shared_defaults: dict[Path, Archive] = {}
+_shared_defaults_lock = threading.Lock()
+
+
+def shared_default_archive() -> Archive:
+    """One read-only default archive per process (per default path), for `check()` without
+    an archive: opening one per call would leave a handle behind each time. Callers must not
+    close it; it is opened lazily, once, however many threads ask at the same moment."""
+    path = default_archive_path()
+    with _shared_defaults_lock:
+        archive = _shared_defaults.get(path)
+        if archive is None or archive.closed:
+            archive = Archive(path, readonly=True)
+            _shared_defaults[path] = archive
+        return archive
 
 
 def resolve_archive(path: str | os.PathLike[str] | None, writable: bool = False) -> Archive:
@@ -804,15 +942,30 @@ def resolve_archive(path: str | os.PathLike[str] | None, writable: bool = False)
         return PostgresArchive(str(chosen), readonly=False, create=writable)  # type: ignore[return-value]
     if chosen:
         if writable:
+            if _is_shipped(Path(chosen)):
+                raise ArchiveError(f"{chosen} is the shipped default archive: rebuild it with "
+                                   "`python reference_index/build.py`, or pass another "
+                                   "--archive PATH to build your own")
             return Archive(chosen, readonly=False, create=True)
         if not Path(chosen).exists():
             raise ArchiveError(f"no archive at {chosen}; create one with "
                                "`imgverify archive add MANIFEST --archive PATH`")
+        if _is_shipped(Path(chosen)):
+            return Archive(chosen, readonly=True)
         return Archive(chosen, readonly=not os.access(chosen, os.W_OK), create=False)
     if writable:
         raise ArchiveError("the shipped default archive is read-only: pass --archive PATH "
                            "(or set IMGVERIFY_ARCHIVE) to build your own")
     return Archive.default()
+
+
+def _is_shipped(path: Path) -> bool:
+    """The shipped file, even named by --archive: it is opened read-only, so a checkout or
+    install that happens to be writable is not switched to WAL mode by a mere check."""
+    try:
+        return any(c.exists() and path.samefile(c) for c in _shipped_candidates())
+    except OSError:
+        return False
 
 
 __all__ = ["Archive", "Reference", "PreparedReference", "IngestReport", "hex_of",

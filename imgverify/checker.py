@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from .archive import Archive
+from .archive import Archive, shared_default_archive
 from .claims import check_claims, timeline
 from .errors import ImgVerifyError
 from .evidence import ExifEvidence, read_exif
@@ -41,6 +41,7 @@ def check(source: Source, archive: Archive | None = None, *,
     Input problems do not raise: they come back as a result with verdict "error" and a typed
     `error`, so a batch can go on. Archive problems (ArchiveError) and a malformed claimed
     date (ValueError) do raise: they are the caller's to fix, not the input's.
+    Without an archive, the shipped default is used, opened once per process and reused.
 
     While it runs, BLAS/OpenCV/OpenMP pools are held at `native_thread_limit` threads and
     the caller's settings are restored afterwards (`threads.native_threads`); None leaves
@@ -55,7 +56,7 @@ def _check(source: Source, archive: Archive | None, *, claimed_date: str | dt.da
            claimed_place: str | None, thresholds: Thresholds, limits: Limits | None,
            max_matches: int, name: str | None) -> CheckResult:
     started = time.perf_counter()
-    archive = archive if archive is not None else Archive.default()
+    archive = archive if archive is not None else shared_default_archive()
     claimed = parse_claimed_date(claimed_date)
     label = name or describe_source(source)
     try:
@@ -85,6 +86,8 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
     accepted = [(r, strength_of(r.combined, thresholds)) for r in raw]
     kept = [(r, s) for r, s in accepted if s is not None][: max_matches * 3]
     refs = archive.references([r.ref_key for r, _ in kept] + ([exact.key] if exact else []))
+    if exact is not None and exact.key not in refs:
+        exact = None  # removed between the two look-ups: nothing left to cite
     matches: list[Match] = []
     for r, strength in kept:
         ref = refs.get(r.ref_key)

@@ -32,11 +32,17 @@ def build(out: Path = HERE / "default.sqlite") -> dict[str, object]:
         for ref in list(archive.iter_references()):
             rel = os.path.relpath(ref.image_uri or "", HERE.parent)
             conn.execute("UPDATE refs SET image_uri=? WHERE id=?", (rel, ref.key))
-    archive.close()
+    archive.close()  # every connection: SQLite leaves WAL mode only when it holds the last one
     conn2 = sqlite3.connect(tmp)
-    conn2.execute("PRAGMA journal_mode=DELETE")
+    mode = conn2.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
     conn2.execute("VACUUM")
     conn2.close()
+    # the pragma reports the mode it is left in rather than failing: check, and check the
+    # file header too (bytes 18-19 are 1, 1 in rollback-journal mode, 2, 2 in WAL mode)
+    header = tmp.read_bytes()[:20]
+    if mode != "delete" or header[18:20] != b"\x01\x01":
+        raise SystemExit(f"{tmp} is still in {mode} mode: it would not open from a "
+                         "read-only install")
     os.replace(tmp, out)
     return {"archive": str(out.relative_to(HERE.parent)), **report.to_dict()}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -16,6 +15,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from privileges import (
+    assert_really_read_only,
+    make_read_only,
+    make_writable,
+    run_without_override,
+)
 
 N_REFS = 2500
 
@@ -154,31 +159,28 @@ def test_readers_work_while_a_writer_ingests(tmp_path: Path) -> None:
 
 
 def test_read_only_archive_gives_a_clear_error(tmp_path: Path) -> None:
+    """A 0444 archive in a 0555 folder, written by a process that file modes really bind
+    (as root too: the child drops the capabilities that bypass them)."""
     manifest = _make_images(tmp_path / "imgs", 5)
-    archive = tmp_path / "desk.sqlite"
+    desk = tmp_path / "desk"
+    desk.mkdir()
+    archive = desk / "desk.sqlite"
     assert _add(manifest, archive).wait(timeout=120) == 0
-    if os.geteuid() == 0:
-        # root ignores file permissions; use SQLite's own read-only open instead
-        from imgverify import Archive, ArchiveError
-
-        ro = Archive(archive, readonly=True)
-        try:
-            ro.remove(["anything"])
-        except ArchiveError as exc:
-            assert "read-only" in exc.message
-        else:
-            raise AssertionError("writing a read-only archive must fail")
-        return
-    archive.chmod(0o444)
-    tmp_path.chmod(0o555)
+    before = _committed(archive)
+    tmp_path.chmod(0o755)
+    make_read_only(desk)
     try:
-        proc = _add(manifest, archive)
-        _out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 4
-        assert b"read-only" in err or b"readonly" in err
+        assert_really_read_only(desk)
+        out = run_without_override(
+            [sys.executable, "-m", "imgverify", "archive", "add", str(manifest), "--archive",
+             str(archive), "--workers", "1"], timeout=120)
+        assert out.returncode == 4, out.stdout + out.stderr
+        assert "read-only" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
     finally:
-        tmp_path.chmod(0o755)
-        archive.chmod(0o644)
+        make_writable(desk)
+    assert _committed(archive) == before
+    assert _archive_check(archive)
 
 
 def test_disk_full_gives_a_clear_error_and_no_damage(tmp_path: Path) -> None:
