@@ -14,6 +14,7 @@ Worker processes that imgverify starts itself use `cap_this_process` instead.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ _lock = threading.Lock()
 _depth = 0
 _restore: list[Any] = []
 _controller: Any = None
+_modules_seen = 0
 
 
 def _libraries() -> tuple[Any, Any]:
@@ -39,12 +41,15 @@ def _libraries() -> tuple[Any, Any]:
 
 
 def _blas_controller() -> Any:
-    global _controller
-    if _controller is None:
+    """threadpoolctl's view of the loaded BLAS libraries. Building it walks every loaded
+    shared object, so it is kept until an import may have brought another one."""
+    global _controller, _modules_seen
+    if _controller is None or len(sys.modules) != _modules_seen:
         from threadpoolctl import ThreadpoolController
 
         _libraries()
         _controller = ThreadpoolController().select(user_api="blas")
+        _modules_seen = len(sys.modules)
     return _controller
 
 
