@@ -67,7 +67,8 @@ class Place:
         if not self.admin1:
             return ""
         kind = self.admin1_type or "region"
-        if kind == "country" or kind.lower() in self.admin1.lower() or _GENERIC & set(normalise(self.admin1).split()):
+        generic = _GENERIC & set(normalise(self.admin1).split())  # "Kyivska oblast"
+        if kind == "country" or kind.lower() in self.admin1.lower() or generic:
             return self.admin1
         return f"{self.admin1} {kind}"
 
