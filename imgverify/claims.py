@@ -20,6 +20,9 @@ from .result import Match
 NEAR_KM = 25.0
 #: beyond this, a different place; in between, doubtful
 FAR_KM = 100.0
+#: how far the unnamed part of an approximately placed name ('X district, Herat') may lie
+#: from the place it was read as
+APPROX_KM = 50.0
 
 _COORDS = re.compile(r"^\s*(-?\d{1,2}(?:\.\d+)?)\s*[,; ]\s*(-?\d{1,3}(?:\.\d+)?)\s*$")
 
@@ -166,7 +169,13 @@ def _place_finding(claimed: str, coords: tuple[float, float] | None,
                        f"{'in another country than' if far else 'outside'} the claimed "
                        f"{rc.place.label}.", "moderate" if far else "weak",
                        "recycled" if far else "neutral")
-    strength, supports = _distance_strength(km)
+    approximate = ra.approximate or rc.approximate
+    # 'Zinda Jan district, Herat' read as Herat: the district may lie anywhere around the city
+    strength, supports = _distance_strength(max(0.0, km - APPROX_KM) if approximate else km)
+    if approximate and strength != "strong":
+        return Finding("place", f"{said} The two are {_about_km(best_km)} apart, and one name "
+                       "was placed only approximately: compare them by hand.", "weak",
+                       "neutral")
     if strength == "weak":
         return Finding("place", f"{said} The two are {_about_km(best_km)} apart: the same "
                        "area.", strength, supports)

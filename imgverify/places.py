@@ -114,6 +114,8 @@ class Resolution:
     #: other places the same name could mean (a different country or kind), best first
     alternatives: tuple[Place, ...] = ()
     reason: str = ""  # why nothing was found, when place is None
+    #: a more specific part of the text ('Zinda Jan district, Herat') was not found
+    approximate: bool = False
 
     @property
     def resolved(self) -> bool:
@@ -241,9 +243,11 @@ class Gazetteer:
                 continue
             cc = s.country.alpha2
             kind = (s.type or "").lower() or None
-            place = Place("admin1", s.name, cc, self.country_name(cc),
+            # "Madrid, Comunidad de" reads as "Madrid" in a sentence
+            place = Place("admin1", s.name.split(", ")[0], cc, self.country_name(cc),
                           geonames_id=s.geonames_id, admin1_code=s.geonames_code,
-                          admin1=s.name, admin1_type=kind, iso_code=s.iso_code)
+                          admin1=s.name.split(", ")[0], admin1_type=kind,
+                          iso_code=s.iso_code)
             idx = len(self.admin1)
             self.admin1.append(place)
             self._admin1_by_code[s.geonames_code] = idx
@@ -301,8 +305,8 @@ class Gazetteer:
         cities = [(self.cities[i], how) for i, how in self.city_index.get(key)]
         return countries, admins, cities
 
-    def candidates(self, name: str, country: str | None = None, admin1: str | None = None,
-                   allow_country: bool = True) -> tuple[list[tuple[Place, str]], str]:
+    def candidates(self, name: str, allow_country: bool = True
+                   ) -> tuple[list[tuple[Place, str]], str]:
         """Places a name can mean, best first, and the route that found them."""
         key = normalise(name)
         found = self._lookup(key)
@@ -313,11 +317,6 @@ class Gazetteer:
                 found = self._lookup(latin)
                 route = f"transliterated to '{_transliterate(name).strip()}'"
         countries, admins, cities = found
-        if country:
-            admins = [a for a in admins if a[0].country_code == country]
-            cities = [c for c in cities if c[0].country_code == country]
-        if admin1:
-            cities = [c for c in cities if c[0].admin1_code == admin1]
         if not allow_country:
             countries = []
         ranked: list[tuple[Place, str]] = []
@@ -336,44 +335,53 @@ class Gazetteer:
         ranked += (cities + admins) if city_first else (admins + cities)
         return ranked, route
 
+    def _within(self, context: Place, cand: Place) -> bool:
+        """Can `cand` be the more specific part of a name whose next part is `context`?"""
+        if contains(context, cand):
+            return True
+        if context.kind == "city" and cand.kind == "city" and None not in (
+                context.lat, context.lon, cand.lat, cand.lon):
+            # 'Brooklyn, New York': a district or suburb near the named city
+            near = _haversine_np(context.lat or 0.0, context.lon or 0.0,
+                                 np.asarray([cand.lat]), np.asarray([cand.lon]))[0]
+            return bool(near <= 2 * INSIDE_KM)
+        return False
+
     def resolve(self, text: str) -> Resolution:
-        """Free text to a place: comma parts, most specific first, the later parts (country,
-        then region) narrowing the earlier ones."""
+        """Free text to a place. Comma parts are read from the least specific end ('USA', then
+        'Florida' inside it, then 'Cape Canaveral' inside that), each part only as a place
+        inside the one after it; the most specific part that resolves is the answer, and a
+        more specific part that does not is said to be skipped."""
         parts = [p.strip() for p in text.split(",") if p.strip()]
         if not parts:
             return Resolution(text, None, reason=": empty")
-        country: str | None = None
-        admin1: str | None = None
-        context_used = len(parts)
-        # context from the end: a country, then a region inside it
-        if len(parts) > 1:
-            cands, _ = self.candidates(parts[-1])
-            if cands and cands[0][0].kind == "country":
-                country = cands[0][0].country_code
-                context_used -= 1
-            if context_used > 1:
-                cands, _ = self.candidates(parts[context_used - 1], country,
-                                           allow_country=False)
-                regions = [c for c in cands if c[0].kind == "admin1"]
-                if regions:
-                    admin1 = regions[0][0].admin1_code
-                    country = country or regions[0][0].country_code
-        for i, part in enumerate(parts):
-            for narrowing in ((country, admin1), (country, None)):
-                cands, route = self.candidates(part, *narrowing,
-                                               allow_country=country is None or i > 0)
-                if cands:
-                    place, how = cands[0]
-                    if route:
-                        how = f"{route}, then matched the {how}"
-                    else:
-                        how = f"matched the {how}"
-                    if narrowing[0] or narrowing[1]:
-                        how += " within " + ", ".join(parts[i + 1:])
-                    alternatives = tuple(dict.fromkeys(
-                        c[0] for c in cands[1:] if c[0] != place))[:3]
-                    return Resolution(text, place, part, how, alternatives)
-        return Resolution(text, None)
+        contexts: list[Place] = []  # readings of the part after the current one, best first
+        best: tuple[int, Place, str, tuple[Place, ...]] | None = None
+        for i in range(len(parts) - 1, -1, -1):
+            cands, route = self.candidates(parts[i], allow_country=not contexts)
+            chosen: list[tuple[Place, str]] = []
+            for context in contexts or [None]:  # type: ignore[list-item]
+                chosen = [c for c in cands if context is None or self._within(context, c[0])]
+                if chosen:
+                    break
+            if not chosen:
+                continue
+            place, how = chosen[0]
+            how = f"{route}, then matched the {how}" if route else f"matched the {how}"
+            if contexts:
+                how += " within " + ", ".join(parts[i + 1:])
+            # other readings matter only when nothing after the name pinned it down
+            alternatives = () if contexts else \
+                tuple(dict.fromkeys(c[0] for c in cands if c[0] != place))[:3]
+            best = (i, place, how, alternatives)
+            contexts = [c[0] for c in chosen]
+        if best is None:
+            return Resolution(text, None)
+        i, place, how, alternatives = best
+        if i > 0:
+            skipped = ", ".join(parts[:i])
+            how += f"; '{skipped}' was not found, so the place is known only to this precision"
+        return Resolution(text, place, parts[i], how, alternatives, approximate=i > 0)
 
     # -- geometry ---------------------------------------------------------------------------
     def _members(self, place: Place) -> np.ndarray:

@@ -119,6 +119,22 @@ def test_an_ambiguous_name_with_a_consistent_reading_is_not_called_recycled() ->
     assert f.supports == "claim" and "Odessa, Texas state, United States" in f.finding, f
 
 
+def test_archived_places_are_read_from_the_least_specific_part() -> None:
+    # each part is read inside the next: not the Polish 'Downtown' (Śródmieście)
+    r = places.resolve("Downtown, Los Angeles")
+    assert r.place is not None and r.place.geonames_id == 5368361 and r.approximate
+    assert "'Downtown' was not found" in r.how
+    assert places.resolve("Atlanta, Georgia").place.country == "United States"
+    assert places.resolve("Tbilisi, Georgia").place.country == "Georgia"
+    assert places.resolve("Paris, Texas").place.admin1 == "Texas"
+    # a district the gazetteer lacks, read as its city: a nearby town is not 'recycled'...
+    f = one(findings("Shindand", "Zinda Jan district, Herat, Afghanistan"), "place")
+    assert (f.strength, f.supports) == ("weak", "neutral") and "approximately" in f.finding
+    # ...but another province 600 km away still is
+    f = one(findings("Paktika", "Zinda Jan district, Herat, Afghanistan"), "place")
+    assert (f.strength, f.supports) == ("strong", "recycled"), f
+
+
 def test_claimed_coordinates_are_measured_to_the_archived_place() -> None:
     f = one(findings("34.35, 62.20", "Herat, Afghanistan"), "place")
     assert (f.strength, f.supports) == ("weak", "claim") and "less than 2 km" in f.finding
