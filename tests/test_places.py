@@ -15,14 +15,15 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import PHOTOS, require, write_manifest
 
+import imgverify
 from imgverify import places
 from imgverify.claims import Finding, check_claims
 from imgverify.evidence import ExifEvidence, read_exif
 from imgverify.result import Match
 
-GPS_PHOTO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "photos" / \
-    "camera_exif" / "exif-samples" / "gps" / "DSCN0010.jpg"  # Arezzo, Italy, 2008-10-22
+GPS_PHOTO = PHOTOS / "camera_exif" / "exif-samples" / "gps" / "DSCN0010.jpg"  # Arezzo, 2008
 
 
 def archived(place: str, date: str = "2023-10-08") -> Match:
@@ -50,9 +51,7 @@ def km_in(text: str) -> float:
 
 
 def gps_photo() -> ExifEvidence:
-    if not GPS_PHOTO.exists():
-        pytest.skip(f"shared photos not found at {GPS_PHOTO}")
-    exif = read_exif(GPS_PHOTO.read_bytes())
+    exif = read_exif(require(GPS_PHOTO).read_bytes())
     assert exif.gps is not None and exif.datetime_original == "2008-10-22T16:28:39"
     return exif
 
@@ -217,6 +216,30 @@ def test_a_camera_date_months_before_the_claim_is_strong_against_it() -> None:
     f = one(findings(None, "Arezzo, Italy", exif, claimed_date=dt.date(2008, 10, 22),
                      archived_date="2008-10-22"), "exif_date")
     assert (f.strength, f.supports) == ("weak", "claim") and "easily edited" in f.finding
+
+
+def test_check_reports_every_signal_end_to_end(tmp_path: Path) -> None:
+    """Through imgverify.check on a real archive: the camera photo archived as taken in
+    Arezzo on 2009-05-01, resubmitted as showing Paktika in December 2024."""
+    photo = require(GPS_PHOTO)
+    manifest = write_manifest(tmp_path / "m.csv", [{
+        "image": str(photo), "date": "2009-05-01", "event": "Tuscan village", "place":
+        "Arezzo, Tuscany, Italy", "caption": "", "source": "Desk", "source_url": "",
+        "credit": ""}])
+    with imgverify.Archive.open(tmp_path / "a.sqlite") as arch:
+        assert arch.ingest(manifest).added == 1
+        result = imgverify.check(photo, arch, claimed_date="2024-12-24",
+                                 claimed_place="Paktika")
+    checks = {c["check"]: c for c in result.claim_checks}
+    assert checks["place"]["strength"] == "strong" and "Paktīkā province" in \
+        checks["place"]["finding"]
+    assert (checks["exif_gps"]["strength"], checks["exif_gps"]["supports"]) == \
+        ("strong", "recycled")
+    assert (checks["exif_gps_archive"]["strength"], checks["exif_gps_archive"]["supports"]) \
+        == ("weak", "recycled")
+    assert (checks["exif_date_archive"]["strength"],
+            checks["exif_date_archive"]["supports"]) == ("moderate", "recycled")
+    assert checks["exif_date"]["strength"] == "strong"
 
 
 # -- the library contract ----------------------------------------------------------------------
