@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from . import places
@@ -35,9 +35,20 @@ class Finding:
     finding: str  # one plain sentence
     strength: str  # "strong" | "moderate" | "weak" | "info"
     supports: str  # "recycled" | "claim" | "neutral"
+    #: km between the two places compared (0 when one contains the other), when measured
+    distance_km: float | None = None
+    #: how each place name was read (places.Resolution.to_dict), claimed first
+    places: tuple[dict[str, Any], ...] = ()
 
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """The four keys every finding has, plus distance_km and places when known."""
+        out: dict[str, Any] = {"check": self.check, "finding": self.finding,
+                               "strength": self.strength, "supports": self.supports}
+        if self.distance_km is not None and not math.isnan(self.distance_km):
+            out["distance_km"] = round(self.distance_km, 1)
+        if self.places:
+            out["places"] = [dict(p) for p in self.places]
+        return out
 
 
 @dataclass
@@ -127,22 +138,30 @@ def _text_only(claimed: str, archived: str, rc: places.Resolution,
 
 def _place_finding(claimed: str, coords: tuple[float, float] | None,
                    archived: str) -> Finding:
-    """The claimed place against the archived one, by distance and containment."""
+    """The claimed place against the archived one, by distance and containment, with how
+    each name was read and the distance for machines."""
+    finding, km = _compare_places(claimed, coords, archived)
+    read = ([] if coords is not None else [places.resolve(claimed)]) + [places.resolve(archived)]
+    return replace(finding, distance_km=km, places=tuple(r.to_dict() for r in read))
+
+
+def _compare_places(claimed: str, coords: tuple[float, float] | None,
+                    archived: str) -> tuple[Finding, float | None]:
     ra = places.resolve(archived)
     if coords is not None:
         if ra.place is None:
             return Finding("place", f"The archived photo's place is recorded as {archived}; "
                            f"compare it with the claimed coordinates {coords[0]:.4f}, "
-                           f"{coords[1]:.4f} ({ra.describe()}).", "info", "neutral")
+                           f"{coords[1]:.4f} ({ra.describe()}).", "info", "neutral"), None
         km, town = places.gazetteer().point_to(coords[0], coords[1], ra.place)
         strength, supports = _distance_strength(km)
         where = "inside" if km == 0 else f"{_about_km(km)} from"
         return Finding("place", f"The claimed coordinates {coords[0]:.4f}, {coords[1]:.4f} are "
                        f"{where} the archived place {_area_phrase(ra.place, town)}; archived "
-                       f"place: {ra.describe()}.", strength, supports)
+                       f"place: {ra.describe()}.", strength, supports), km
     rc = places.resolve(claimed)
     if rc.place is None or ra.place is None:
-        return _text_only(claimed, archived, rc, ra)
+        return _text_only(claimed, archived, rc, ra), None
     a = ra.place
     said = f"Claimed place: {rc.describe()}. Archived place: {ra.describe()}."
     # any reading of an ambiguous claimed name that fits the archive counts: a false
@@ -151,14 +170,14 @@ def _place_finding(claimed: str, coords: tuple[float, float] | None,
         if reading == a or (reading.kind == "city" and a.kind == "city"
                             and reading.geonames_id == a.geonames_id):
             return Finding("place", f"{said} They are the same place ({a.label}).", "weak",
-                           "claim")
+                           "claim"), 0.0
         if places.contains(reading, a):
             return Finding("place", f"{said} The archived photo was taken in {a.label}, inside "
-                           f"the claimed {_area_phrase(reading, None)}.", "weak", "claim")
+                           f"the claimed {_area_phrase(reading, None)}.", "weak", "claim"), 0.0
         if places.contains(a, reading):
             return Finding("place", f"{said} The archive records only {a.label}, which "
                            f"contains the claimed {reading.label}: consistent, at the "
-                           "archive's precision.", "weak", "claim")
+                           "archive's precision.", "weak", "claim"), 0.0
     g = places.gazetteer()
     best_km, best_town = g.distance(rc.place, a)
     km = min((g.distance(r, a)[0] for r in rc.alternatives), default=best_km)
@@ -168,21 +187,21 @@ def _place_finding(claimed: str, coords: tuple[float, float] | None,
         return Finding("place", f"{said} The archived photo was taken in {a.label}, "
                        f"{'in another country than' if far else 'outside'} the claimed "
                        f"{rc.place.label}.", "moderate" if far else "weak",
-                       "recycled" if far else "neutral")
+                       "recycled" if far else "neutral"), None
     approximate = ra.approximate or rc.approximate
     # 'Zinda Jan district, Herat' read as Herat: the district may lie anywhere around the city
     strength, supports = _distance_strength(max(0.0, km - APPROX_KM) if approximate else km)
     if approximate and strength != "strong":
         return Finding("place", f"{said} The two are {_about_km(best_km)} apart, and one name "
                        "was placed only approximately: compare them by hand.", "weak",
-                       "neutral")
+                       "neutral"), best_km
     if strength == "weak":
         return Finding("place", f"{said} The two are {_about_km(best_km)} apart: the same "
-                       "area.", strength, supports)
+                       "area.", strength, supports), best_km
     other = f" (another reading of the name is {_about_km(km)} away)" if km < best_km else ""
     return Finding("place", f"{said} The archived photo was taken in {a.label}, "
                    f"{_about_km(best_km)} from the claimed {_area_phrase(rc.place, best_town)}"
-                   f"{other}.", strength, supports)
+                   f"{other}.", strength, supports), best_km
 
 
 def _gps_vs_claimed_name(gps: tuple[float, float], claimed: str) -> Finding:
@@ -196,11 +215,13 @@ def _gps_vs_claimed_name(gps: tuple[float, float], claimed: str) -> Finding:
     text = (f"The camera's GPS position ({gps[0]:.4f}, {gps[1]:.4f}) is {where} the claimed "
             f"place {_area_phrase(rc.place, town)}; claimed place: {rc.describe()} "
             "(GPS tags are easily edited).")
+    extra: dict[str, Any] = {"distance_km": km, "places": (rc.to_dict(),)}
     if math.isnan(km):
-        return Finding("exif_gps", text, "info", "neutral")
+        return Finding("exif_gps", text, "info", "neutral", **extra)
     if km > 50:
-        return Finding("exif_gps", text, "strong" if km > 500 else "moderate", "recycled")
-    return Finding("exif_gps", text, "weak", "claim")
+        return Finding("exif_gps", text, "strong" if km > 500 else "moderate", "recycled",
+                       **extra)
+    return Finding("exif_gps", text, "weak", "claim", **extra)
 
 
 def _gps_vs_archived(gps: tuple[float, float], archived: str) -> Finding | None:
@@ -215,12 +236,13 @@ def _gps_vs_archived(gps: tuple[float, float], archived: str) -> Finding | None:
     where = "inside" if km == 0 else f"{_about_km(km)} from"
     text = (f"The camera's GPS position ({gps[0]:.4f}, {gps[1]:.4f}) is {where} the archived "
             f"photo's place {_area_phrase(ra.place, town)}; archived place: {ra.describe()}.")
+    extra: dict[str, Any] = {"distance_km": km, "places": (ra.to_dict(),)}
     if km <= 50:
         return Finding("exif_gps_archive", text + " This agrees with the archive record.",
-                       "weak", "recycled")
+                       "weak", "recycled", **extra)
     return Finding("exif_gps_archive", text + " Either the archive's place or the file's GPS "
                    "is wrong (GPS tags are easily edited); check the archive record.",
-                   "moderate", "neutral")
+                   "moderate", "neutral", **extra)
 
 
 def _reference(matches: list[Match]) -> Match | None:
@@ -302,10 +324,10 @@ def check_claims(matches: list[Match], exif: ExifEvidence, claimed_date: dt.date
             if km > 50:
                 out.append(Finding("exif_gps", f"The camera's GPS position is {km:,.0f} km "
                                    "from the claimed place.",
-                                   "strong" if km > 500 else "moderate", "recycled"))
+                                   "strong" if km > 500 else "moderate", "recycled", km))
             else:
                 out.append(Finding("exif_gps", f"The camera's GPS position is {km:,.1f} km "
-                                   "from the claimed place.", "weak", "claim"))
+                                   "from the claimed place.", "weak", "claim", km))
         elif claimed_place:
             out.append(_gps_vs_claimed_name(gps, claimed_place))
         if top is not None and top.place:

@@ -31,6 +31,7 @@ import threading
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -122,6 +123,17 @@ class Resolution:
     @property
     def resolved(self) -> bool:
         return self.place is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """For JSON: what the text was read as, for pipelines that act on it."""
+        p = self.place
+        out: dict[str, Any] = {"text": self.text, "resolved": p is not None}
+        if p is not None:
+            out.update(matched=self.matched, how=self.how, approximate=self.approximate,
+                       kind=p.kind, name=p.name, label=p.label, country=p.country,
+                       country_code=p.country_code, admin1=p.admin1, iso_code=p.iso_code,
+                       geonames_id=p.geonames_id, lat=p.lat, lon=p.lon)
+        return out
 
     def describe(self) -> str:
         """"'Kiev' -> Kyiv, Ukraine (city, GeoNames 703448, matched an alternate name)"."""

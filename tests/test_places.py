@@ -8,6 +8,7 @@ December 2024 airstrike in Paktika, another province of Afghanistan.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import subprocess
 import sys
@@ -82,6 +83,13 @@ def test_paktika_claim_against_herat_photo_is_strong_with_distance() -> None:
         in f.finding
     # Herat city to the nearest town of Paktika province: 500-700 km by any map
     assert 500 <= km_in(f.finding) <= 700
+    # and for machines: the distance and both readings, JSON-ready
+    d = json.loads(json.dumps(f.to_dict()))
+    assert {"check", "finding", "strength", "supports"} < set(d)
+    assert abs(d["distance_km"] - km_in(f.finding)) <= 10
+    assert [p["text"] for p in d["places"]] == ["Paktika", "Herat, Afghanistan"]
+    assert (d["places"][0]["kind"], d["places"][0]["iso_code"]) == ("admin1", "AF-PKA")
+    assert (d["places"][1]["geonames_id"], d["places"][1]["matched"]) == (1140026, "Herat")
 
 
 def test_a_city_inside_the_claimed_province_is_consistent() -> None:
@@ -240,6 +248,8 @@ def test_check_reports_every_signal_end_to_end(tmp_path: Path) -> None:
     assert (checks["exif_date_archive"]["strength"],
             checks["exif_date_archive"]["supports"]) == ("moderate", "recycled")
     assert checks["exif_date"]["strength"] == "strong"
+    assert checks["exif_gps_archive"]["distance_km"] < 2
+    assert json.loads(json.dumps(result.to_dict()))["claim_checks"] == result.claim_checks
 
 
 # -- the library contract ----------------------------------------------------------------------
