@@ -14,6 +14,7 @@ from typing import Any
 
 from . import places
 from .evidence import ExifEvidence
+from .places import parse_coordinates
 from .result import Match
 
 #: places this close are the same area (suburbs, a town and its outskirts)
@@ -24,7 +25,6 @@ FAR_KM = 100.0
 #: from the place it was read as
 APPROX_KM = 50.0
 
-_COORDS = re.compile(r"^\s*(-?\d{1,2}(?:\.\d+)?)\s*[,; ]\s*(-?\d{1,3}(?:\.\d+)?)\s*$")
 
 
 @dataclass
@@ -63,19 +63,6 @@ class TimelineEntry:
         return asdict(self)
 
 
-def parse_coordinates(text: str | None) -> tuple[float, float] | None:
-    """'48.85, 2.35' -> (48.85, 2.35); None for a place name."""
-    if not text:
-        return None
-    m = _COORDS.match(text)
-    if not m:
-        return None
-    lat, lon = float(m.group(1)), float(m.group(2))
-    if -90 <= lat <= 90 and -180 <= lon <= 180:
-        return lat, lon
-    return None
-
-
 def haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
     lat1, lon1, lat2, lon2 = map(math.radians, (a[0], a[1], b[0], b[1]))
     h = (math.sin((lat2 - lat1) / 2) ** 2
@@ -103,7 +90,7 @@ def _about_km(km: float) -> str:
 
 def _area_phrase(place: places.Place, town: places.Place | None) -> str:
     """'Paktīkā province (nearest listed town: Zarghūn Shahr)' for areas, the label for cities."""
-    if place.kind == "city":
+    if place.kind in ("city", "point"):
         return place.label
     name = place.region_label if place.kind == "admin1" else place.country
     return f"{name} (measured to its nearest listed town, {town.name})" if town else name
@@ -171,6 +158,11 @@ def _compare_places(claimed: str, coords: tuple[float, float] | None,
                             and reading.geonames_id == a.geonames_id):
             return Finding("place", f"{said} They are the same place ({a.label}).", "weak",
                            "claim"), 0.0
+        if reading.kind in ("city", "point") and a.kind in ("city", "point"):
+            near, _ = places.gazetteer().distance(reading, a)
+            if near <= NEAR_KM:
+                return Finding("place", f"{said} The two are {_about_km(near)} apart: the "
+                               f"same area ({reading.label}).", "weak", "claim"), near
         if places.contains(reading, a):
             return Finding("place", f"{said} The archived photo was taken in {a.label}, inside "
                            f"the claimed {_area_phrase(reading, None)}.", "weak", "claim"), 0.0

@@ -37,6 +37,8 @@ import numpy as np
 
 #: a point within this distance of a town of a region counts as inside it
 INSIDE_KM = 30.0
+_POINTS = ("city", "point")
+_COORDS = re.compile(r"^\s*(-?\d{1,2}(?:\.\d+)?)\s*[,; ]\s*(-?\d{1,3}(?:\.\d+)?)\s*$")
 
 _GENERIC = {"province", "state", "region", "oblast", "governorate", "prefecture", "county",
             "department", "district", "provincia", "wilayat", "velayat", "krai", "oblys",
@@ -51,7 +53,7 @@ class GazetteerUnavailable(RuntimeError):
 class Place:
     """One resolved place: a city (a point), an admin-1 region or a country (areas)."""
 
-    kind: str  # "city" | "admin1" | "country"
+    kind: str  # "city" | "admin1" | "country" | "point" (coordinates given as text)
     name: str  # the GeoNames primary name
     country_code: str
     country: str
@@ -82,6 +84,9 @@ class Place:
             return self.country
         if self.kind == "admin1":
             return f"{self.region_label}, {self.country}"
+        if self.kind == "point":
+            where = ", ".join(x for x in (self.region_label, self.country) if x)
+            return f"{self.name} (in {where})" if where else self.name
         parts = [self.name]
         same_unit = normalise(self.admin1 or "") == normalise(self.name) and \
             self.admin1_type in ("city", "municipality", None)
@@ -92,7 +97,8 @@ class Place:
 
     @property
     def kind_label(self) -> str:
-        return {"city": "city", "admin1": "admin-1", "country": "country"}[self.kind]
+        return {"city": "city", "admin1": "admin-1", "country": "country",
+                "point": "coordinates"}[self.kind]
 
     @property
     def reference(self) -> str:
@@ -367,7 +373,7 @@ class Gazetteer:
         """Can `cand` be the more specific part of a name whose next part is `context`?"""
         if contains(context, cand):
             return True
-        if context.kind == "city" and cand.kind == "city" and None not in (
+        if context.kind in _POINTS and cand.kind == "city" and None not in (
                 context.lat, context.lon, cand.lat, cand.lon):
             # 'Brooklyn, New York': a district or suburb near the named city
             near = _haversine_np(context.lat or 0.0, context.lon or 0.0,
@@ -380,6 +386,9 @@ class Gazetteer:
         'Florida' inside it, then 'Cape Canaveral' inside that), each part only as a place
         inside the one after it; the most specific part that resolves is the answer, and a
         more specific part that does not is said to be skipped."""
+        coords = parse_coordinates(text)
+        if coords is not None:
+            return Resolution(text, self.point(*coords), text, "read as coordinates")
         parts = [p.strip() for p in text.split(",") if p.strip()]
         if not parts:
             return Resolution(text, None, reason=": empty")
@@ -419,6 +428,17 @@ class Gazetteer:
             return np.nonzero(self._city_cc == place.country_code)[0]
         return np.asarray([], dtype=int)
 
+    def point(self, lat: float, lon: float) -> Place:
+        """Coordinates as a place, in the region and country of the nearest town when that
+        town is close enough to say so."""
+        town, km = self.nearest_town(lat, lon)
+        near = km <= INSIDE_KM
+        return Place("point", f"{lat:.4f}, {lon:.4f}", town.country_code if near else "",
+                     town.country if near else "",
+                     admin1_code=town.admin1_code if near else None,
+                     admin1=town.admin1 if near else None,
+                     admin1_type=town.admin1_type if near else None, lat=lat, lon=lon)
+
     def nearest_town(self, lat: float, lon: float) -> tuple[Place, float]:
         d = _haversine_np(lat, lon, self._lats, self._lons)
         i = int(np.argmin(d))
@@ -427,7 +447,7 @@ class Gazetteer:
     def point_to(self, lat: float, lon: float, place: Place) -> tuple[float, Place | None]:
         """Distance from a point to a place in km (0 when inside an area) and the town it
         was measured to, for areas."""
-        if place.kind == "city" and place.lat is not None and place.lon is not None:
+        if place.kind in _POINTS and place.lat is not None and place.lon is not None:
             return float(_haversine_np(lat, lon, np.asarray([place.lat]),
                                        np.asarray([place.lon]))[0]), None
         town, km = self.nearest_town(lat, lon)
@@ -445,9 +465,9 @@ class Gazetteer:
         listed town for a region or country (0 when one contains the other)."""
         if contains(a, b) or contains(b, a):
             return 0.0, None
-        if b.kind == "city" and b.lat is not None and b.lon is not None:
+        if b.kind in _POINTS and b.lat is not None and b.lon is not None:
             return self.point_to(b.lat, b.lon, a)
-        if a.kind == "city" and a.lat is not None and a.lon is not None:
+        if a.kind in _POINTS and a.lat is not None and a.lon is not None:
             return self.point_to(a.lat, a.lon, b)
         ma, mb = self._members(a), self._members(b)
         if ma.size == 0 or mb.size == 0 or ma.size * mb.size > 4_000_000:
@@ -458,6 +478,19 @@ class Gazetteer:
                               self._lons[mb])
             best = min(best, float(d.min()))
         return best, None
+
+
+def parse_coordinates(text: str | None) -> tuple[float, float] | None:
+    """'48.85, 2.35' -> (48.85, 2.35); None for a place name."""
+    if not text:
+        return None
+    m = _COORDS.match(text)
+    if not m:
+        return None
+    lat, lon = float(m.group(1)), float(m.group(2))
+    if -90 <= lat <= 90 and -180 <= lon <= 180:
+        return lat, lon
+    return None
 
 
 def _with_population(p: Place, population: int) -> Place:
@@ -474,6 +507,8 @@ def contains(area: Place, other: Place) -> bool:
         return other.country_code == area.country_code
     if area.kind == "admin1":
         return other.kind != "country" and other.admin1_code == area.admin1_code
+    if area.kind == "point":
+        return False
     return (other.kind == "city" and other.geonames_id == area.geonames_id)
 
 

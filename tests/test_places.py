@@ -150,6 +150,15 @@ def test_claimed_coordinates_are_measured_to_the_archived_place() -> None:
     assert 550 <= km_in(f.finding) <= 700
 
 
+def test_archived_coordinates_are_a_place() -> None:
+    r = places.resolve("34.3482, 62.1997")
+    assert r.place is not None and r.place.kind == "point" and r.place.admin1 == "Herāt"
+    f = one(findings("Herat", "34.3482, 62.1997"), "place")
+    assert (f.strength, f.supports) == ("weak", "claim") and "same area" in f.finding, f
+    f = one(findings("Paktika", "34.3482, 62.1997"), "place")
+    assert (f.strength, f.supports) == ("strong", "recycled") and 500 <= km_in(f.finding) <= 700
+
+
 # -- item 7: every date and place signal is compared -------------------------------------------
 def test_exif_gps_is_compared_with_the_archived_place() -> None:
     exif = gps_photo()
