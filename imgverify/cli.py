@@ -310,6 +310,8 @@ def check(
 
     if fmt not in ("text", "json", "html"):
         _fail(f"unknown --format {fmt!r}: use text, json or html", EXIT_USAGE)
+    if out is not None:
+        _check_out_path(out, "--out", f"report.{'txt' if fmt == 'text' else fmt}")
     arch = _open_archive(archive)
     try:
         result = run_check(source, arch, claimed_date=claimed_date, claimed_place=claimed_place,
@@ -407,10 +409,10 @@ def scan_cmd(
     if urls is not None:
         _check_readable(urls, "--urls")
     if out is not None:
-        _check_out_path(out, "--out")
+        _check_out_path(out, "--out", f"results.{fmt}")
         _check_existing_output(out, fmt, resume, overwrite)
     if report is not None:
-        _check_out_path(report, "--report")
+        _check_out_path(report, "--report", "summary.html")
         if out is not None and _same_file(report, out):
             _fail("--report and --out name the same file", EXIT_USAGE)
     arch = _open_archive(archive)  # fail early, before any worker starts
@@ -497,11 +499,10 @@ def _check_readable(path: Path, option: str) -> None:
         _fail(f"cannot read {option} {path}: {exc.strerror or exc}", EXIT_USAGE)
 
 
-def _check_out_path(path: Path, option: str) -> None:
+def _check_out_path(path: Path, option: str, example: str = "results.jsonl") -> None:
     """A file we can write, checked before any work starts (not a traceback after an hour)."""
     if path.is_dir():
-        _fail(f"{option} {path} is a folder: give a file name, e.g. {path / 'results.jsonl'}"
-              if option == "--out" else f"{option} {path} is a folder: give a file name",
+        _fail(f"{option} {path} is a folder: give a file name, e.g. {path / example}",
               EXIT_USAGE)
     parent = path.parent
     if not parent.is_dir():
@@ -672,7 +673,14 @@ def archive_add(
     their line numbers; good rows still go in."""
     from .manifest import inspect_manifest, read_manifest
 
-    try:  # the whole manifest's shape first: a wrong header must not leave an empty archive
+    chosen = archive or os.environ.get("IMGVERIFY_ARCHIVE")
+    if chosen:  # archive problems first, as for every command, but nothing created yet
+        problem = _not_an_archive(Path(chosen), "--archive" if archive else "$IMGVERIFY_ARCHIVE")
+        if problem is None and not Path(chosen).parent.is_dir():
+            problem = f"folder {Path(chosen).parent} does not exist"
+        if problem:
+            _fail(problem, EXIT_ARCHIVE)
+    try:  # the whole manifest's shape next: a wrong header must not leave an empty archive
         info = inspect_manifest(manifest)
     except ManifestError as exc:
         _fail(exc.message, EXIT_BAD_INPUT)
@@ -723,7 +731,7 @@ def archive_remove(reference_ids: Annotated[list[str], typer.Argument(
         typer.echo(f"imgverify: no reference {rid!r} in {arch.path} (give a reference_id or "
                    "sha256 as listed by `imgverify archive list`); nothing removed for it",
                    err=True)
-    typer.echo(json.dumps({"removed": n, "not_found": unknown}))
+    typer.echo(json.dumps({"removed": n, **({"not_found": unknown} if unknown else {})}))
     raise typer.Exit(EXIT_BAD_INPUT if unknown else EXIT_OK)
 
 
