@@ -169,6 +169,12 @@ def iter_url_file(path: str) -> Iterator[str | ScanInput]:
                     yield line
             return
         names, delimiter = header
+        if len(names) == 1:  # a one-column list with a header: a URL may hold a comma
+            for line in fh:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    yield line
+            return
         source_col = next(c for c in SOURCE_COLUMNS if c in names)
         for row in csv.reader(fh, delimiter=delimiter):
             cells = dict(zip(names, (c.strip() for c in row), strict=False))
@@ -455,6 +461,9 @@ def replace_results(out_path: Path, new_path: Path, fmt: str) -> int:
     never a mix), then `new_path` is deleted. Returns how many lines were replaced."""
     if new_path.exists():
         cut_partial_line(new_path)
+        if not out_path.exists():  # nothing to merge into
+            os.replace(new_path, out_path)
+            return 0
     new: dict[str, tuple[int, int]] = {}
     if new_path.exists():
         for record in iter_output(new_path, fmt):
