@@ -13,6 +13,7 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -408,7 +409,19 @@ def _iter_csv_output(fh: Any) -> Iterator[OutputRecord]:
 
     reader = csv.reader(feed())
     start = 0
-    for row in reader:
+    last_error_line = -1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:  # a damaged record (a NUL byte...): passed over, not a result
+            if reader.line_num == last_error_line:
+                return  # the reader cannot move past it
+            last_error_line = reader.line_num
+            lines.clear()
+            start = offsets[-1]
+            continue
         end = offsets[-1]
         line = b"".join(lines)
         lines.clear()
@@ -485,7 +498,7 @@ def replace_results(out_path: Path, new_path: Path, fmt: str) -> int:
     try:
         with tmp.open("wb") as dst, out_path.open("rb") as old, \
                 (new_path.open("rb") if new_path.exists() else io.BytesIO()) as fresh:
-            if fmt == "csv":
+            if fmt == "csv" and out_path.stat().st_size == 0:
                 dst.write(CSV_HEADER.encode() + b"\n")
             written: set[str] = set()
 
@@ -494,7 +507,11 @@ def replace_results(out_path: Path, new_path: Path, fmt: str) -> int:
                 data: bytes = fh.read(where[1] - where[0])
                 return data
 
+            pos = 0
             for record in iter_output(out_path, fmt):
+                # what lies between results (the CSV header, a damaged line) is kept as it is
+                dst.write(span(old, (pos, record.start)))
+                pos = record.end
                 if record.input in written:
                     continue
                 written.add(record.input)
@@ -505,6 +522,8 @@ def replace_results(out_path: Path, new_path: Path, fmt: str) -> int:
                     dst.write(span(old, last[record.input]))
                 else:
                     dst.write(record.line)
+            old.seek(pos)
+            shutil.copyfileobj(old, dst)
             for where in sorted(new.values()):
                 dst.write(span(fresh, where))
             dst.flush()

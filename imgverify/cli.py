@@ -542,7 +542,10 @@ def _finish_output(stream: Any, out: Path | None, retrying: Path | None, fmt: st
     if stream is not sys.stdout:
         stream.close()
     if out is not None and retrying is not None:
-        replace_results(out, retrying, fmt)
+        replaced = replace_results(out, retrying, fmt)
+        if replaced:
+            typer.echo(f"imgverify scan: {replaced} error line(s) in {out} replaced by the new "
+                       "results", err=True)
 
 
 class _ScanRun:
