@@ -13,6 +13,7 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -103,7 +104,12 @@ def _prepare(item: ManifestRow | RowError) -> Any:
 
     if isinstance(item, RowError):
         return item
-    return prepare_row_safely(item, _ingest_limits)
+    prepared = prepare_row_safely(item, _ingest_limits)
+    if isinstance(prepared, RowError) and item.shown and item.shown != item.image:
+        # name the image as the manifest's user would, not by its resolved symlink target
+        prepared.message = prepared.message.replace(item.image, item.shown)
+        prepared.image = item.shown
+    return prepared
 
 
 def prepare_references(rows: Iterable[ManifestRow | RowError], limits: Limits | None,
@@ -136,12 +142,66 @@ def _walk_error(errors: list[tuple[str, str]] | None) -> Callable[[OSError], Non
     return onerror
 
 
-def iter_url_file(path: str) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                yield line
+@dataclass(frozen=True)
+class ScanInput:
+    """One input of a scan with its own claim (from a column of a CSV list); empty claim
+    fields fall back to the claim given for the whole run."""
+
+    source: str
+    claimed_date: str | None = None
+    claimed_place: str | None = None
+
+
+SOURCE_COLUMNS = ("url", "path", "input", "source")
+
+
+def iter_url_file(path: str) -> Iterator[str | ScanInput]:
+    """Inputs listed in a file: one URL or path per line (`#` comments), or a CSV with a header
+    naming a `url` or `path` column and optional `claimed_date`, `claimed_place` columns."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        first = ""
+        for first in fh:
+            if first.strip() and not first.lstrip().startswith("#"):
+                break
+        else:
+            return
+        header = _list_header(first)
+        if header is None:
+            yield first.strip()
+            for line in fh:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    yield line
+            return
+        names, delimiter = header
+        if len(names) == 1:  # a one-column list with a header: a URL may hold a comma
+            for line in fh:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    yield line
+            return
+        source_col = next(c for c in SOURCE_COLUMNS if c in names)
+        for row in csv.reader(fh, delimiter=delimiter):
+            cells = dict(zip(names, (c.strip() for c in row), strict=False))
+            source = cells.get(source_col)
+            if not source or source.startswith("#"):
+                continue
+            yield ScanInput(source, cells.get("claimed_date") or None,
+                            cells.get("claimed_place") or None)
+
+
+def _list_header(line: str) -> tuple[list[str], str] | None:
+    """The column names of a CSV list's header line, or None for a plain one-per-line list (a
+    URL never is exactly `url`, so a plain list is never taken for a CSV)."""
+    for delimiter in (",", ";", "\t"):
+        names = [c.strip().lower() for c in next(csv.reader([line], delimiter=delimiter))]
+        if any(c in names for c in SOURCE_COLUMNS):
+            return names, delimiter
+    return None
+
+
+def source_of(item: str | ScanInput) -> str:
+    return item.source if isinstance(item, ScanInput) else item
 
 
 # -- scan workers ---------------------------------------------------------------------------
@@ -189,7 +249,7 @@ def _on_alarm(_signum: int, _frame: object) -> None:
     raise _Alarm()
 
 
-def _scan_one(item: str) -> dict[str, Any]:
+def _scan_one(item: str | ScanInput) -> dict[str, Any]:
     import signal
     import threading
 
@@ -197,6 +257,20 @@ def _scan_one(item: str) -> dict[str, Any]:
     from .errors import InputTimeoutError
 
     config: ScanConfig = _scan_state["config"]
+    claimed_date, claimed_place = config.claimed_date, config.claimed_place
+    if isinstance(item, ScanInput):
+        own_date = item.claimed_date
+        claimed_date = own_date or claimed_date
+        claimed_place = item.claimed_place or claimed_place
+        item = item.source
+        if own_date is not None:  # the run's own claim was checked before the scan started
+            from .verdict import parse_claimed_date
+
+            try:
+                parse_claimed_date(own_date)
+            except ValueError as exc:
+                return CheckResult(input=item, verdict="error", error={
+                    "kind": "invalid_claim", "message": str(exc)}).to_dict()
     timed = (config.limits.timeout_s > 0 and hasattr(signal, "setitimer")
              and threading.current_thread() is threading.main_thread())
     try:
@@ -205,8 +279,8 @@ def _scan_one(item: str) -> dict[str, Any]:
             previous = signal.signal(signal.SIGALRM, _on_alarm)
             signal.setitimer(signal.ITIMER_REAL, config.limits.timeout_s)
         try:
-            result = check(item, _scan_state["archive"], claimed_date=config.claimed_date,
-                           claimed_place=config.claimed_place, limits=config.limits, name=item)
+            result = check(item, _scan_state["archive"], claimed_date=claimed_date,
+                           claimed_place=claimed_place, limits=config.limits, name=item)
         finally:
             if timed:
                 signal.setitimer(signal.ITIMER_REAL, 0)
@@ -242,35 +316,232 @@ def csv_row(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+CSV_HEADER = ",".join(CSV_COLUMNS)
+
+
+def output_format(path: Path) -> str | None:
+    """The format of an existing scan output: "jsonl", "csv", None when empty, "unknown" when it
+    is not a scan output at all (so a resume never appends to someone else's file)."""
+    with path.open("rb") as fh:
+        head = fh.read(4096).lstrip()
+    if not head:
+        return None
+    if head.startswith(b"{"):
+        return "jsonl"
+    if head.startswith(CSV_HEADER.encode()):
+        return "csv"
+    return "unknown"
+
+
+def cut_partial_line(path: Path) -> None:
+    """Drop a last line that a crash left half written."""
+    with path.open("rb+") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        pos = size
+        while pos > 0:
+            step = min(65536, pos)
+            fh.seek(pos - step)
+            chunk = fh.read(step)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                end = pos - step + nl + 1
+                if end != size:
+                    fh.truncate(end)
+                return
+            pos -= step
+        fh.truncate(0)
+
+
+@dataclass
+class OutputRecord:
+    """One result in a scan output file, with the byte span of its line(s)."""
+
+    input: str
+    verdict: str
+    start: int
+    end: int
+    line: bytes
+
+    def result(self, fmt: str) -> dict[str, Any]:
+        """The result as a dict; from CSV, rebuilt with its top match only."""
+        text = self.line.decode("utf-8", errors="surrogateescape")
+        if fmt != "csv":
+            record: dict[str, Any] = json.loads(text)
+            return record
+        row = next(csv.DictReader(io.StringIO(text), CSV_COLUMNS))
+        match = None
+        if row.get("reference_id"):
+            match = {k: row.get(k) or None for k in (
+                "reference_id", "event", "date", "place", "caption", "source", "source_url",
+                "credit", "transform", "days_before_claim")}
+            match["score"] = float(row["score"]) if row.get("score") else None
+        error = ({"kind": row["error_kind"], "message": row.get("error_message") or ""}
+                 if row.get("error_kind") else None)
+        return {"input": row["input"], "verdict": row["verdict"],
+                "sha256": row.get("sha256") or None, "error": error,
+                "matches": [match] if match else []}
+
+
+def iter_output(path: Path, fmt: str) -> Iterator[OutputRecord]:
+    """The results of a scan output file in order, streaming; lines that are not results (the
+    CSV header, a damaged line) are passed over."""
+    with path.open("rb") as fh:
+        if fmt == "csv":
+            yield from _iter_csv_output(fh)
+            return
+        pos = 0
+        for raw in fh:
+            start, pos = pos, pos + len(raw)
+            try:
+                record = json.loads(raw)
+                yield OutputRecord(str(record["input"]), str(record.get("verdict")), start, pos,
+                                   raw)
+            except (ValueError, KeyError, TypeError):
+                continue
+
+
+def _iter_csv_output(fh: Any) -> Iterator[OutputRecord]:
+    # a CSV record may span lines (a caption with a newline): feed the reader line by line
+    # and note where each record starts and ends
+    offsets = [0]
+    lines: list[bytes] = []
+
+    def feed() -> Iterator[str]:
+        for raw in fh:
+            offsets.append(offsets[-1] + len(raw))
+            lines.append(raw)
+            yield raw.decode("utf-8", errors="surrogateescape")
+
+    reader = csv.reader(feed())
+    start = 0
+    last_error_line = -1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:  # a damaged record (a NUL byte...): passed over, not a result
+            if reader.line_num == last_error_line:
+                return  # the reader cannot move past it
+            last_error_line = reader.line_num
+            lines.clear()
+            start = offsets[-1]
+            continue
+        end = offsets[-1]
+        line = b"".join(lines)
+        lines.clear()
+        begin, start = start, end
+        if not row or row == list(CSV_COLUMNS):
+            continue
+        cells = dict(zip(CSV_COLUMNS, row, strict=False))
+        if cells.get("input"):
+            yield OutputRecord(cells["input"], cells.get("verdict", ""), begin, end, line)
+
+
 def already_done(out_path: Path, fmt: str, retry_errors: bool = False) -> set[str]:
     """Inputs already written to `out_path`; a partial last line (crash) is cut off.
 
     With `retry_errors`, inputs whose latest line is an error (a URL that timed out, a file
-    still being copied) are not counted as done, so a resumed scan checks them again and
-    appends a new line: readers keep the last line per input.
+    still being copied) are not counted as done, so a resumed scan checks them again (and
+    `replace_results` then puts the new line where the error line was).
     """
     if not out_path.exists():
         return set()
-    with out_path.open("rb+") as fh:
-        data = fh.read()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
-            fh.truncate(end)
-            data = data[:end]
-    text = data.decode("utf-8", errors="replace")
+    cut_partial_line(out_path)
     latest_error: dict[str, bool] = {}
-    if fmt == "csv":
-        for row in csv.DictReader(io.StringIO(text)):
-            if row.get("input"):
-                latest_error[row["input"]] = bool(row.get("error_kind"))
-    else:
-        for line in text.splitlines():
-            try:
-                record = json.loads(line)
-                latest_error[record["input"]] = record.get("verdict") == "error"
-            except (ValueError, KeyError, TypeError):
-                continue
+    for record in iter_output(out_path, fmt):
+        latest_error[record.input] = record.verdict == "error"
     return {item for item, failed in latest_error.items() if not (retry_errors and failed)}
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - not permitted on some systems
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def retry_path(out_path: Path) -> Path:
+    """Where a --retry-errors run writes its new results until they replace the old lines."""
+    return out_path.with_name(out_path.name + ".retrying")
+
+
+def replace_results(out_path: Path, new_path: Path, fmt: str) -> int:
+    """Put the results in `new_path` into `out_path`, each in place of that input's earlier
+    line(s), new inputs at the end; one line per input remains. The file is rewritten beside
+    itself and renamed over the original (atomic: a crash leaves the old or the new file,
+    never a mix), then `new_path` is deleted. Returns how many lines were replaced."""
+    if new_path.exists():
+        cut_partial_line(new_path)
+        if not out_path.exists():  # nothing to merge into
+            os.replace(new_path, out_path)
+            return 0
+    new: dict[str, tuple[int, int]] = {}
+    if new_path.exists():
+        for record in iter_output(new_path, fmt):
+            new[record.input] = (record.start, record.end)
+    # an input written more than once (older versions appended retried lines): its last line
+    last: dict[str, tuple[int, int]] = {}
+    seen: set[str] = set()
+    for record in iter_output(out_path, fmt):
+        if record.input in seen:
+            last[record.input] = (record.start, record.end)
+        seen.add(record.input)
+    del seen
+    if not new and not last:
+        if new_path.exists():
+            new_path.unlink()
+        return 0
+    replaced = 0
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as dst, out_path.open("rb") as old, \
+                (new_path.open("rb") if new_path.exists() else io.BytesIO()) as fresh:
+            if fmt == "csv" and out_path.stat().st_size == 0:
+                dst.write(CSV_HEADER.encode() + b"\n")
+            written: set[str] = set()
+
+            def span(fh: Any, where: tuple[int, int]) -> bytes:
+                fh.seek(where[0])
+                data: bytes = fh.read(where[1] - where[0])
+                return data
+
+            pos = 0
+            for record in iter_output(out_path, fmt):
+                # what lies between results (the CSV header, a damaged line) is kept as it is
+                dst.write(span(old, (pos, record.start)))
+                pos = record.end
+                if record.input in written:
+                    continue
+                written.add(record.input)
+                if record.input in new:
+                    dst.write(span(fresh, new.pop(record.input)))
+                    replaced += 1
+                elif record.input in last:
+                    dst.write(span(old, last[record.input]))
+                else:
+                    dst.write(record.line)
+            old.seek(pos)
+            shutil.copyfileobj(old, dst)
+            for where in sorted(new.values()):
+                dst.write(span(fresh, where))
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, out_path)
+        _fsync_folder(out_path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if new_path.exists():
+        new_path.unlink()
+    return replaced
 
 
 class LineWriter:
@@ -323,17 +594,17 @@ class ScanSummary:
                 "walk_errors": [{"path": p, "error": e} for p, e in self.walk_errors]}
 
 
-def scan(inputs: Iterable[str], config: ScanConfig, writer: LineWriter, workers: int = 1,
-         skip: set[str] | None = None,
+def scan(inputs: Iterable[str | ScanInput], config: ScanConfig, writer: LineWriter,
+         workers: int = 1, skip: set[str] | None = None,
          on_result: Callable[[dict[str, Any]], None] | None = None) -> ScanSummary:
     """Check every input, writing one line each; returns counts. Never stops on an input."""
     summary = ScanSummary()
     started = time.perf_counter()
     skip = skip or set()
 
-    def todo() -> Iterator[str]:
+    def todo() -> Iterator[str | ScanInput]:
         for item in inputs:
-            if item in skip:
+            if source_of(item) in skip:
                 summary.skipped += 1
                 continue
             yield item

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,11 +18,17 @@ from .archive import Archive, resolve_archive
 from .batch import (
     LineWriter,
     ScanConfig,
+    ScanSummary,
     already_done,
     default_workers,
     iter_inputs,
+    iter_output,
     iter_url_file,
+    output_format,
+    replace_results,
+    retry_path,
     scan,
+    source_of,
 )
 from .errors import ArchiveError, ImgVerifyError, ManifestError
 from .fetch import FetchPolicy
@@ -97,20 +105,29 @@ def _typed_errors_exit() -> Iterator[None]:
 
 
 class _ProgressBar:
-    """A rich progress bar on stderr with count, rate and ETA; does nothing when disabled
-    (not a terminal, or --no-progress), so callers tick it unconditionally."""
+    """Progress on stderr: a rich bar with count, rate and ETA on a terminal; elsewhere (a log
+    file, a pipe, a batch job) a plain line at most every `interval` seconds, so a log shows
+    the run is alive and how far it got. Does nothing with --no-progress; callers tick it
+    unconditionally."""
 
-    def __init__(self, description: str, unit: str, enabled: bool) -> None:
-        self.description, self.unit, self.enabled = description, unit, enabled
+    def __init__(self, description: str, unit: str, enabled: bool,
+                 interval: float = 5.0) -> None:
+        self.description, self.unit = description, unit
+        self.enabled = enabled
+        self.interval = interval
         self._bar: Any = None
         self._task: Any = None
+        self._lines = enabled and not sys.stderr.isatty()
         self._started = 0.0
+        self._last_line = 0.0
         self._done = 0
+        self._total: int | None = None
 
     def __enter__(self) -> _ProgressBar:
-        if self.enabled:
-            import time
+        import time
 
+        self._started = self._last_line = time.perf_counter()
+        if self.enabled and not self._lines:
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
@@ -129,21 +146,25 @@ class _ProgressBar:
                 TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True))
             self._bar.__enter__()
             self._task = self._bar.add_task(self.description, total=None, rate=0.0)
-            self._started = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
 
+    @property
+    def active(self) -> bool:
+        return self._bar is not None or self._lines
+
     def set_total(self, total: int) -> None:
+        self._total = total
         if self._bar is not None:
             self._bar.update(self._task, total=total)
 
     def count_in_background(self, items: Any) -> None:
         """Set the total from a second, cheap pass over `items` while the work streams on
         (the work never waits for it; a failing count only leaves the total unknown)."""
-        if self._bar is None:
+        if not self.active:
             return
         import threading
 
@@ -156,24 +177,105 @@ class _ProgressBar:
         threading.Thread(target=count, daemon=True).start()
 
     def update(self, completed: int) -> None:
-        if self._bar is None:
+        if not self.active:
             return
         import time
 
         self._done = completed
-        elapsed = max(1e-9, time.perf_counter() - self._started)
-        self._bar.update(self._task, completed=completed, rate=completed / elapsed)
+        now = time.perf_counter()
+        elapsed = max(1e-9, now - self._started)
+        rate = completed / elapsed
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed, rate=rate)
+        elif now - self._last_line >= self.interval:
+            self._last_line = now
+            typer.echo(self._line(completed, rate, elapsed), err=True)
+
+    def _line(self, done: int, rate: float, elapsed: float) -> str:
+        total = self._total
+        count = f"{done:,}/{total:,} ({100 * done / total:.0f} %)" if total else f"{done:,}"
+        eta = ""
+        if total and rate > 0 and done < total:
+            eta = f", ETA {_clock((total - done) / rate)}"
+        return (f"imgverify: {self.description} {count}, {rate:.1f} {self.unit}, "
+                f"elapsed {_clock(elapsed)}{eta}")
 
     def advance(self, *_: object) -> None:
         self.update(self._done + 1)
 
 
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+ProgressOpt = Annotated[bool, typer.Option(
+    help="Progress on stderr: a bar on a terminal, else a plain line every "
+         "--progress-interval seconds (for logs).")]
+ProgressIntervalOpt = Annotated[float, typer.Option(
+    "--progress-interval", min=0.0, help="Seconds between progress lines when stderr is not a "
+    "terminal (0 = a line per item).")]
+
+
 def _open_archive(path: str | None, writable: bool = False) -> Archive:
+    chosen = path or os.environ.get("IMGVERIFY_ARCHIVE")
+    if chosen:
+        problem = _not_an_archive(Path(chosen), "--archive" if path else "$IMGVERIFY_ARCHIVE")
+        if problem:
+            _fail(problem, EXIT_ARCHIVE)
     try:
         return resolve_archive(path, writable=writable)
     except ArchiveError as exc:
         _fail(exc.message, EXIT_ARCHIVE)
         raise  # unreachable
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _not_an_archive(path: Path, option: str) -> str | None:
+    """Why `path` cannot be an archive, with what to do instead; None when it may be one (or
+    does not exist yet). Checked before opening, so a manifest or another program's SQLite
+    database given by mistake is never written to."""
+    if path.is_dir():
+        return (f"{option} {path} is a folder: give the archive file, e.g. "
+                f"{path / 'desk.sqlite'}")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot read archive {path}: {exc.strerror or exc}"
+    if not head:
+        return None  # an empty file: SQLite makes a new archive of it
+    build = "`imgverify archive add MANIFEST --archive PATH`"
+    if head != SQLITE_MAGIC:
+        text = head.lstrip().lower()
+        if (path.suffix.lower() in (".csv", ".jsonl", ".ndjson", ".json", ".tsv", ".txt")
+                or text.startswith(b"{") or text.startswith(b"image")):
+            return (f"{option} {path} is not an archive: it looks like a manifest. Build an "
+                    f"archive from it with `imgverify archive add {path} --archive "
+                    "desk.sqlite`, then pass --archive desk.sqlite")
+        return (f"{option} {path} is not an imgverify archive (not an SQLite file): pass the "
+                f"file built by {build}, or leave out --archive to use the shipped default "
+                "archive")
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return None  # locked or damaged: the archive's own error says which
+    if tables and not {"meta", "refs"} <= tables:
+        return (f"{option} {path} is an SQLite database but not an imgverify archive (tables: "
+                f"{', '.join(sorted(tables)[:8])}): refusing to touch it; pass the file built "
+                f"by {build}")
+    return None
 
 
 def _version(value: bool) -> None:
@@ -214,6 +316,8 @@ def check(
 
     if fmt not in ("text", "json", "html"):
         _fail(f"unknown --format {fmt!r}: use text, json or html", EXIT_USAGE)
+    if out is not None:
+        _check_out_path(out, "--out", f"report.{'txt' if fmt == 'text' else fmt}")
     arch = _open_archive(archive)
     try:
         result = run_check(source, arch, claimed_date=claimed_date, claimed_place=claimed_place,
@@ -253,24 +357,36 @@ def scan_cmd(
     paths: Annotated[Optional[list[str]], typer.Argument(help="Files and folders (walked "
                                                          "recursively).")] = None,
     archive: ArchiveOpt = None,
-    urls: Annotated[Optional[Path], typer.Option(help="File with one image URL per line.")] = None,
+    urls: Annotated[Optional[Path], typer.Option(
+        help="File listing inputs: one URL or path per line, or a CSV with a header naming a "
+             "url (or path) column and optional claimed_date, claimed_place columns (a row's "
+             "own claim wins over --claimed-date/--claimed-place).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl | csv")] = "jsonl",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default "
                                                 "stdout).")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes (default: all cores).")] = 0,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace an existing --out file (without it, an existing file is refused unless "
+             "--resume).")] = False,
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes (default 0: all "
+                                                     "cores).")] = 0,
     resume: Annotated[bool, typer.Option(help="Skip inputs already in --out (after a crash or "
                                          "Ctrl-C).")] = False,
     retry_errors: Annotated[bool, typer.Option(
         help="With --resume, check again the inputs whose line in --out is an error (e.g. an "
-             "unreachable URL); the new line is appended, so keep the last line per input.")
+             "unreachable URL); the new line replaces the error line (the file is rewritten "
+             "atomically at the end of the run).")
     ] = False,
-    claimed_date: Annotated[Optional[str], typer.Option(help="Claimed date for every input.")
-                            ] = None,
+    claimed_date: Annotated[Optional[str], typer.Option(
+        help="Claimed date (YYYY-MM-DD) for every input.")] = None,
+    claimed_place: Annotated[Optional[str], typer.Option(
+        help="Claimed place for every input.")] = None,
     all_files: Annotated[bool, typer.Option(help="Also check files without an image "
                                             "extension.")] = False,
-    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    progress: ProgressOpt = True,
+    progress_interval: ProgressIntervalOpt = 5.0,
     report: Annotated[Optional[Path], typer.Option(
-        "--report", help="Also write a self-contained HTML summary (recycled finds first).")
+        "--report", help="Also write a self-contained HTML summary of the whole --out file "
+        "(recycled finds first); partial when the scan is interrupted.")
     ] = None,
     max_pixels: MaxPixelsOpt = Limits().max_pixels,
     max_bytes: MaxBytesOpt = Limits().max_bytes,
@@ -288,6 +404,8 @@ def scan_cmd(
         _fail("--resume needs --out FILE", EXIT_USAGE)
     if retry_errors and not resume:
         _fail("--retry-errors goes with --resume --out FILE", EXIT_USAGE)
+    if resume and overwrite:
+        _fail("--resume continues --out and --overwrite replaces it: choose one", EXIT_USAGE)
     if claimed_date:
         from .verdict import parse_claimed_date
 
@@ -295,6 +413,15 @@ def scan_cmd(
             parse_claimed_date(claimed_date)
         except ValueError as exc:
             _fail(str(exc), EXIT_USAGE)
+    if urls is not None:
+        _check_readable(urls, "--urls")
+    if out is not None:
+        _check_out_path(out, "--out", f"results.{fmt}")
+        _check_existing_output(out, fmt, resume, overwrite)
+    if report is not None:
+        _check_out_path(report, "--report", "summary.html")
+        if out is not None and _same_file(report, out):
+            _fail("--report and --out name the same file", EXIT_USAGE)
     arch = _open_archive(archive)  # fail early, before any worker starts
     arch_path = str(arch.path)
     arch.close()
@@ -308,58 +435,179 @@ def scan_cmd(
 
     skip: set[str] = set()
     stream: Any
+    retrying: Path | None = None
     if out is not None:
+        side = retry_path(out)
+        if side.exists():
+            if resume:  # a --retry-errors run that crashed: keep what it checked
+                replace_results(out, side, fmt)
+            else:  # --overwrite: its results belong to the file being replaced
+                side.unlink()
         if resume:
             skip = already_done(out, fmt, retry_errors=retry_errors)
-        write_header = not (resume and out.exists() and out.stat().st_size > 0)
-        stream = out.open("a" if resume else "w", encoding="utf-8", errors="surrogateescape",
-                          newline="")
+        if retry_errors:
+            # new lines go beside the file until they replace the error lines in one rename
+            retrying = side
+            stream = side.open("w", encoding="utf-8", errors="surrogateescape", newline="")
+            write_header = True
+        else:
+            write_header = not (resume and out.exists() and out.stat().st_size > 0)
+            stream = out.open("a" if resume else "w", encoding="utf-8",
+                              errors="surrogateescape", newline="")
     else:
         write_header = True
         stream = sys.stdout
-    finds: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
-
-    def collect(result: dict[str, Any]) -> None:
-        if report is None:
-            return
-        if result["verdict"] in ("likely_recycled", "possibly_recycled") and len(finds) < 500:
-            finds.append(result)
-        elif result["verdict"] == "error" and len(failures) < 1000:
-            failures.append(result)
-
+    run = _ScanRun(report is not None)
     config = ScanConfig(archive_path=arch_path, claimed_date=claimed_date,
+                        claimed_place=claimed_place,
                         limits=_limits(max_pixels, max_bytes, allow_private_urls, max_frames,
                                        timeout, use_env_proxy))
     writer = LineWriter(stream, fmt, write_header)
     nworkers = workers if workers > 0 else default_workers()
+    summary: ScanSummary | None = None
     try:
-        with _ProgressBar("scanning", "img/s", progress and sys.stderr.isatty()) as bar:
-            bar.count_in_background(lambda: (i for i in inputs(None) if i not in skip))
+        with _ProgressBar("scanning", "img/s", progress, progress_interval) as bar:
+            bar.count_in_background(
+                lambda: (i for i in inputs(None) if source_of(i) not in skip))
 
             def tick(r: dict[str, Any]) -> None:
-                collect(r)
+                run.collect(r)
                 bar.advance()
 
             summary = scan(inputs(), config, writer, nworkers, skip, tick)
     except KeyboardInterrupt:
-        _fail("interrupted; every line written is complete: re-run with --resume to continue",
-              130)
-        return
+        pass
     except ArchiveError as exc:
+        _finish_output(stream, out, retrying, fmt)
         _fail(exc.message, EXIT_ARCHIVE)
-        return
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
-    summary.walk_errors = walk_errors
+    _finish_output(stream, out, retrying, fmt)
     if report is not None:
-        _write_batch_report(report, summary.to_dict(), finds, failures, arch_path)
+        _write_batch_report(report, *run.report_data(out, fmt, summary, walk_errors),
+                            arch_path)
+    if summary is None:
+        _fail("interrupted; every line written is complete: re-run with --resume to continue"
+              + ("; the HTML summary covers the inputs checked so far" if report else ""),
+              130)
+    summary.walk_errors = walk_errors
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items())) or "nothing"
     typer.echo(f"imgverify scan: {summary.total} checked ({counts}); "
                f"{summary.skipped} skipped as already done; {summary.rate:.1f} images/s"
                + (f"; {len(walk_errors)} unreadable folders" if walk_errors else ""), err=True)
     raise typer.Exit(EXIT_BAD_INPUT if summary.errors or walk_errors else EXIT_OK)
+
+
+def _check_readable(path: Path, option: str) -> None:
+    try:
+        with path.open("rb"):
+            pass
+    except IsADirectoryError:
+        _fail(f"{option} {path} is a folder: give the file that lists the inputs", EXIT_USAGE)
+    except OSError as exc:
+        _fail(f"cannot read {option} {path}: {exc.strerror or exc}", EXIT_USAGE)
+
+
+def _check_out_path(path: Path, option: str, example: str = "results.jsonl") -> None:
+    """A file we can write, checked before any work starts (not a traceback after an hour)."""
+    if path.is_dir():
+        _fail(f"{option} {path} is a folder: give a file name, e.g. {path / example}",
+              EXIT_USAGE)
+    parent = path.parent
+    if not parent.is_dir():
+        _fail(f"{option} {path}: folder {parent} does not exist (create it first)"
+              if not parent.exists() else f"{option} {path}: {parent} is not a folder",
+              EXIT_USAGE)
+    if path.exists() and not os.access(path, os.W_OK):
+        _fail(f"{option} {path} is not writable", EXIT_USAGE)
+    if not path.exists() and not os.access(parent, os.W_OK):
+        _fail(f"{option} {path}: cannot create files in folder {parent}", EXIT_USAGE)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _check_existing_output(out: Path, fmt: str, resume: bool, overwrite: bool) -> None:
+    """Never append to, or silently replace, a file holding someone's results."""
+    if not out.exists() or out.stat().st_size == 0 or overwrite:
+        return
+    found = output_format(out)
+    if not resume:
+        _fail(f"{out} already exists: pass --resume to continue it, --overwrite to replace it, "
+              "or choose another --out", EXIT_USAGE)
+    if found == "unknown":
+        _fail(f"{out} is not an imgverify scan output (neither JSONL results nor imgverify's "
+              "CSV header): refusing to add lines to it; choose another --out", EXIT_USAGE)
+    if found != fmt:
+        _fail(f"{out} holds {found.upper() if found else ''} results, not {fmt}: resume it with "
+              f"--format {found}", EXIT_USAGE)
+
+
+def _finish_output(stream: Any, out: Path | None, retrying: Path | None, fmt: str) -> None:
+    if stream is not sys.stdout:
+        stream.close()
+    if out is not None and retrying is not None:
+        replaced = replace_results(out, retrying, fmt)
+        if replaced:
+            typer.echo(f"imgverify scan: {replaced} error line(s) in {out} replaced by the new "
+                       "results", err=True)
+
+
+class _ScanRun:
+    """What the HTML summary needs from a scan: read back from the whole --out file (so a
+    resumed or retried scan is summarised whole), or kept from this run when results went to
+    stdout."""
+
+    MAX_FINDS, MAX_FAILURES = 500, 1000
+
+    def __init__(self, wanted: bool) -> None:
+        self.wanted = wanted
+        self.finds: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
+        self.verdicts: Counter[str] = Counter()
+
+    def collect(self, result: dict[str, Any]) -> None:
+        if not self.wanted:
+            return
+        self.verdicts[result["verdict"]] += 1
+        self._keep(result)
+
+    def _keep(self, result: dict[str, Any]) -> None:
+        if result["verdict"] in ("likely_recycled", "possibly_recycled") and result["matches"]:
+            self.finds.append(result)
+            if len(self.finds) >= 4 * self.MAX_FINDS:
+                self._trim()
+        elif result["verdict"] == "error" and len(self.failures) < self.MAX_FAILURES:
+            self.failures.append(result)
+
+    def _trim(self) -> None:
+        self.finds.sort(key=lambda r: (r["verdict"] != "likely_recycled",
+                                       -(r["matches"][0].get("score") or 0)))
+        del self.finds[self.MAX_FINDS:]
+
+    def report_data(self, out: Path | None, fmt: str, summary: ScanSummary | None,
+                    walk_errors: list[tuple[str, str]]
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        this_run = summary.to_dict() if summary is not None else None
+        if out is not None and out.exists():
+            self.finds, self.failures, self.verdicts = [], [], Counter()
+            for record in iter_output(out, fmt):
+                self.verdicts[record.verdict] += 1
+                if record.verdict in ("likely_recycled", "possibly_recycled", "error"):
+                    try:
+                        self._keep(record.result(fmt))
+                    except (ValueError, KeyError):
+                        continue
+        self._trim()
+        data = {"checked": sum(self.verdicts.values()), "verdicts": dict(self.verdicts),
+                "errors": self.verdicts.get("error", 0),
+                "walk_errors": [{"path": p, "error": e} for p, e in walk_errors],
+                "interrupted": summary is None, "this_run": this_run}
+        if out is not None:
+            data["output"] = str(out)
+        return data, self.finds, self.failures
 
 
 def _write_batch_report(path: Path, summary: dict[str, Any], finds: list[dict[str, Any]],
@@ -423,19 +671,35 @@ def archive_add(
                                              "and date required; event, place, caption, source, "
                                              "source_url, credit, license, published optional.")],
     archive: ArchiveOpt = None,
-    workers: Annotated[int, typer.Option(help="Worker processes (default: all cores).")] = 0,
-    batch_size: Annotated[int, typer.Option(help="References per transaction.")] = 100,
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes (default 0: all "
+                                                     "cores).")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="References per transaction.")] = 100,
     max_pixels: MaxPixelsOpt = Limits().max_pixels,
     max_bytes: MaxBytesOpt = Limits().max_bytes,
-    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    progress: ProgressOpt = True,
+    progress_interval: ProgressIntervalOpt = 5.0,
 ) -> None:
     """Add (or update, by sha256) the references of a manifest. Bad rows are reported with
     their line numbers; good rows still go in."""
-    from .manifest import read_manifest
+    from .manifest import inspect_manifest, read_manifest
 
+    chosen = archive or os.environ.get("IMGVERIFY_ARCHIVE")
+    if chosen:  # archive problems first, as for every command, but nothing created yet
+        problem = _not_an_archive(Path(chosen), "--archive" if archive else "$IMGVERIFY_ARCHIVE")
+        if problem is None and not Path(chosen).parent.is_dir():
+            problem = f"folder {Path(chosen).parent} does not exist"
+        if problem:
+            _fail(problem, EXIT_ARCHIVE)
+    try:  # the whole manifest's shape next: a wrong header must not leave an empty archive
+        info = inspect_manifest(manifest)
+    except ManifestError as exc:
+        _fail(exc.message, EXIT_BAD_INPUT)
+    warning = info.unknown_warning(str(manifest))
+    if warning:
+        typer.echo(f"imgverify: warning: {warning}", err=True)
     arch = _open_archive(archive, writable=True)
     with _typed_errors_exit(), _ProgressBar("ingesting", "img/s",
-                                            progress and sys.stderr.isatty()) as bar:
+                                            progress, progress_interval) as bar:
         bar.count_in_background(lambda: read_manifest(manifest))
         report = arch.ingest(manifest, batch_size=batch_size,
                              limits=_limits(max_pixels, max_bytes),
@@ -470,9 +734,15 @@ def archive_remove(reference_ids: Annotated[list[str], typer.Argument(
     """Remove references (and their hashes and thumbnails)."""
     arch = _open_archive(archive, writable=True)
     with _typed_errors_exit():
-        n = arch.remove(reference_ids)
-    typer.echo(json.dumps({"removed": n}))
-    raise typer.Exit(EXIT_OK if n == len(reference_ids) else EXIT_BAD_INPUT)
+        unknown = [rid for rid in dict.fromkeys(reference_ids) if arch.get(rid) is None]
+        known = [rid for rid in dict.fromkeys(reference_ids) if rid not in unknown]
+        n = arch.remove(known) if known else 0
+    for rid in unknown:
+        typer.echo(f"imgverify: no reference {rid!r} in {arch.path} (give a reference_id or "
+                   "sha256 as listed by `imgverify archive list`); nothing removed for it",
+                   err=True)
+    typer.echo(json.dumps({"removed": n, **({"not_found": unknown} if unknown else {})}))
+    raise typer.Exit(EXIT_BAD_INPUT if unknown else EXIT_OK)
 
 
 @archive_app.command("export")
@@ -502,14 +772,15 @@ def archive_export(archive: ArchiveOpt = None,
 def archive_rehash(archive: ArchiveOpt = None,
                    max_pixels: MaxPixelsOpt = Limits().max_pixels,
                    max_bytes: MaxBytesOpt = Limits().max_bytes,
-                   progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True
+                   progress: ProgressOpt = True,
+                   progress_interval: ProgressIntervalOpt = 5.0,
                    ) -> None:
     """Recompute stored hashes with this version's pipeline (needed once for archives built by
     an older imgverify). Re-reads each original image when it is still where it was ingested
     from and unchanged, else hashes the stored thumbnail. Safe to interrupt and re-run."""
     arch = _open_archive(archive, writable=True)
     with _typed_errors_exit(), _ProgressBar("rehashing", "refs/s",
-                                            progress and sys.stderr.isatty()) as bar:
+                                            progress, progress_interval) as bar:
 
         def tick(done: int, total: int) -> None:
             bar.set_total(total)

@@ -278,7 +278,7 @@ def test_remove_then_check_no_longer_matches(small_archive: SmallArchive,
     assert other is not None
     res = cli("archive", "remove", other.sha256, "no-such-id", "--archive", str(archive_copy))
     assert res.exit_code == 3
-    assert json.loads(res.stdout) == {"removed": 1}
+    assert json.loads(res.stdout) == {"removed": 1, "not_found": ["no-such-id"]}
     assert stats(archive_copy)["references"] == 18
     held.close()
 
