@@ -33,6 +33,7 @@ from .batch import (
 from .errors import ArchiveError, ImgVerifyError, ManifestError
 from .fetch import FetchPolicy
 from .load import Limits
+from .store.postgres import is_postgres_url
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -219,7 +220,7 @@ ProgressIntervalOpt = Annotated[float, typer.Option(
 
 def _open_archive(path: str | None, writable: bool = False) -> Archive:
     chosen = path or os.environ.get("IMGVERIFY_ARCHIVE")
-    if chosen:
+    if chosen and not is_postgres_url(chosen):
         problem = _not_an_archive(Path(chosen), "--archive" if path else "$IMGVERIFY_ARCHIVE")
         if problem:
             _fail(problem, EXIT_ARCHIVE)
@@ -684,7 +685,7 @@ def archive_add(
     from .manifest import inspect_manifest, read_manifest
 
     chosen = archive or os.environ.get("IMGVERIFY_ARCHIVE")
-    if chosen:  # archive problems first, as for every command, but nothing created yet
+    if chosen and not is_postgres_url(chosen):  # archive problems first, nothing created yet
         problem = _not_an_archive(Path(chosen), "--archive" if archive else "$IMGVERIFY_ARCHIVE")
         if problem is None and not Path(chosen).parent.is_dir():
             problem = f"folder {Path(chosen).parent} does not exist"
@@ -707,7 +708,7 @@ def archive_add(
                              progress=bar.advance)
     for err in report.errors:
         typer.echo(f"{manifest}:{err.line}: {err.message}", err=True)
-    typer.echo(json.dumps({"archive": str(arch.path), **report.to_dict()}, ensure_ascii=False))
+    typer.echo(json.dumps({"archive": arch.location, **report.to_dict()}, ensure_ascii=False))
     raise typer.Exit(EXIT_BAD_INPUT if report.errors else EXIT_OK)
 
 
@@ -738,7 +739,7 @@ def archive_remove(reference_ids: Annotated[list[str], typer.Argument(
         known = [rid for rid in dict.fromkeys(reference_ids) if rid not in unknown]
         n = arch.remove(known) if known else 0
     for rid in unknown:
-        typer.echo(f"imgverify: no reference {rid!r} in {arch.path} (give a reference_id or "
+        typer.echo(f"imgverify: no reference {rid!r} in {arch.location} (give a reference_id or "
                    "sha256 as listed by `imgverify archive list`); nothing removed for it",
                    err=True)
     typer.echo(json.dumps({"removed": n, **({"not_found": unknown} if unknown else {})}))
@@ -789,7 +790,7 @@ def archive_rehash(archive: ArchiveOpt = None,
         report = arch.rehash(limits=_limits(max_pixels, max_bytes), on_progress=tick)
     for problem in report.failed:
         typer.echo(f"imgverify: {problem}", err=True)
-    typer.echo(json.dumps({"archive": str(arch.path), **report.to_dict()}, ensure_ascii=False))
+    typer.echo(json.dumps({"archive": arch.location, **report.to_dict()}, ensure_ascii=False))
     raise typer.Exit(EXIT_ARCHIVE if report.failed else EXIT_OK)
 
 
@@ -798,7 +799,7 @@ def archive_check(archive: ArchiveOpt = None) -> None:
     """Integrity check: SQLite's own plus 'every reference complete, no orphans'."""
     arch = _open_archive(archive)
     problems = arch.integrity_check()
-    typer.echo(json.dumps({"archive": str(arch.path), "references": len(arch),
+    typer.echo(json.dumps({"archive": arch.location, "references": len(arch),
                            "healthy": not problems, "problems": problems}, indent=2))
     raise typer.Exit(EXIT_OK if not problems else EXIT_ARCHIVE)
 
