@@ -9,7 +9,8 @@ each file's relative path into TUNE and REPORT halves; imgverify's thresholds ar
 TUNE, so REPORT (the default) is held out.
 
 * Archive (a temporary imgverify.Archive, filled from a CSV manifest with
-  ``archive.ingest(manifest, workers=2)``): N originals from the split, plus distractors: the
+  ``ingest_manifest(archive, manifest, workers=2)``): N originals from the split, plus
+  distractors: the
   bsds500/coco128 photos of both splits used neither as originals nor as negatives, the
   camera_exif, augly inputs, pkg_samples, thorn_perception and imagededup_ukbench photos,
   and, while that is fewer than --distractors, 50-70 % crops of camera_exif photos.
@@ -61,6 +62,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import edits as E  # noqa: E402
 
 import imgverify  # noqa: E402
+from imgverify.ingest import ingest_manifest  # noqa: E402
 
 LIKELY, POSSIBLY, NO_MATCH = "likely_recycled", "possibly_recycled", "no_match"
 PHASH_MAX, PDQ_MAX = 10, 31
@@ -229,7 +231,7 @@ _W: dict[str, Any] = {}
 
 def _init_worker(archive_path: str, ref_phash: np.ndarray, ref_pdq: np.ndarray,
                  ref_sha: list[str], pool_paths: list[str], photos: str) -> None:
-    from imgverify.batch import one_native_thread
+    from imgverify.workers import one_native_thread
 
     one_native_thread()  # as scan workers do: two workers, two cores, no BLAS/OpenMP pools
     archive = imgverify.Archive.open(archive_path)
@@ -330,10 +332,10 @@ def diagnose(data: bytes, truth: str | None, res: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     archive = _W["archive"]
     try:
-        from imgverify.hashing import EDIT_DESCRIPTION
-        from imgverify.load import load
-        from imgverify.match import QueryHashes, find
-        from imgverify.verdict import combined_distance
+        from imgverify.match.search import QueryHashes, find
+        from imgverify.match.verdict import combined_distance
+        from imgverify.media.load import load
+        from imgverify.signals.hashing import EDIT_DESCRIPTION
 
         thresholds = imgverify.Thresholds()
         ref = archive.find_sha256(truth) if truth else None
@@ -384,9 +386,9 @@ def diagnose(data: bytes, truth: str | None, res: Any) -> dict[str, Any]:
 
 
 def _diagnose_local(data: bytes, truth: str | None) -> dict[str, Any]:
-    from imgverify.features import FEATURE_SIDE, QUERY_FEATURES, extract
-    from imgverify.load import load, picture_for_features
-    from imgverify.match import QueryHashes
+    from imgverify.match.search import QueryHashes
+    from imgverify.media.load import load, picture_for_features
+    from imgverify.signals.features import FEATURE_SIDE, QUERY_FEATURES, extract
 
     archive = _W["archive"]
     thresholds = imgverify.Thresholds()
@@ -405,7 +407,7 @@ def _diagnose_local(data: bytes, truth: str | None) -> dict[str, Any]:
     out["right_in_vote_shortlist"] = ref.key in shortlist
     faiss_index = getattr(fi, "_faiss", None)
     if faiss_index is not None and len(qf):
-        from imgverify.features import MAX_DESCRIPTOR_DISTANCE
+        from imgverify.signals.features import MAX_DESCRIPTOR_DISTANCE
 
         dist, idx = faiss_index.search(np.ascontiguousarray(qf.descriptors), 1)
         ok = (idx[:, 0] >= 0) & (dist[:, 0] <= MAX_DESCRIPTOR_DISTANCE)
@@ -524,7 +526,7 @@ def main() -> None:
         archive_path = workdir / "bench.sqlite"
         archive = imgverify.Archive.open(archive_path)
         t0 = time.perf_counter()
-        report = archive.ingest(manifest, workers=args.workers)
+        report = ingest_manifest(archive, manifest, workers=args.workers)
         ingest_s = time.perf_counter() - t0
         archive.close()
         with sqlite3.connect(archive_path) as conn:  # fold the WAL in, so the size is honest

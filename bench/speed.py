@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import imgverify  # noqa: E402
-from imgverify.hashing import compute_hashes, hamming, pdq_of_array  # noqa: E402
-from imgverify.index import LINEAR_MAX, HashIndex, pdq_words  # noqa: E402
-from imgverify.load import HASH_MIN_SIDE, load  # noqa: E402
-from imgverify.match import QueryHashes, phash_variants  # noqa: E402
+from imgverify.match.search import QueryHashes, phash_variants  # noqa: E402
+from imgverify.media.load import HASH_MIN_SIDE, load  # noqa: E402
+from imgverify.signals.hashing import compute_hashes, hamming, pdq_of_array  # noqa: E402
+from imgverify.store.index import LINEAR_MAX, HashIndex, pdq_words  # noqa: E402
 
 PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 SUMMARY: list[tuple[str, str, str, str]] = []
@@ -271,8 +271,8 @@ def bench_index(sizes: list[int], quick: bool) -> None:
 def bench_cache(index: HashIndex) -> None:
     """Publish and re-open the index cache as an archive does (manifest, sizes and CRC-32 of
     every file checked before the arrays are memory-mapped)."""
-    from imgverify.cache import CacheKey, open_cache, publish_cache
-    from imgverify.index import CACHE_FORMAT
+    from imgverify.store.cache import CacheKey, open_cache, publish_cache
+    from imgverify.store.index import CACHE_FORMAT
 
     folder = Path(tempfile.mkdtemp())
     key = CacheKey("bench", "1", "token", 2)

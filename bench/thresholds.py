@@ -43,11 +43,11 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from imgverify.archive import reference_hashes  # noqa: E402
-from imgverify.index import HashIndex  # noqa: E402
-from imgverify.load import load  # noqa: E402
-from imgverify.match import QueryHashes, find  # noqa: E402
-from imgverify.verdict import DEFAULT_THRESHOLDS, Thresholds  # noqa: E402
+from imgverify.match.search import QueryHashes, find  # noqa: E402
+from imgverify.match.verdict import DEFAULT_THRESHOLDS, Thresholds  # noqa: E402
+from imgverify.media.load import load  # noqa: E402
+from imgverify.store.index import HashIndex  # noqa: E402
+from imgverify.store.sqlite import reference_hashes  # noqa: E402
 
 WIDE = Thresholds(pdq_radius=256, phash_radius=64)
 

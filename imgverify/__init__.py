@@ -10,9 +10,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .archive import Archive, IngestReport, Reference  # noqa: E402
-from .checker import check  # noqa: E402
-from .errors import (  # noqa: E402
+from imgverify.checker import check  # noqa: E402
+from imgverify.errors import (  # noqa: E402
     ArchiveError,
     FetchError,
     ImgVerifyError,
@@ -20,10 +19,11 @@ from .errors import (  # noqa: E402
     ManifestError,
     UrlRefusedError,
 )
-from .hashing import HashSet, compute_hashes  # noqa: E402
-from .load import Limits, load  # noqa: E402
-from .result import CheckResult, Match  # noqa: E402
-from .verdict import Thresholds  # noqa: E402
+from imgverify.match.result import CheckResult, Match  # noqa: E402
+from imgverify.match.verdict import Thresholds  # noqa: E402
+from imgverify.media.load import Limits, load  # noqa: E402
+from imgverify.signals.hashing import HashSet, compute_hashes  # noqa: E402
+from imgverify.store.sqlite import Archive, IngestReport, Reference  # noqa: E402
 
 __all__ = [
     "Archive", "ArchiveError", "CheckResult", "FetchError", "HashSet", "ImgVerifyError",

@@ -1,3 +1,3 @@
-from .cli import run
+from imgverify.cli import run
 
 run()

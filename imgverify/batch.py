@@ -11,111 +11,24 @@ from __future__ import annotations
 import csv
 import io
 import json
-import multiprocessing
 import os
 import shutil
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .load import Limits
-from .manifest import ManifestRow, RowError
-from .result import CheckResult
+from imgverify.match.result import CheckResult
+from imgverify.media.load import Limits
+from imgverify.workers import one_native_thread, ordered_map, quiet_worker
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif",
                   ".tiff", ".heic", ".heif", ".avif", ".mpo"}
-
-
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
-                initializer: Callable[..., None] | None = None,
-                initargs: tuple[Any, ...] = (), in_flight_per_worker: int = 4) -> Iterator[R]:
-    """Like map(), over worker processes, streaming and in order, with bounded memory."""
-    if workers <= 1:
-        if initializer is not None:
-            initializer(*initargs)
-        for item in items:
-            yield fn(item)
-        return
-    # "spawn": workers never inherit OpenMP/OpenCV thread state or open SQLite handles
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, initializer=initializer,
-                             initargs=initargs, mp_context=context) as pool:
-        pending: deque[Future[R]] = deque()
-        limit = workers * in_flight_per_worker
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= limit:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-def one_native_thread() -> None:
-    """Cap the BLAS and OpenMP pools of numpy, OpenCV and faiss at one thread each, for the
-    rest of this process: for worker processes (imgverify's own, or a service's), never for
-    a caller's process (library calls cap themselves, scoped: `threads.native_threads`).
-
-    Batch work parallelises across processes. Left alone, each process keeps idle
-    OpenBLAS/OpenMP threads that spin after every call and take CPU from the other workers.
-    """
-    from .threads import cap_this_process
-
-    cap_this_process(1)
-
-
-def _quiet_worker() -> None:
-    """A worker process is imgverify's own: its warnings and library logs are not the user's
-    output (per-input problems come back as typed errors)."""
-    import logging
-    import warnings
-
-    warnings.simplefilter("ignore")
-    logging.getLogger("exifread").setLevel(logging.CRITICAL)
-
-
-# -- ingest ---------------------------------------------------------------------------------
-_ingest_limits: Limits | None = None
-
-
-def _init_ingest(limits: Limits | None, own_process: bool = False) -> None:
-    global _ingest_limits
-    if own_process:
-        one_native_thread()
-        _quiet_worker()
-    _ingest_limits = limits
-
-
-def _prepare(item: ManifestRow | RowError) -> Any:
-    from .archive import prepare_row_safely
-
-    if isinstance(item, RowError):
-        return item
-    prepared = prepare_row_safely(item, _ingest_limits)
-    if isinstance(prepared, RowError) and item.shown and item.shown != item.image:
-        # name the image as the manifest's user would, not by its resolved symlink target
-        prepared.message = prepared.message.replace(item.image, item.shown)
-        prepared.image = item.shown
-    return prepared
-
-
-def prepare_references(rows: Iterable[ManifestRow | RowError], limits: Limits | None,
-                       workers: int = 1) -> Iterator[Any]:
-    """Decode and hash manifest rows in parallel; yields PreparedReference or RowError."""
-    return ordered_map(_prepare, rows, workers, _init_ingest, (limits, workers > 1))
 
 
 # -- scan inputs ----------------------------------------------------------------------------
@@ -217,11 +130,11 @@ _scan_state: dict[str, Any] = {}
 
 
 def _init_scan(config: ScanConfig, own_process: bool = False) -> None:
-    from .archive import Archive, resolve_archive
+    from imgverify.store.sqlite import Archive, resolve_archive
 
     if own_process:
         one_native_thread()
-        _quiet_worker()
+        quiet_worker()
     archive: Archive = resolve_archive(config.archive_path)
     archive.index()  # build once per worker, before the first input
     _scan_state["archive"] = archive
@@ -231,7 +144,7 @@ def _init_scan(config: ScanConfig, own_process: bool = False) -> None:
 def _warm_caches(config: ScanConfig) -> None:
     """Build the archive's cached indexes once, here, before the workers start: otherwise
     every worker builds (and trains) the same index at the same time."""
-    from .archive import resolve_archive
+    from imgverify.store.sqlite import resolve_archive
 
     archive = resolve_archive(config.archive_path)
     try:
@@ -253,8 +166,8 @@ def _scan_one(item: str | ScanInput) -> dict[str, Any]:
     import signal
     import threading
 
-    from .checker import check
-    from .errors import InputTimeoutError
+    from imgverify.checker import check
+    from imgverify.errors import InputTimeoutError
 
     config: ScanConfig = _scan_state["config"]
     claimed_date, claimed_place = config.claimed_date, config.claimed_place
@@ -264,7 +177,7 @@ def _scan_one(item: str | ScanInput) -> dict[str, Any]:
         claimed_place = item.claimed_place or claimed_place
         item = item.source
         if own_date is not None:  # the run's own claim was checked before the scan started
-            from .verdict import parse_claimed_date
+            from imgverify.dates import parse_claimed_date
 
             try:
                 parse_claimed_date(own_date)

@@ -9,17 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from .archive import Archive, shared_default_archive
-from .claims import check_claims, timeline
-from .errors import ImgVerifyError
-from .evidence import ExifEvidence, read_exif
-from .features import FEATURE_SIDE
-from .load import Limits, LoadedImage, Source, describe_source, load, picture_for_features
-from .match import QueryHashes, find, find_local
-from .provenance import read_credentials
-from .result import ERROR, NOT_AUTHENTIC_NOTE, CheckResult, Match
-from .threads import native_threads
-from .verdict import (
+from imgverify.errors import ImgVerifyError
+from imgverify.match.result import ERROR, NOT_AUTHENTIC_NOTE, CheckResult, Match
+from imgverify.match.search import QueryHashes, find, find_local
+from imgverify.match.verdict import (
     DEFAULT_THRESHOLDS,
     Thresholds,
     decide,
@@ -29,6 +22,20 @@ from .verdict import (
     score_of,
     strength_of,
 )
+from imgverify.media.evidence import ExifEvidence, read_exif
+from imgverify.media.load import (
+    Limits,
+    LoadedImage,
+    Source,
+    describe_source,
+    load,
+    picture_for_features,
+)
+from imgverify.media.provenance import read_credentials
+from imgverify.report.claims import check_claims, timeline
+from imgverify.signals.features import FEATURE_SIDE
+from imgverify.store.sqlite import Archive, shared_default_archive
+from imgverify.threads import native_threads
 
 
 def check(source: Source, archive: Archive | None = None, *,

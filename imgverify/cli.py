@@ -13,14 +13,12 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from . import __version__
-from .archive import Archive, resolve_archive
-from .batch import (
+from imgverify import __version__
+from imgverify.batch import (
     LineWriter,
     ScanConfig,
     ScanSummary,
     already_done,
-    default_workers,
     iter_inputs,
     iter_output,
     iter_url_file,
@@ -30,10 +28,13 @@ from .batch import (
     scan,
     source_of,
 )
-from .errors import ArchiveError, ImgVerifyError, ManifestError
-from .fetch import FetchPolicy
-from .load import Limits
-from .store.postgres import is_postgres_url
+from imgverify.errors import ArchiveError, ImgVerifyError, ManifestError
+from imgverify.ingest import ingest_manifest
+from imgverify.media.fetch import FetchPolicy
+from imgverify.media.load import Limits
+from imgverify.store.postgres import is_postgres_url
+from imgverify.store.sqlite import Archive, resolve_archive
+from imgverify.workers import default_workers
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -312,8 +313,8 @@ def check(
     use_env_proxy: EnvProxyOpt = False,
 ) -> None:
     """Check one image and print the verdict with the original context of any match."""
-    from .checker import check as run_check
-    from .report import query_thumbnail, to_html, to_json, to_text
+    from imgverify.checker import check as run_check
+    from imgverify.report.render import query_thumbnail, to_html, to_json, to_text
 
     if fmt not in ("text", "json", "html"):
         _fail(f"unknown --format {fmt!r}: use text, json or html", EXIT_USAGE)
@@ -339,7 +340,7 @@ def check(
     elif out is None and not no_color and sys.stdout.isatty():
         from rich.console import Console
 
-        from .report import print_rich
+        from imgverify.report.render import print_rich
 
         print_rich(result, Console())
         raise typer.Exit(EXIT_BAD_INPUT if result.verdict == "error" else EXIT_OK)
@@ -408,7 +409,7 @@ def scan_cmd(
     if resume and overwrite:
         _fail("--resume continues --out and --overwrite replaces it: choose one", EXIT_USAGE)
     if claimed_date:
-        from .verdict import parse_claimed_date
+        from imgverify.dates import parse_claimed_date
 
         try:
             parse_claimed_date(claimed_date)
@@ -613,8 +614,8 @@ class _ScanRun:
 
 def _write_batch_report(path: Path, summary: dict[str, Any], finds: list[dict[str, Any]],
                         failures: list[dict[str, Any]], archive_path: str) -> None:
-    from .load import load
-    from .report import query_thumbnail, to_batch_html
+    from imgverify.media.load import load
+    from imgverify.report.render import query_thumbnail, to_batch_html
 
     finds.sort(key=lambda r: (r["verdict"] != "likely_recycled", -r["matches"][0]["score"]))
     arch = _open_archive(archive_path)
@@ -645,8 +646,8 @@ def hash_cmd(
 ) -> None:
     """Print perceptual hashes, one JSON object per file. By default PDQ follows Meta's
     reference pipeline so the values can be exchanged with other PDQ tools."""
-    from .hashing import ALGORITHMS
-    from .hashprint import hash_file
+    from imgverify.signals.hashing import ALGORITHMS
+    from imgverify.signals.hashprint import hash_file
 
     algos = [a.strip().lower() for a in algorithm.split(",") if a.strip()]
     unknown = [a for a in algos if a not in ALGORITHMS]
@@ -682,7 +683,7 @@ def archive_add(
 ) -> None:
     """Add (or update, by sha256) the references of a manifest. Bad rows are reported with
     their line numbers; good rows still go in."""
-    from .manifest import inspect_manifest, read_manifest
+    from imgverify.store.manifest import inspect_manifest, read_manifest
 
     chosen = archive or os.environ.get("IMGVERIFY_ARCHIVE")
     if chosen and not is_postgres_url(chosen):  # archive problems first, nothing created yet
@@ -702,7 +703,7 @@ def archive_add(
     with _typed_errors_exit(), _ProgressBar("ingesting", "img/s",
                                             progress, progress_interval) as bar:
         bar.count_in_background(lambda: read_manifest(manifest))
-        report = arch.ingest(manifest, batch_size=batch_size,
+        report = ingest_manifest(arch, manifest, batch_size=batch_size,
                              limits=_limits(max_pixels, max_bytes),
                              workers=workers if workers > 0 else default_workers(),
                              progress=bar.advance)

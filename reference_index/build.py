@@ -15,7 +15,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from imgverify.archive import Archive  # noqa: E402
+from imgverify.ingest import ingest_manifest  # noqa: E402
+from imgverify.store.sqlite import Archive  # noqa: E402
 
 
 def build(out: Path = HERE / "default.sqlite") -> dict[str, object]:
@@ -23,7 +24,7 @@ def build(out: Path = HERE / "default.sqlite") -> dict[str, object]:
     for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
         p.unlink(missing_ok=True)
     archive = Archive(tmp)
-    report = archive.ingest(HERE / "manifest.csv", workers=1)
+    report = ingest_manifest(archive, HERE / "manifest.csv", workers=1)
     if report.errors:
         raise SystemExit(f"manifest errors: {[e.to_dict() for e in report.errors]}")
     # image paths are stored relative to the project so the archive names no machine's paths

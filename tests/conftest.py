@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import imgverify
+from imgverify.ingest import ingest_manifest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PDQ_REF = SHARED / "pdq-reference"
@@ -106,7 +107,7 @@ def small_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmallArc
     manifest = write_manifest(folder / "manifest.csv", rows)
     path = folder / "desk.sqlite"
     with imgverify.Archive.open(path) as arch:
-        report = arch.ingest(manifest)
+        report = ingest_manifest(arch, manifest)
     assert (report.added, report.updated, report.errors) == (20, 0, [])
     yield SmallArchive(path, manifest, photos, rows)
 

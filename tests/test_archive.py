@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 import imgverify
 from imgverify.cli import app
+from imgverify.ingest import ingest_manifest
 
 pytestmark = needs_shared
 runner = CliRunner()
@@ -77,7 +78,7 @@ def test_jsonl_manifest_gives_the_same_archive(small_archive: SmallArchive,
                                                tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "m.jsonl", small_archive.rows)
     with imgverify.Archive.open(tmp_path / "j.sqlite") as arch:
-        report = arch.ingest(manifest)
+        report = ingest_manifest(arch, manifest)
         assert (report.added, report.updated, report.errors) == (20, 0, [])
         jsonl = {r.sha256: (r.date, r.event) for r in arch.iter_references()}
     with imgverify.Archive.open(small_archive.path, readonly=True) as arch:
@@ -103,7 +104,7 @@ def test_readding_updates_never_duplicates(small_archive: SmallArchive,
     for r in rows:
         r["event"] = "Corrected " + r["event"]
     with imgverify.Archive.open(archive_copy) as arch:
-        report = arch.ingest(write_manifest(tmp_path / "fix.jsonl", rows))
+        report = ingest_manifest(arch, write_manifest(tmp_path / "fix.jsonl", rows))
         assert (report.added, report.updated) == (0, 5)
         assert len(arch) == 20
         assert arch.integrity_check() == []
@@ -119,7 +120,7 @@ def test_same_photo_twice_in_one_manifest_is_one_reference(tmp_path: Path) -> No
     rows = [{"image": str(photo), "date": "2001-01-01", "event": "first row"},
             {"image": str(photo), "date": "2002-02-02", "event": "second row"}]
     with imgverify.Archive.open(tmp_path / "a.sqlite") as arch:
-        report = arch.ingest(write_manifest(tmp_path / "m.csv", rows))
+        report = ingest_manifest(arch, write_manifest(tmp_path / "m.csv", rows))
         assert (report.added, report.updated, len(arch)) == (1, 1, 1)
         (ref,) = arch.iter_references()
         assert (ref.date, ref.event) == ("2002-02-02", "second row")
@@ -181,7 +182,7 @@ def test_bad_jsonl_rows_are_reported_with_their_line_numbers(tmp_path: Path) -> 
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with imgverify.Archive.open(tmp_path / "a.sqlite") as arch:
-        report = arch.ingest(manifest)
+        report = ingest_manifest(arch, manifest)
         errs = {e.line: e.message for e in report.errors}
         assert sorted(errs) == [2, 4, 5, 6, 7, 8]
         assert "no such file" in errs[2]
@@ -243,7 +244,7 @@ def test_export_can_be_ingested_again(small_archive: SmallArchive, tmp_path: Pat
     manifest = tmp_path / "export.jsonl"
     manifest.write_text(res.stdout, encoding="utf-8")
     with imgverify.Archive.open(tmp_path / "again.sqlite") as arch:
-        report = arch.ingest(manifest)
+        report = ingest_manifest(arch, manifest)
         assert (report.added, report.errors) == (20, [])
         again = {r.sha256: r.context() for r in arch.iter_references()}
     with imgverify.Archive.open(small_archive.path, readonly=True) as arch:
@@ -313,7 +314,7 @@ def test_trained_feature_index_is_cached_and_follows_the_generation(
 ) -> None:
     """Training the faiss IVF index is the slow part of opening a large archive: the first
     process caches it beside the archive, later ones reuse it until the archive changes."""
-    import imgverify.features as features
+    import imgverify.signals.features as features
 
     monkeypatch.setattr(features, "IVF_MIN_DESCRIPTORS", 1000)  # 20 photos, ~3,000 descriptors
     builds: list[bool] = []  # one entry per build: were earlier centroids reused?
@@ -366,7 +367,7 @@ def test_archive_from_an_older_hash_pipeline_is_refused_until_rehashed(tmp_path:
 
     import numpy as np
 
-    from imgverify.hashing import HASH_PIPELINE, pdq_of_array
+    from imgverify.signals.hashing import HASH_PIPELINE, pdq_of_array
 
     camera = sorted(p for p in require(PHOTOS / "camera_exif").rglob("*.jpg")
                     if Image.open(p).width * Image.open(p).height >= 8e6)[:4]
@@ -379,7 +380,7 @@ def test_archive_from_an_older_hash_pipeline_is_refused_until_rehashed(tmp_path:
     rows = [{"image": str(p), "date": "2019-05-01", "event": f"event {i}"}
             for i, p in enumerate(photos)]
     with imgverify.Archive.open(path) as arch:
-        assert arch.ingest(write_manifest(tmp_path / "m.csv", rows)).added == 4
+        assert ingest_manifest(arch, write_manifest(tmp_path / "m.csv", rows)).added == 4
         assert arch.hash_pipeline() == HASH_PIPELINE
         current = {k: arch.hashes_of(k) for k in (r.key for r in arch.iter_references())}
     # turn it into what imgverify 0.1 wrote: no stamp, PDQ run by pdqhash on the reduced decode

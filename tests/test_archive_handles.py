@@ -24,7 +24,7 @@ from privileges import (
 )
 
 import imgverify
-from imgverify.archive import default_archive_path, resolve_archive
+from imgverify.store.sqlite import default_archive_path, resolve_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "reference_index" / "default.sqlite"

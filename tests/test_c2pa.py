@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import imgverify
 from imgverify.cli import app
-from imgverify.provenance import read_credentials
+from imgverify.media.provenance import read_credentials
 
 c2pa = pytest.importorskip("c2pa")
 crypto = pytest.importorskip("cryptography")

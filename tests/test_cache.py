@@ -18,10 +18,11 @@ from conftest import coco, manifest_rows, write_manifest
 from PIL import Image
 
 import imgverify
-import imgverify.archive as archive_module
-import imgverify.features as features_module
-from imgverify.cache import CacheKey, open_cache, publish_cache
-from imgverify.index import CACHE_FORMAT, HashIndex
+import imgverify.signals.features as features_module
+import imgverify.store.sqlite as archive_module
+from imgverify.ingest import ingest_manifest
+from imgverify.store.cache import CacheKey, open_cache, publish_cache
+from imgverify.store.index import CACHE_FORMAT, HashIndex
 
 
 def _reencoded(photo: Path) -> bytes:
@@ -41,7 +42,7 @@ def _cropped(photo: Path) -> Image.Image:
 def _build(path: Path, photos: list[Path], year: int) -> None:
     manifest = write_manifest(path.with_suffix(".csv"), manifest_rows(photos, year))
     with imgverify.Archive.open(path) as arch:
-        report = arch.ingest(manifest)  # one batch: generation 1
+        report = ingest_manifest(arch, manifest)  # one batch: generation 1
     assert report.added == len(photos)
 
 

@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 import imgverify
 from imgverify.cli import app
-from imgverify.hashing import DIHEDRAL_NAMES, PictureHasher, hamming
-from imgverify.load import load
+from imgverify.ingest import ingest_manifest
+from imgverify.media.load import load
+from imgverify.signals.hashing import DIHEDRAL_NAMES, PictureHasher, hamming
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -373,7 +374,7 @@ def test_exif_evidence_and_earliest_first(tmp_path: Path) -> None:
     manifest.write_text(f"image,date,event\n{late},2022-05-01,republished\n"
                         f"{early},2019-03-02,first published\n")
     archive = imgverify.Archive.open(tmp_path / "a.sqlite")
-    assert archive.ingest(manifest).added == 2
+    assert ingest_manifest(archive, manifest).added == 2
     buf = io.BytesIO()
     im.resize((im.width // 2, im.height // 2)).save(buf, "JPEG", quality=60)
     r = imgverify.check(buf.getvalue(), archive, claimed_date="2024-01-01")

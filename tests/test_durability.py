@@ -22,6 +22,8 @@ from privileges import (
     run_without_override,
 )
 
+from imgverify.ingest import ingest_manifest
+
 N_REFS = 2500
 
 
@@ -191,12 +193,12 @@ def test_disk_full_gives_a_clear_error_and_no_damage(tmp_path: Path) -> None:
     first = tmp_path / "imgs" / "first.csv"
     lines = manifest.read_text().splitlines()
     first.write_text("\n".join(lines[:11]) + "\n")
-    assert archive.ingest(first).added == 10
+    assert ingest_manifest(archive, first).added == 10
     pages = archive._conn().execute("PRAGMA page_count").fetchone()[0]
     # a "disk" with room for only a few more pages: SQLite reports SQLITE_FULL
     archive._conn().execute(f"PRAGMA max_page_count = {pages + 3}")
     try:
-        archive.ingest(manifest, batch_size=50)
+        ingest_manifest(archive, manifest, batch_size=50)
     except ArchiveError as exc:
         assert "disk full" in exc.message and "nothing of this batch" in exc.message
     else:

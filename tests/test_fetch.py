@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 import imgverify
 from imgverify.cli import app
 from imgverify.errors import FetchError, UrlRefusedError
-from imgverify.fetch import FetchPolicy, fetch_url, is_public_address
+from imgverify.media.fetch import FetchPolicy, fetch_url, is_public_address
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = (ROOT / "fixtures/examples/viral_space_repost.jpg").read_bytes()

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from imgverify.errors import InputError
-from imgverify.evidence import read_exif
-from imgverify.load import Limits, decode
-from imgverify.manifest import ManifestRow, RowError, read_manifest
-from imgverify.report import to_html, to_json, to_text
-from imgverify.result import CheckResult, Match
+from imgverify.match.result import CheckResult, Match
+from imgverify.media.evidence import read_exif
+from imgverify.media.load import Limits, decode
+from imgverify.report.render import to_html, to_json, to_text
+from imgverify.store.manifest import ManifestRow, RowError, read_manifest
 
 #: CI runs a bounded number of examples; IMGVERIFY_FUZZ_EXAMPLES=5000 for a long session
 FUZZ = settings(max_examples=int(os.environ.get("IMGVERIFY_FUZZ_EXAMPLES", "200")),

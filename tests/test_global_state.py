@@ -46,7 +46,8 @@ SCRIPT = textwrap.dedent("""
     after_import = snapshot()
 
     archive = imgverify.Archive.open(workdir / "desk.sqlite")
-    report = archive.ingest(manifest)  # in this process (workers=1)
+    from imgverify.ingest import ingest_manifest
+    report = ingest_manifest(archive, manifest)  # in this process (workers=1)
     assert report.added > 0, report.to_dict()
     im = Image.open(crop_source).convert("RGB")
     w, h = im.size
@@ -99,7 +100,7 @@ def test_own_pixel_cap_applies_without_touching_pillows(tmp_path: Path) -> None:
     from PIL import Image
 
     import imgverify
-    from imgverify.load import Limits
+    from imgverify.media.load import Limits
 
     def png(w: int, h: int) -> bytes:
         def chunk(kind: bytes, body: bytes) -> bytes:

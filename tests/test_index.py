@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import imgverify
-from imgverify.hashing import PictureHasher, compute_hashes, hamming, pdq_of_array
-from imgverify.index import LINEAR_MAX, HashIndex, pdq_words
-from imgverify.load import load
+from imgverify.ingest import ingest_manifest
+from imgverify.media.load import load
+from imgverify.signals.hashing import PictureHasher, compute_hashes, hamming, pdq_of_array
+from imgverify.store.index import LINEAR_MAX, HashIndex, pdq_words
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "data" / "photos"
@@ -81,8 +82,8 @@ def test_multi_index_on_real_hashes() -> None:
 
 
 def test_cache_round_trip_and_staleness(tmp_path: Path) -> None:
-    from imgverify.cache import CacheKey, open_cache, publish_cache
-    from imgverify.index import CACHE_FORMAT
+    from imgverify.store.cache import CacheKey, open_cache, publish_cache
+    from imgverify.store.index import CACHE_FORMAT
 
     rng = np.random.default_rng(1)
     pdq = _planted(rng, LINEAR_MAX + 2_000, clusters=5)
@@ -120,7 +121,7 @@ def test_archive_index_equals_rows(tmp_path: Path) -> None:
         for p in files:
             w.writerow([str(p), "2021-01-01"])
     archive = imgverify.Archive.open(tmp_path / "a.sqlite")
-    archive.ingest(manifest)
+    ingest_manifest(archive, manifest)
     index = archive.index()
     rows = [(ref.key, name, hs) for ref in archive.iter_references()
             for name, hs in archive.hashes_of(ref.key)]
@@ -163,7 +164,7 @@ def _flip(value: int, chunk: int, bits: list[int]) -> int:
 
 
 def _index_with_layout(pdq: np.ndarray, dir_bits: int | None) -> HashIndex:
-    from imgverify.index import PdqMultiIndex
+    from imgverify.store.index import PdqMultiIndex
 
     index = _index(pdq)
     index._mih = PdqMultiIndex.build(pdq, dir_bits)
@@ -197,7 +198,7 @@ def test_every_table_layout_equals_brute_force_on_concentrated_differences(
 def test_filter_boundary_case_at_distance_31(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only chunk 0 is within one bit (0 bits) and the head of chunk 1 differs in 3 bits:
     distance 3 + 14 x 2 = 31. The proof's bound (3) keeps it; a tighter one would not."""
-    import imgverify.index as ix
+    import imgverify.store.index as ix
 
     rng = np.random.default_rng(3)
     pdq = rng.integers(0, 2**63, size=(LINEAR_MAX + 1000, 4), dtype=np.uint64)

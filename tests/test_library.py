@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 import imgverify
 from imgverify.cli import app
-from imgverify.verdict import Thresholds
+from imgverify.ingest import ingest_manifest
+from imgverify.match.verdict import Thresholds
 
 pytestmark = needs_shared
 runner = CliRunner()
@@ -235,7 +236,7 @@ def twice(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for i, ordered in enumerate((rows, rows[::-1])):
         manifest = write_manifest(folder / f"m{i}.csv", ordered)
         arch = imgverify.Archive.open(folder / f"a{i}.sqlite")
-        assert arch.ingest(manifest).added == 2
+        assert ingest_manifest(arch, manifest).added == 2
         archives.append(arch)
     return {"original": original, "early": early, "later": later, "archives": archives}
 

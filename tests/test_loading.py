@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 import imgverify
 from imgverify import errors
 from imgverify.cli import app
-from imgverify.hashing import DIHEDRAL_NAMES, PictureHasher, compute_hashes, hamming
-from imgverify.hashprint import hash_file
-from imgverify.load import Limits, load
+from imgverify.media.load import Limits, load
+from imgverify.signals.hashing import DIHEDRAL_NAMES, PictureHasher, compute_hashes, hamming
+from imgverify.signals.hashprint import hash_file
 
 pytestmark = needs_shared
 runner = CliRunner()

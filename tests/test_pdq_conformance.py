@@ -26,16 +26,17 @@ from typer.testing import CliRunner
 
 import imgverify
 from imgverify.cli import app
-from imgverify.hashing import (
+from imgverify.ingest import ingest_manifest
+from imgverify.match.search import QueryHashes, find
+from imgverify.match.verdict import DEFAULT_THRESHOLDS
+from imgverify.media.load import load, reference_pixels
+from imgverify.signals.hashing import (
     DIHEDRAL_NAMES,
     DIHEDRAL_TRANSPOSE,
     PictureHasher,
     hamming,
     pdq_of_array,
 )
-from imgverify.load import load, reference_pixels
-from imgverify.match import QueryHashes, find
-from imgverify.verdict import DEFAULT_THRESHOLDS
 
 pytestmark = needs_shared
 runner = CliRunner()
@@ -133,7 +134,7 @@ def test_numpy_pdq_is_bit_exact_with_pdqhash_at_scale_one() -> None:
     size pdqhash sees (the reduced decode, so the test stays fast) and on a 1-pixel-odd crop."""
     import pdqhash
 
-    from imgverify.hashing import pdq_bits_to_int, pdq_dihedral
+    from imgverify.signals.hashing import pdq_bits_to_int, pdq_dihedral
 
     files = sorted((PDQ_REF / "pdq" / "data" / "reg-test-input").rglob("*.jpg"))
     if not files:
@@ -207,7 +208,7 @@ def bridge_archive(tmp_path_factory: pytest.TempPathFactory) -> imgverify.Archiv
     manifest = write_manifest(folder / "m.csv", [
         {"image": str(BRIDGE), "date": "2011-09-14", "event": "Bridge opening"}])
     arch = imgverify.Archive.open(folder / "bridge.sqlite")
-    assert arch.ingest(manifest).added == 1
+    assert ingest_manifest(arch, manifest).added == 1
     return arch
 
 

@@ -20,9 +20,10 @@ from conftest import PHOTOS, require, write_manifest
 
 import imgverify
 from imgverify import places
-from imgverify.claims import Finding, check_claims
-from imgverify.evidence import ExifEvidence, read_exif
-from imgverify.result import Match
+from imgverify.ingest import ingest_manifest
+from imgverify.match.result import Match
+from imgverify.media.evidence import ExifEvidence, read_exif
+from imgverify.report.claims import Finding, check_claims
 
 GPS_PHOTO = PHOTOS / "camera_exif" / "exif-samples" / "gps" / "DSCN0010.jpg"  # Arezzo, 2008
 
@@ -246,7 +247,7 @@ def test_check_reports_every_signal_end_to_end(tmp_path: Path) -> None:
         "Arezzo, Tuscany, Italy", "caption": "", "source": "Desk", "source_url": "",
         "credit": ""}])
     with imgverify.Archive.open(tmp_path / "a.sqlite") as arch:
-        assert arch.ingest(manifest).added == 1
+        assert ingest_manifest(arch, manifest).added == 1
         result = imgverify.check(photo, arch, claimed_date="2024-12-24",
                                  claimed_place="Paktika")
     checks = {c["check"]: c for c in result.claim_checks}

@@ -21,6 +21,7 @@ from PIL import Image
 
 import imgverify
 from imgverify.errors import ArchiveError
+from imgverify.ingest import ingest_manifest
 
 PG_URL = os.environ.get("IMGVERIFY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -79,10 +80,10 @@ def test_ingest_check_remove_on_each_backend(location: str, tmp_path: Path) -> N
     rows.append({"image": "missing.jpg", "date": "2016-01-01"})
     manifest = write_manifest(tmp_path / "m.csv", rows)
     with imgverify.Archive.open(location) as arch:
-        report = arch.ingest(manifest)
+        report = ingest_manifest(arch, manifest)
         assert (report.added, report.updated) == (8, 0)
         assert [e.line for e in report.errors] == [10]
-        again = arch.ingest(manifest)  # idempotent by sha256
+        again = ingest_manifest(arch, manifest)  # idempotent by sha256
         assert (again.added, again.updated) == (0, 8) and len(arch) == 8
         assert arch.archive_id() and arch.generation() == "2"
         copy = imgverify.check(_jpeg(Image.open(photos[2]).convert("RGB")), arch)
@@ -125,7 +126,7 @@ def test_cli_on_each_backend(location: str, tmp_path: Path) -> None:
 def _writer(url: str, manifest: str, start: Any) -> None:
     start.wait()
     with imgverify.Archive.open(url) as arch:
-        arch.ingest(manifest, batch_size=2)
+        ingest_manifest(arch, manifest, batch_size=2)
 
 
 def test_concurrent_writers_never_duplicate(pg_url: str, tmp_path: Path) -> None:
@@ -159,11 +160,11 @@ def test_matcher_follows_other_writers_incrementally(pg_url: str, tmp_path: Path
     first = write_manifest(tmp_path / "a.csv", rows[:5])
     later = write_manifest(tmp_path / "b.csv", rows[5:])
     with imgverify.Archive.open(pg_url) as matcher, imgverify.Archive.open(pg_url) as writer:
-        writer.ingest(first)
+        ingest_manifest(writer, first)
         base = matcher.index().base
         query = _jpeg(Image.open(photos[6]).convert("RGB"))
         assert imgverify.check(query, matcher).verdict == "no_match"
-        writer.ingest(later)  # another connection, as another process would
+        ingest_manifest(writer, later)  # another connection, as another process would
         found = imgverify.check(query, matcher)
         assert found.verdict == "likely_recycled"
         assert found.matches[0].caption == rows[6]["caption"]
@@ -203,7 +204,7 @@ def test_readonly_archive_refuses_writes(pg_url: str, tmp_path: Path) -> None:
     photos = coco(2)
     manifest = write_manifest(tmp_path / "m.csv", manifest_rows(photos))
     with imgverify.Archive.open(pg_url) as arch:
-        arch.ingest(manifest)
+        ingest_manifest(arch, manifest)
     with imgverify.Archive.open(pg_url, readonly=True) as ro:
         assert len(ro) == 2
         with pytest.raises(ArchiveError, match="read-only"):

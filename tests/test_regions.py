@@ -6,7 +6,7 @@ import pytest
 from conftest import bsds
 from PIL import Image, ImageDraw, ImageFilter
 
-from imgverify.regions import _iou, find_parts, photo_region
+from imgverify.signals.regions import _iou, find_parts, photo_region
 
 
 def _feed_screenshot(photo: Image.Image, dark: bool, indent: int) -> tuple[Image.Image, tuple]:

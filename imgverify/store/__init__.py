@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .protocol import ArchiveStore, HashSearch
+from imgverify.store.protocol import ArchiveStore, HashSearch
 
 __all__ = ["ArchiveStore", "HashSearch"]

@@ -34,14 +34,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
-from ..archive import IngestReport, PreparedReference, Reference, RehashReport
-from ..errors import ArchiveError
-from ..features import FeatureIndex, LocalFeatures, empty_copy
-from ..hashing import HASH_PIPELINE, HashSet
-from ..index import HashIndex
-from ..layered import LayeredIndex
-from ..load import Limits
-from ..manifest import CONTEXT_FIELDS, RowError, read_manifest
+from imgverify.errors import ArchiveError
+from imgverify.media.load import Limits
+from imgverify.signals.features import FeatureIndex, LocalFeatures, empty_copy
+from imgverify.signals.hashing import HASH_PIPELINE, HashSet
+from imgverify.store.index import HashIndex
+from imgverify.store.layered import LayeredIndex
+from imgverify.store.manifest import CONTEXT_FIELDS
+from imgverify.store.sqlite import IngestReport, PreparedReference, Reference, RehashReport
 
 BACKEND = "postgresql"
 
@@ -536,27 +536,15 @@ class PostgresArchive:
     def ingest(self, manifest: str | os.PathLike[str], batch_size: int = 100,
                limits: Limits | None = None, workers: int = 1,
                progress: Any = None) -> IngestReport:
-        """Add every good row of a manifest; bad rows are reported with their line numbers."""
-        from ..batch import prepare_references
+        """Deprecated: use `imgverify.ingest.ingest_manifest(archive, manifest, ...)`."""
+        import warnings
 
-        self._require_writable()
-        report = IngestReport()
-        batch: list[PreparedReference] = []
-        for item in prepare_references(read_manifest(manifest), limits, workers):
-            if progress is not None:
-                progress(item)
-            if isinstance(item, RowError):
-                report.errors.append(item)
-                continue
-            batch.append(item)
-            if len(batch) >= batch_size:
-                a, u = self.write_batch(batch)
-                report.added, report.updated, batch = report.added + a, report.updated + u, []
-        if batch:
-            a, u = self.write_batch(batch)
-            report.added += a
-            report.updated += u
-        return report
+        from imgverify.ingest import ingest_manifest  # the one upward import: a shim
+
+        warnings.warn("Archive.ingest is deprecated: use imgverify.ingest.ingest_manifest",
+                      DeprecationWarning, stacklevel=2)
+        return ingest_manifest(self, manifest, batch_size=batch_size, limits=limits,
+                               workers=workers, progress=progress)
 
     def rehash(self, limits: Limits | None = None,
                on_progress: Callable[[int, int], None] | None = None,

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from ..archive import IngestReport, PreparedReference, Reference, RehashReport
-    from ..features import FeatureIndex
-    from ..hashing import HashSet
-    from ..index import Candidate
-    from ..load import Limits
+    from imgverify.media.load import Limits
+    from imgverify.signals.features import FeatureIndex
+    from imgverify.signals.hashing import HashSet
+    from imgverify.store.index import Candidate
+    from imgverify.store.sqlite import IngestReport, PreparedReference, Reference, RehashReport
 
 
 class HashSearch(Protocol):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ImgVerifyError
-from .hashing import BITS, PictureHasher, hex_of, imagehash_to_int, pdq_of_array
-from .load import Limits, decode, read_source, reduction_scale, reference_pixels
+from imgverify.errors import ImgVerifyError
+from imgverify.media.load import Limits, decode, read_source, reduction_scale, reference_pixels
+from imgverify.signals.hashing import BITS, PictureHasher, hex_of, imagehash_to_int, pdq_of_array
 
 
 def hash_file(source: str, algorithms: list[str], limits: Limits | None = None,

@@ -10,13 +10,12 @@ see its output in the CHANGELOG for the figures behind the defaults.
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
-import re
 from dataclasses import dataclass
 
-from .evidence import ExifEvidence
-from .result import LIKELY, NO_MATCH, NOT_AUTHENTIC_NOTE, POSSIBLY, Match
+from imgverify.dates import date_problem, parse_claimed_date  # noqa: F401 - re-exported
+from imgverify.match.result import LIKELY, NO_MATCH, NOT_AUTHENTIC_NOTE, POSSIBLY, Match
+from imgverify.media.evidence import ExifEvidence
 
 WEIGHTS = {"pdq": 0.25, "phash": 0.25, "dhash": 0.25, "whash": 0.25}
 BITS = {"pdq": 256, "phash": 64, "dhash": 64, "whash": 64}
@@ -83,32 +82,6 @@ def order_matches(matches: list[Match]) -> list[Match]:
     for m in ordered[1:]:
         m.role = "later_publication" if m.strength == ordered[0].strength else "candidate"
     return ordered
-
-
-def parse_claimed_date(value: str | dt.date | None) -> dt.date | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(value.strip()[:10])
-    except ValueError:
-        raise ValueError(f"claimed date {value!r} {date_problem(value)}") from None
-
-
-def date_problem(value: str) -> str:
-    """Why `value` is not a date, in words: a user who typed 2023-02-30 needs to hear that the
-    day does not exist, not that the format is wrong."""
-    m = re.match(r"\s*(\d{4})-(\d{2})-(\d{2})(?!\d)", value)
-    if m is None:
-        return "is not a date in the form YYYY-MM-DD"
-    year, month, day = (int(g) for g in m.groups())
-    if not 1 <= month <= 12:
-        return f"is not a real date (there is no month {month:02d})"
-    last = calendar.monthrange(year, month)[1]
-    if not 1 <= day <= last:
-        return (f"is not a real date ({calendar.month_name[month]} {year} has {last} days)")
-    return "is not a date in the form YYYY-MM-DD"
 
 
 def notes_for(verdict: str, matches: list[Match], exif: ExifEvidence,

@@ -13,7 +13,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from .result import ERROR, LIKELY, NO_MATCH, POSSIBLY, CheckResult
+from imgverify.match.result import ERROR, LIKELY, NO_MATCH, POSSIBLY, CheckResult
 
 HEADLINE = {
     LIKELY: "LIKELY RECYCLED: this photo was published before",

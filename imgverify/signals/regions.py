@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .hashing import trim_uniform_borders
+from imgverify.signals.hashing import trim_uniform_borders
 
 ANALYSIS_SIDE = 256
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ManifestError
-from .fetch import is_url
+from imgverify.errors import ManifestError
+from imgverify.media.fetch import is_url
 
 REQUIRED = ("image", "date")
 OPTIONAL = ("event", "place", "caption", "source", "source_url", "credit", "license", "published")
@@ -50,7 +50,7 @@ def parse_date(value: str) -> str:
         return dt.date.fromisoformat(text[:10]).isoformat() if len(text) >= 10 else \
             dt.date.fromisoformat(text).isoformat()
     except ValueError:
-        from .verdict import date_problem
+        from imgverify.dates import date_problem
 
         raise ValueError(f"date {value!r} {date_problem(value)}") from None
 

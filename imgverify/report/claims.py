@@ -12,10 +12,10 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from . import places
-from .evidence import ExifEvidence
-from .places import parse_coordinates
-from .result import Match
+from imgverify.match.result import Match
+from imgverify.media.evidence import ExifEvidence
+from imgverify.report import places
+from imgverify.report.places import parse_coordinates
 
 #: places this close are the same area (suburbs, a town and its outskirts)
 NEAR_KM = 25.0

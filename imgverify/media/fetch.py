@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from .errors import FetchError, UrlRefusedError
+from imgverify.errors import FetchError, UrlRefusedError
 
 USER_AGENT = "imgverify/0.1 (+news photo verification)"
 ACCEPTED_CONTENT_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")

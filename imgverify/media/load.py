@@ -18,7 +18,7 @@ from typing import Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import (
+from imgverify.errors import (
     CorruptImageError,
     EmptyInputError,
     ImageTooLargeError,
@@ -28,7 +28,7 @@ from .errors import (
     TruncatedImageError,
     UnsupportedFormatError,
 )
-from .fetch import FetchPolicy, fetch_url, is_url
+from imgverify.media.fetch import FetchPolicy, fetch_url, is_url
 
 Source = Union[str, os.PathLike[str], bytes, bytearray, memoryview, Image.Image]
 
@@ -96,7 +96,7 @@ def describe_source(source: Source) -> str:
         return "<bytes>"
     text = os.fspath(source)
     if is_url(text):
-        from .fetch import redact_url
+        from imgverify.media.fetch import redact_url
 
         return redact_url(text)
     return text

@@ -27,7 +27,7 @@ import pdqhash
 from PIL import Image
 
 if TYPE_CHECKING:
-    from .load import LoadedImage
+    from imgverify.media.load import LoadedImage
 
 ALGORITHMS = ("pdq", "phash", "dhash", "whash")
 BITS = {"pdq": 256, "phash": 64, "dhash": 64, "whash": 64}

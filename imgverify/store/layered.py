@@ -16,8 +16,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .hashing import HashSet
-from .index import LINEAR_MAX, Candidate, HashIndex
+from imgverify.signals.hashing import HashSet
+from imgverify.store.index import LINEAR_MAX, Candidate, HashIndex
 
 
 def _concat(layers: list[tuple[HashIndex, frozenset[int]]]) -> HashIndex:

@@ -10,7 +10,6 @@ is derived from it on demand and rebuilt when another writer has changed the arc
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import sqlite3
@@ -24,16 +23,25 @@ from typing import Any
 
 from PIL import Image
 
-from .cache import CacheKey, open_cache, publish_cache
-from .errors import ArchiveError, ImgVerifyError
-from .evidence import read_exif
-from .features import FEATURE_CACHE_FORMAT, REF_FEATURES, FeatureIndex, LocalFeatures, extract
-from .hashing import FULL_SCALE, HASH_PIPELINE, HashSet, PictureHasher, Scale, hex_of
-from .index import CACHE_FORMAT, LINEAR_MAX, HashIndex
-from .load import Limits, load, reduction_scale
-from .manifest import CONTEXT_FIELDS, ManifestRow, RowError, read_manifest
-from .regions import picture_variants
-from .threads import native_threads
+from imgverify.errors import ArchiveError, ImgVerifyError
+from imgverify.media.load import Limits, load, reduction_scale
+from imgverify.signals.features import (
+    FEATURE_CACHE_FORMAT,
+    FeatureIndex,
+    LocalFeatures,
+)
+from imgverify.signals.hashing import (
+    FULL_SCALE,
+    HASH_PIPELINE,
+    HashSet,
+    PictureHasher,
+    Scale,
+    hex_of,
+)
+from imgverify.signals.regions import picture_variants
+from imgverify.store.cache import CacheKey, open_cache, publish_cache
+from imgverify.store.index import CACHE_FORMAT, LINEAR_MAX, HashIndex
+from imgverify.store.manifest import CONTEXT_FIELDS, RowError
 
 SCHEMA_VERSION = 1
 #: Archives with at least this many hash rows keep their index cached beside the file.
@@ -140,46 +148,10 @@ class IngestReport:
                 "errors": [e.to_dict() for e in self.errors]}
 
 
-def make_thumbnail(rgb: Image.Image, side: int = THUMBNAIL_SIDE) -> bytes:
-    thumb = rgb.copy()
-    thumb.thumbnail((side, side))
-    buf = io.BytesIO()
-    thumb.save(buf, "JPEG", quality=75, optimize=True)
-    return buf.getvalue()
-
-
 def reference_hashes(rgb: Image.Image, scale: Scale = FULL_SCALE
                      ) -> list[tuple[str, HashSet]]:
     """The stored hashes of a reference: one set per part (full frame, trimmed photo)."""
     return [(name, PictureHasher(pic, scale).hashset(0)) for name, pic in picture_variants(rgb)]
-
-
-def prepare_reference(row: ManifestRow, limits: Limits | None = None) -> PreparedReference:
-    """Load, hash and thumbnail one manifest row (raises InputError on a bad image)."""
-    with native_threads(1):
-        return _prepare_reference(row, limits)
-
-
-def _prepare_reference(row: ManifestRow, limits: Limits | None) -> PreparedReference:
-    loaded = load(row.image, limits)
-    hashes = reference_hashes(loaded.image, loaded.scale)
-    exif = read_exif(loaded.data).to_dict()
-    return PreparedReference(
-        sha256=loaded.sha256, image_uri=row.image, context=dict(row.context),
-        width=loaded.original_size[0], height=loaded.original_size[1], format=loaded.format,
-        thumbnail=make_thumbnail(loaded.image), exif=exif, hashes=hashes,
-        features=extract(loaded.image, REF_FEATURES), line=row.line,
-    )
-
-
-def prepare_row_safely(row: ManifestRow, limits: Limits | None = None
-                       ) -> PreparedReference | RowError:
-    try:
-        return prepare_reference(row, limits)
-    except ImgVerifyError as exc:
-        return RowError(row.line, exc.message, row.image)
-    except Exception as exc:  # noqa: BLE001 - one bad row never stops an ingest
-        return RowError(row.line, f"unexpected {type(exc).__name__}: {exc}", row.image)
 
 
 def _u64(value: int) -> bytes:
@@ -284,7 +256,7 @@ class Archive:
     @classmethod
     def open(cls, path: str | os.PathLike[str], readonly: bool = False) -> Any:
         """The archive at `path` (SQLite) or at a ``postgresql://`` URL (shared)."""
-        from .store.postgres import PostgresArchive, is_postgres_url
+        from imgverify.store.postgres import PostgresArchive, is_postgres_url
 
         if is_postgres_url(path):
             return PostgresArchive(str(path), readonly=readonly)
@@ -727,30 +699,19 @@ class Archive:
     def ingest(self, manifest: str | os.PathLike[str], batch_size: int = 100,
                limits: Limits | None = None, workers: int = 1,
                progress: Any = None) -> IngestReport:
-        """Add every good row of a manifest; bad rows are reported with their line numbers."""
-        from .batch import prepare_references
+        """Deprecated: use `imgverify.ingest.ingest_manifest(archive, manifest, ...)`.
 
-        self._require_writable()
-        self._require_current_hashes()
-        report = IngestReport()
-        batch: list[PreparedReference] = []
-        for item in prepare_references(read_manifest(manifest), limits, workers):
-            if progress is not None:
-                progress(item)
-            if isinstance(item, RowError):
-                report.errors.append(item)
-                continue
-            batch.append(item)
-            if len(batch) >= batch_size:
-                a, u = self.write_batch(batch)
-                report.added += a
-                report.updated += u
-                batch = []
-        if batch:
-            a, u = self.write_batch(batch)
-            report.added += a
-            report.updated += u
-        return report
+        Reading, decoding and hashing images is not storage's job (the store sits below
+        ingest); kept one release for callers of 0.1.
+        """
+        import warnings
+
+        from imgverify.ingest import ingest_manifest  # the one upward import: a shim
+
+        warnings.warn("Archive.ingest is deprecated: use imgverify.ingest.ingest_manifest",
+                      DeprecationWarning, stacklevel=2)
+        return ingest_manifest(self, manifest, batch_size=batch_size, limits=limits,
+                               workers=workers, progress=progress)
 
     def rehash(self, limits: Limits | None = None,
                on_progress: Callable[[int, int], None] | None = None,
@@ -898,7 +859,7 @@ def _uri_path(path: Path) -> str:
 def _shipped_candidates() -> list[Path]:
     import sys
 
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the imgverify package folder
     return [here.parent / "reference_index" / "default.sqlite",
             here / "data" / "default.sqlite",
             Path(sys.prefix) / "share" / "imgverify" / "default.sqlite"]
@@ -936,7 +897,7 @@ def shared_default_archive() -> Archive:
 def resolve_archive(path: str | os.PathLike[str] | None, writable: bool = False) -> Archive:
     """--archive PATH, else $IMGVERIFY_ARCHIVE, else the shipped default (read-only)."""
     chosen = path or os.environ.get("IMGVERIFY_ARCHIVE")
-    from .store.postgres import PostgresArchive, is_postgres_url
+    from imgverify.store.postgres import PostgresArchive, is_postgres_url
 
     if is_postgres_url(chosen):
         return PostgresArchive(str(chosen), readonly=False, create=writable)  # type: ignore[return-value]

@@ -12,8 +12,15 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from .features import FEATURE_SIDE, QUERY_FEATURES, FeatureIndex, GeometricMatch, extract
-from .hashing import (
+from imgverify.match.verdict import Thresholds, combined_distance
+from imgverify.signals.features import (
+    FEATURE_SIDE,
+    QUERY_FEATURES,
+    FeatureIndex,
+    GeometricMatch,
+    extract,
+)
+from imgverify.signals.hashing import (
     DIHEDRAL_TRANSPOSE,
     EDIT_DESCRIPTION,
     FULL_SCALE,
@@ -21,9 +28,8 @@ from .hashing import (
     PictureHasher,
     Scale,
 )
-from .index import HashIndex
-from .regions import find_parts
-from .verdict import Thresholds, combined_distance
+from imgverify.signals.regions import find_parts
+from imgverify.store.index import HashIndex
 
 
 @dataclass

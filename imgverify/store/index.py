@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .hashing import HashSet, hamming
+from imgverify.signals.hashing import HashSet, hamming
 
 PDQ_WORDS = 4
 CHUNKS = 16
