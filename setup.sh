@@ -38,6 +38,7 @@ case "$task" in
     pip_install -e ".[test,all]"
     echo "== ruff"; .venv/bin/ruff check imgverify tests bench reference_index fixtures
     echo "== mypy"; .venv/bin/mypy
+    echo "== import contracts"; .venv/bin/lint-imports
     echo "== pytest"; .venv/bin/python -m pytest -q
     ;;
   install)
