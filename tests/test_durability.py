@@ -59,6 +59,20 @@ def _committed(archive: Path) -> int:
         conn.close()
 
 
+def _committed_or_zero(archive: Path) -> int:
+    """References committed so far; 0 while the archive is still being created."""
+    try:
+        conn = sqlite3.connect(f"file:{archive}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return 0
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM refs").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
+
+
 def _archive_check(archive: Path) -> dict[str, object]:
     out = subprocess.run([sys.executable, "-m", "imgverify", "archive", "check", "--archive",
                           str(archive)], capture_output=True, text=True, timeout=120)
@@ -74,7 +88,13 @@ def test_sigkill_during_ingest_loses_nothing_committed(tmp_path: Path) -> None:
     kills = 0
     for _ in range(4):
         proc = _add(manifest, archive)
-        time.sleep(rnd.uniform(1.5, 4.0))
+        # kill only once this run has committed something (however slow the machine), at a
+        # random moment after that: mid-batch as often as between batches
+        deadline = time.monotonic() + 300
+        while (_committed_or_zero(archive) <= previous and proc.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        time.sleep(rnd.uniform(0.0, 0.5))
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)

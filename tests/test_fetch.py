@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import http.server
 import ipaddress
@@ -25,6 +26,13 @@ from imgverify.media.fetch import FetchPolicy, fetch_url, is_public_address
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = (ROOT / "fixtures/examples/viral_space_repost.jpg").read_bytes()
+@functools.cache
+def _gzip_bomb() -> bytes:
+    """50 MB of zeros in about 50 KB, compressed once (compressing per request took longer
+    than the client's read time-out on a loaded machine)."""
+    return gzip.compress(b"\x00" * 50_000_000)
+
+
 FAST = FetchPolicy(connect_timeout=1.0, read_timeout=1.0, total_timeout=3.0, max_bytes=200_000,
                    allow_private=True)
 
@@ -77,8 +85,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/redirect-ok":
             self._send(301, b"", extra={"Location": "/img.jpg"})
         elif path == "/gzip-bomb":
-            bomb = gzip.compress(b"\x00" * 50_000_000)
-            self._send(200, bomb, extra={"Content-Encoding": "gzip"})
+            self._send(200, _gzip_bomb(), extra={"Content-Encoding": "gzip"})
         elif path == "/500":
             self._send(500, b"oops", "text/plain")
         else:
