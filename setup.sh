@@ -35,7 +35,7 @@ case "$task" in
         echo "!! chromium/chromedriver missing and not root: the browser test will be skipped" >&2
       fi
     fi
-    pip_install -e ".[test]"
+    pip_install -e ".[test,all]"
     echo "== ruff"; .venv/bin/ruff check imgverify tests bench reference_index fixtures
     echo "== mypy"; .venv/bin/mypy
     echo "== pytest"; .venv/bin/python -m pytest -q

@@ -802,3 +802,20 @@ def resolve_archive(path: str | os.PathLike[str] | None, writable: bool = False)
 
 __all__ = ["Archive", "Reference", "PreparedReference", "IngestReport", "hex_of",
            "resolve_archive", "default_archive_path"]
+
+
+def prepare_reference_bytes(data: bytes, row: ManifestRow, limits: Limits | None = None
+                            ) -> PreparedReference:
+    """`prepare_reference` for an image that arrived as bytes (an HTTP upload) rather than as
+    a path or URL: `row.image` is only recorded as the reference's image_uri (a label such as
+    ``upload:photo.jpg``), never opened. Raises InputError on a bad image."""
+    with native_threads(1):
+        loaded = load(bytes(data), limits)
+        return PreparedReference(
+            sha256=loaded.sha256, image_uri=row.image, context=dict(row.context),
+            width=loaded.original_size[0], height=loaded.original_size[1],
+            format=loaded.format, thumbnail=make_thumbnail(loaded.image),
+            exif=read_exif(loaded.data).to_dict(),
+            hashes=reference_hashes(loaded.image, loaded.scale),
+            features=extract(loaded.image, REF_FEATURES), line=row.line,
+        )

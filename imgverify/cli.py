@@ -22,6 +22,7 @@ from .batch import (
     iter_url_file,
     scan,
 )
+from .cli_serve import serve_cmd
 from .errors import ArchiveError, ImgVerifyError, ManifestError
 from .fetch import FetchPolicy
 from .load import Limits
@@ -530,6 +531,9 @@ def archive_check(archive: ArchiveOpt = None) -> None:
     typer.echo(json.dumps({"archive": str(arch.path), "references": len(arch),
                            "healthy": not problems, "problems": problems}, indent=2))
     raise typer.Exit(EXIT_OK if not problems else EXIT_ARCHIVE)
+
+
+app.command("serve")(serve_cmd)
 
 
 def _own_the_process() -> None:
