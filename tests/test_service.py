@@ -40,6 +40,7 @@ from imgverify.load import Limits  # noqa: E402
 from imgverify.service import (  # noqa: E402
     CheckResponse,
     JsonLogFormatter,
+    ReferenceAdded,
     ReferenceModel,
     create_app,
     log_safe_url,
@@ -343,6 +344,7 @@ def test_add_then_check_finds_it_and_readding_updates(live: LiveServer) -> None:
     assert r.json()["status"] == "added"
     assert ref["date"] == "2018-07-09" and ref["event"] == "Flood in X"
     assert ref["image_uri"] == f"upload:{photo.name}"
+    ReferenceAdded.model_validate(r.json())
     found = upload(live, data, claimed_date="2025-01-01").json()
     assert found["verdict"] == "likely_recycled"
     assert found["matches"][0]["reference_id"] == ref["reference_id"]
@@ -624,3 +626,50 @@ def test_serve_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-c", "import imgverify.service"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert "imgverify[service]" in run.stderr
+
+
+# -- the OpenAPI contract (schemathesis) ----------------------------------------------------
+
+OPERATIONS = [("GET", "/v1/health"), ("POST", "/v1/check"),
+              ("GET", "/v1/references/{reference_id}"), ("POST", "/v1/references")]
+
+
+@pytest.fixture(scope="module")
+def api_schema(live: LiveServer) -> Any:
+    schemathesis = pytest.importorskip("schemathesis")
+    return schemathesis.openapi.from_url(f"{live.url}/openapi.json")
+
+
+def test_the_contract_test_covers_every_operation(api_schema: Any) -> None:
+    found = {(r.ok().method.upper(), r.ok().path) for r in api_schema.get_all_operations()}
+    assert found == set(OPERATIONS)
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), [
+    (method, path, mode) for method, path in OPERATIONS for mode in ("positive", "negative")
+    if path != "/v1/health" or mode == "positive"])  # health takes no input to get wrong
+def test_every_operation_keeps_its_openapi_contract(api_schema: Any, method: str, path: str,
+                                                    mode: str) -> None:
+    """Generated requests, valid (positive) and invalid (negative), never get a 500, and
+    every answer has a documented status, content type, headers and body schema."""
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    operation = api_schema[path][method]
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_headers_conformance, response_schema_conformance]
+
+    @given(case=operation.as_strategy(GenerationMode(mode)))
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck),
+              database=None)
+    def run(case: Any) -> None:
+        case.call_and_validate(headers=auth(WRITE), timeout=60, checks=checks)
+
+    run()
