@@ -789,7 +789,7 @@ def _no_other_fields(form: Any, allowed: tuple[str, ...]) -> None:
 # -- logging (configured by `serve` only) --------------------------------------------------
 
 _RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName"}
+    "message", "asctime", "taskName", "color_message"}  # uvicorn's ANSI-coloured copy
 
 
 class JsonLogFormatter(logging.Formatter):
