@@ -273,18 +273,20 @@ class _BodyLimit:
         self.app = app
         self.upload_limit = upload_limit
 
-    def _limit_for(self, path: str) -> int:
-        if path.rstrip("/") in _UPLOAD_ROUTES:
+    def _limit_for(self, path: str, content_type: bytes) -> int:
+        if path.rstrip("/") in _UPLOAD_ROUTES and content_type.lower().lstrip().startswith(
+                b"multipart/"):
             return self.upload_limit + _FORM_OVERHEAD
-        return _SMALL_BODY
+        return _SMALL_BODY  # JSON bodies carry a URL and a few fields, never an image
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
                        send: Callable[[Any], Awaitable[None]]) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._limit_for(scope.get("path", ""))
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        limit = self._limit_for(scope.get("path", ""), headers.get(b"content-type", b""))
+        declared = headers.get(b"content-length")
         started = False
 
         async def tracking_send(message: Any) -> None:
@@ -318,10 +320,11 @@ class _BodyLimit:
 async def _send_too_large(scope: dict[str, Any], send: Callable[[Any], Awaitable[None]],
                           limit: int) -> None:
     rid = scope.get("state", {}).get("request_id")
+    hint = (f" (the image limit is {limit - _FORM_OVERHEAD} bytes): send a smaller file"
+            if limit > _SMALL_BODY else ": JSON requests carry a URL, not an image")
     body: dict[str, Any] = {"error": {
         "kind": "payload_too_large",
-        "message": f"request body over the {limit}-byte limit (the image limit is "
-                   f"{max(0, limit - _FORM_OVERHEAD)} bytes): send a smaller file"}}
+        "message": f"request body over the {limit}-byte limit{hint}"}}
     if rid:
         body["request_id"] = rid
     data = json.dumps(body).encode()

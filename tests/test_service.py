@@ -458,6 +458,24 @@ def test_oversize_multipart_from_a_client_is_413(live: LiveServer) -> None:
     assert r.json()["error"]["kind"] == "payload_too_large"
 
 
+def test_json_bodies_have_a_small_limit(live: LiveServer) -> None:
+    # a JSON request names a URL: megabytes of JSON are refused, not parsed
+    r = requests.post(f"{live.url}/v1/check", headers=auth(READ), timeout=30,
+                      json={"url": "http://127.0.0.1/x.jpg", "claimed_place": "x" * 600_000})
+    assert r.status_code == 413 and "JSON" in r.json()["error"]["message"]
+
+
+def test_adding_to_a_read_only_archive_is_a_typed_503(desk: Path) -> None:
+    arch = imgverify.Archive.open(desk, readonly=True)
+    with LiveServer(create_app(arch, token=WRITE, limits=_limits())) as srv:
+        r = add(srv, bsds(1, start=4)[0].read_bytes(), date="2020-01-01")
+    arch.close()
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == {"kind": "archive_error",
+                                 "message": "this server's archive is read-only"}
+    assert str(desk) not in r.text  # the server's paths stay in its log
+
+
 def test_pixel_limit_applies(desk: Path, small_archive: SmallArchive) -> None:
     arch = imgverify.Archive.open(desk, readonly=True)
     tight = Limits(max_pixels=10_000, max_bytes=MAX_BYTES)
