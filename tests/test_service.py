@@ -691,3 +691,31 @@ def test_every_operation_keeps_its_openapi_contract(api_schema: Any, method: str
         case.call_and_validate(headers=auth(WRITE), timeout=60, checks=checks)
 
     run()
+
+
+def test_building_the_app_leaves_the_process_alone(desk: Path) -> None:
+    # an embedder mounts create_app() in its own server: loggers, warning filters and
+    # Pillow's guard stay as they were (only the `serve` command configures logging)
+    script = (
+        "import json, logging, sys, warnings\n"
+        "import fastapi, uvicorn, starlette.applications, python_multipart\n"
+        "import exifread, imagehash, pdqhash, requests, scipy.fft, scipy.special\n"  # their own
+
+        "from PIL import Image\n"
+        "def snap():\n"
+        "    return {'filters': [repr(f) for f in warnings.filters],\n"
+        "            'loggers': {n: [logging.getLogger(n).level, logging.getLogger(n).propagate,\n"
+        "                            len(logging.getLogger(n).handlers)]\n"
+        "                        for n in ('', 'imgverify.service', 'uvicorn', 'uvicorn.error',\n"
+        "                                  'uvicorn.access')},\n"
+        "            'pillow': Image.MAX_IMAGE_PIXELS}\n"
+        "before = snap()\n"
+        "import imgverify\n"
+        "from imgverify.service import create_app\n"
+        "app = create_app(imgverify.Archive.open(sys.argv[1], readonly=True))\n"
+        "print(json.dumps([before, snap()]))\n")
+    run = subprocess.run([sys.executable, "-c", script, str(desk)], env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    before, after = json.loads(run.stdout)
+    assert before == after
