@@ -261,17 +261,30 @@ def _upload_name(filename: str | None) -> str:
 
 class _BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body over the {limit}-byte limit")
-        self.limit = limit
+        super().__init__(413, _too_large_message(limit))
+
+
+class _BodySlow(HTTPException):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"the request body did not arrive within {seconds:g} s")
+
+
+def _too_large_message(limit: int) -> str:
+    hint = (f" (the image limit is {limit - _FORM_OVERHEAD} bytes): send a smaller file"
+            if limit > _SMALL_BODY else ": JSON requests carry a URL, not an image")
+    return f"request body over the {limit}-byte limit{hint}"
 
 
 class _BodyLimit:
-    """Pure ASGI middleware: refuses a body over the route's limit from its declared length,
-    or as soon as the streamed bytes cross it, without reading the rest."""
+    """Pure ASGI middleware for request bodies: refuses one over the route's limit from its
+    declared length, or as soon as the streamed bytes cross it, without reading the rest;
+    and one that has not fully arrived within the time-out (a client trickling or stalling
+    an upload would otherwise hold its connection open indefinitely)."""
 
-    def __init__(self, app: Any, upload_limit: int) -> None:
+    def __init__(self, app: Any, upload_limit: int, timeout_s: float) -> None:
         self.app = app
         self.upload_limit = upload_limit
+        self.timeout_s = timeout_s
 
     def _limit_for(self, path: str, content_type: bytes) -> int:
         if path.rstrip("/") in _UPLOAD_ROUTES and content_type.lower().lstrip().startswith(
@@ -296,39 +309,49 @@ class _BodyLimit:
             await send(message)
 
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            await _send_too_large(scope, tracking_send, limit)
+            await _send_error(scope, tracking_send, 413, "payload_too_large",
+                              _too_large_message(limit))
             return
         seen = 0
+        complete = False
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def counting_receive() -> Any:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # after the body: waiting for a disconnect is not bounded here
+                return await receive()
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, remaining))
+            except TimeoutError:
+                raise _BodySlow(self.timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise _BodyTooLarge(limit)
+                complete = not message.get("more_body", False)
             return message
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
+        except (_BodyTooLarge, _BodySlow) as exc:
             if started:
                 raise
-            await _send_too_large(scope, tracking_send, limit)
+            await _send_error(scope, tracking_send, exc.status_code,
+                              "payload_too_large" if exc.status_code == 413 else "timeout",
+                              str(exc.detail))
 
 
-async def _send_too_large(scope: dict[str, Any], send: Callable[[Any], Awaitable[None]],
-                          limit: int) -> None:
+async def _send_error(scope: dict[str, Any], send: Callable[[Any], Awaitable[None]],
+                      status: int, kind: str, message: str) -> None:
+    """A typed error sent straight from the middleware; the connection is closed after it,
+    as the rest of the body is never read."""
+    body: dict[str, Any] = {"error": {"kind": kind, "message": message}}
     rid = scope.get("state", {}).get("request_id")
-    hint = (f" (the image limit is {limit - _FORM_OVERHEAD} bytes): send a smaller file"
-            if limit > _SMALL_BODY else ": JSON requests carry a URL, not an image")
-    body: dict[str, Any] = {"error": {
-        "kind": "payload_too_large",
-        "message": f"request body over the {limit}-byte limit{hint}"}}
     if rid:
         body["request_id"] = rid
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": 413,
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(data)).encode()),
                             (b"connection", b"close")]})
@@ -486,6 +509,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
             403: "A read-only token on a write operation.",
             404: "No such reference.",
             400: "Malformed multipart body.",
+            408: "The request body did not arrive within the time-out.",
             413: "Body over the upload limit (refused without reading it all).",
             415: "Send multipart/form-data or application/json.",
             422: "Invalid request or unreadable image (typed error).",
@@ -505,7 +529,8 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
     `token` may check and add references, `read_token` may only check and read; with neither,
     every request is allowed (bind such a server to loopback only: `serve` enforces that).
     `limits` bounds uploads and fetched images (`max_bytes`, `max_pixels`, the URL policy);
-    `timeout_s` bounds each request's wait plus work (504 past it). `workers` threads run
+    `timeout_s` bounds the arrival of a request's body (408 past it) and then its check's
+    wait plus work (504 past it); URL fetches get the same deadline. `workers` threads run
     checks (default: one per core); `max_pending` caps checks waiting or running (503 past
     it; default 16 per worker).
     """
@@ -543,7 +568,8 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
                     "reference archive. 'no_match' means not in this archive, never "
                     "'authentic'. Every error body is `{\"error\": {\"kind\", \"message\"}}`.",
     )
-    app.add_middleware(_BodyLimit, upload_limit=lim.max_bytes)  # type: ignore[arg-type]
+    app.add_middleware(_BodyLimit, upload_limit=lim.max_bytes,  # type: ignore[arg-type]
+                       timeout_s=timeout_s)
 
     def role_of(request: Request, creds: HTTPAuthorizationCredentials | None) -> str:
         if auth.open:
@@ -582,7 +608,7 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         kind = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-                413: "payload_too_large"}.get(exc.status_code, "http_error")
+                408: "timeout", 413: "payload_too_large"}.get(exc.status_code, "http_error")
         _state_log(request)["error"] = kind
         return JSONResponse(_error_body(request, kind, str(exc.detail)), exc.status_code,
                             headers=exc.headers)
@@ -650,7 +676,7 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
                                "description": "The image could not be checked (the body is "
                                "the check result with its typed error), or the request is "
                                "invalid."},
-                         **_errors(400, 401, 413, 415, 503, 504)})
+                         **_errors(400, 401, 408, 413, 415, 503, 504)})
     async def check_image(request: Request, _role: str = Depends(reader)) -> JSONResponse:
         """Check one image: a multipart upload (field `image`) or JSON `{"url": ...}`, with
         an optional claimed date and place. The body is exactly `check --format json`."""
@@ -709,7 +735,7 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
                                "description": "Updated: the image (same sha256) was already "
                                "archived; its context is replaced."},
                          201: {"model": ReferenceAdded, "description": "Added."},
-                         **_errors(400, 401, 403, 413, 415, 422, 503, 504)})
+                         **_errors(400, 401, 403, 408, 413, 415, 422, 503, 504)})
     async def add_reference(request: Request, _role: str = Depends(writer)) -> JSONResponse:
         """Add a reference from a manifest row plus its image: multipart (field `image` and
         the row's fields) or JSON with `image` an http(s) URL. Validated like a manifest row;

@@ -458,6 +458,21 @@ def test_oversize_multipart_from_a_client_is_413(live: LiveServer) -> None:
     assert r.json()["error"]["kind"] == "payload_too_large"
 
 
+def test_a_stalled_upload_gets_408(desk: Path) -> None:
+    # a client that starts an upload and stops sending must not hold the connection open
+    arch = imgverify.Archive.open(desk, readonly=True)
+    with LiveServer(create_app(arch, limits=_limits(), timeout_s=1.0)) as srv, \
+            socket.create_connection(("127.0.0.1", srv.port)) as sock:
+        sock.sendall(b"POST /v1/check HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 50000\r\n\r\n--b\r\nContent-Disposition: form-data; "
+                     b"name=\"image\"; filename=\"a.jpg\"\r\n\r\n\xff\xd8")
+        raw = _read_response(sock, wait=30)
+    arch.close()
+    assert raw.startswith(b"HTTP/1.1 408"), raw[:200]
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["error"]["kind"] == "timeout"
+
+
 def test_json_bodies_have_a_small_limit(live: LiveServer) -> None:
     # a JSON request names a URL: megabytes of JSON are refused, not parsed
     r = requests.post(f"{live.url}/v1/check", headers=auth(READ), timeout=30,
