@@ -44,6 +44,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import __version__
 from .archive import Archive, prepare_reference, prepare_reference_bytes
+from .checker import check
 from .errors import ArchiveError, ImgVerifyError
 from .fetch import is_url
 from .load import Limits
@@ -601,7 +602,7 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
     # -- error handlers: every error is typed, none is a 500 with a traceback -------------
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        request.state.log["error"] = exc.kind
+        _state_log(request)["error"] = exc.kind
         return JSONResponse(_error_body(request, exc.kind, exc.message, exc.details),
                             exc.status, headers=exc.headers)
 
@@ -658,7 +659,7 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
             log.info("%s %s %s", request.method, request.url.path, status, extra=fields)
 
     # -- routes -----------------------------------------------------------------------------
-    @app.get("/v1/health", response_model=HealthResponse, tags=["service"],
+    @app.get("/v1/health", operation_id="health", response_model=HealthResponse, tags=["service"],
              responses=_errors(503))
     async def health() -> dict[str, Any]:
         """Liveness and readiness (no token needed): the archive answers a query."""
@@ -668,8 +669,8 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
                     "readonly": archive.readonly}
         return await anyio.to_thread.run_sync(probe)
 
-    @app.post("/v1/check", tags=["check"], openapi_extra=_body(CheckUrlRequest,
-                                                               _MULTIPART_CHECK),
+    @app.post("/v1/check", operation_id="check", tags=["check"],
+              openapi_extra=_body(CheckUrlRequest, _MULTIPART_CHECK),
               responses={200: {"model": CheckResponse,
                                "description": "Checked: the verdict is in the body."},
                          422: {"model": CheckResponse | ErrorResponse,
@@ -680,8 +681,6 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
     async def check_image(request: Request, _role: str = Depends(reader)) -> JSONResponse:
         """Check one image: a multipart upload (field `image`) or JSON `{"url": ...}`, with
         an optional claimed date and place. The body is exactly `check --format json`."""
-        from .checker import check
-
         media = _media_type(request)
         name: str | None
         entry = request.state.log
@@ -717,7 +716,8 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
             entry["error"] = result.error.get("kind")
         return JSONResponse(body, 422 if result.verdict == "error" else 200)
 
-    @app.get("/v1/references/{reference_id}", response_model=ReferenceModel,
+    @app.get("/v1/references/{reference_id}", operation_id="getReference",
+             response_model=ReferenceModel,
              tags=["references"], responses=_errors(401, 404, 422, 503))
     async def get_reference(reference_id: str, _role: str = Depends(reader)
                             ) -> dict[str, Any]:
@@ -729,7 +729,7 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
             raise ApiError(404, "not_found", f"no reference {reference_id!r} in this archive")
         return ref.to_dict()
 
-    @app.post("/v1/references", tags=["references"],
+    @app.post("/v1/references", operation_id="addReference", tags=["references"],
               openapi_extra=_body(ReferenceUrlRequest, _MULTIPART_REFERENCE),
               responses={200: {"model": ReferenceAdded,
                                "description": "Updated: the image (same sha256) was already "
