@@ -6,6 +6,8 @@ without the `service` extra, and a missing extra is one clear line, not a traceb
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -96,7 +98,10 @@ def serve_cmd(
     if max_upload_bytes <= 0 or timeout <= 0:
         _fail("--max-upload-bytes and --timeout must be positive", _EXIT_USAGE)
     try:
-        arch = resolve_archive(archive)
+        chosen = archive or os.environ.get("IMGVERIFY_ARCHIVE")
+        # with a read-write token, a new archive can be created and filled over HTTP
+        creating = bool(token and chosen and not Path(chosen).exists())
+        arch = resolve_archive(archive, writable=creating)
         arch.index()  # fail now (exit 4), not in the first request
     except ArchiveError as exc:
         _fail(exc.message, _EXIT_ARCHIVE)

@@ -557,7 +557,8 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
         log.info("ready", extra={"event": "ready", "workers": nworkers,
                                  "max_pending": checks.max_pending, "timeout_s": timeout_s,
                                  "max_upload_bytes": lim.max_bytes,
-                                 "auth": "none" if auth.open else "bearer"})
+                                 "auth": "none" if auth.open else "bearer",
+                                 "archive_readonly": archive.readonly})
         try:
             yield
         finally:

@@ -586,35 +586,48 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+class ServeProcess:
+    """`python -m imgverify serve` on a free loopback port, with its stderr (the log)."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "imgverify", "serve", "--port", str(self.port), *args],
+            env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.log = ""
+
+    def __enter__(self) -> ServeProcess:
+        for _ in range(600):
+            try:
+                if requests.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError(f"serve did not start: {self.log[-2000:]}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.log = self.proc.communicate(timeout=30)[1]
+
+
 def test_serve_command_end_to_end(desk: Path, tmp_path: Path,
                                   small_archive: SmallArchive) -> None:
     own = copy_archive(desk, tmp_path / "own.sqlite")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imgverify", "serve", "--port", str(port), "--archive", str(own),
-         "--max-upload-bytes", str(MAX_BYTES), "--timeout", "20"],
-        env=_env(IMGVERIFY_TOKEN=WRITE, IMGVERIFY_READ_TOKEN=READ),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                if requests.get(f"{url}/v1/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        checked = requests.post(f"{url}/v1/check", headers=auth(READ), timeout=60,
+    with ServeProcess(["--archive", str(own), "--max-upload-bytes", str(MAX_BYTES),
+                       "--timeout", "20"],
+                      {"IMGVERIFY_TOKEN": WRITE, "IMGVERIFY_READ_TOKEN": READ}) as srv:
+        checked = requests.post(f"{srv.url}/v1/check", headers=auth(READ), timeout=60,
                                 files={"image": ("p.jpg", small_archive.photos[2].read_bytes())})
-        forbidden = add(url, small_archive.photos[2].read_bytes(), token=READ,
+        forbidden = add(srv.url, small_archive.photos[2].read_bytes(), token=READ,
                         date="2020-01-01")
-        refused = requests.post(f"{url}/v1/check", headers=auth(WRITE), timeout=60,
+        refused = requests.post(f"{srv.url}/v1/check", headers=auth(WRITE), timeout=60,
                                 json={"url": "https://bob:pa55word@10.0.0.1/x.jpg?t=secret9"})
-    finally:
-        proc.terminate()
-        _out, err = proc.communicate(timeout=30)
+    err = srv.log
     assert checked.status_code == 200 and checked.json()["verdict"] == "likely_recycled", err
     assert forbidden.status_code == 403
     assert refused.status_code == 422 and refused.json()["error"]["kind"] == "url_refused"
@@ -622,6 +635,21 @@ def test_serve_command_end_to_end(desk: Path, tmp_path: Path,
     assert [e["status"] for e in events if e.get("event") == "request"][-3:] == [200, 403, 422]
     for secret in (READ, WRITE, "pa55word", "bob", "secret9"):
         assert secret not in err
+
+
+def test_serve_with_a_write_token_creates_a_new_archive(tmp_path: Path) -> None:
+    new = tmp_path / "new.sqlite"
+    with ServeProcess(["--archive", str(new)], {"IMGVERIFY_TOKEN": WRITE}) as srv:
+        health = requests.get(f"{srv.url}/v1/health", timeout=10).json()
+        added = add(srv.url, bsds(1, start=5)[0].read_bytes(), date="2021-02-03")
+    assert health["references"] == 0 and health["readonly"] is False
+    assert added.status_code == 201, added.text
+    assert len(imgverify.Archive.open(new, readonly=True)) == 1
+    # without a write token there is nothing to fill it with: a missing archive is an error
+    run = subprocess.run([sys.executable, "-m", "imgverify", "serve", "--archive",
+                          str(tmp_path / "absent.sqlite")], env=_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 4 and "no archive at" in run.stderr
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [
