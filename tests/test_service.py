@@ -522,7 +522,11 @@ def test_slow_request_times_out_with_504_and_a_full_pool_says_busy(
         assert app.state.checks.pending == 1
         busy = requests.post(f"{srv.url}/v1/check", json={"url": f"{website}/img/x.jpg"},
                              timeout=30)
+        # the event loop is not blocked by the running check: health answers meanwhile
+        health = requests.get(f"{srv.url}/v1/health", timeout=30)
+        still_running = app.state.checks.pending
         t.join()
+    assert health.status_code == 200 and still_running == 1
     arch.close()
     assert busy.status_code == 503 and busy.json()["error"]["kind"] == "busy"
     assert busy.headers["Retry-After"] == "1"
