@@ -16,7 +16,7 @@ from PIL import Image
 
 from imgverify.errors import ImgVerifyError
 from imgverify.media.evidence import read_exif
-from imgverify.media.load import Limits, load
+from imgverify.media.load import Limits, LoadedImage, load
 from imgverify.signals.features import REF_FEATURES, extract
 from imgverify.store.manifest import ManifestRow, RowError, read_manifest
 from imgverify.store.protocol import ArchiveStore
@@ -45,13 +45,24 @@ def prepare_reference(row: ManifestRow, limits: Limits | None = None) -> Prepare
 
 
 def _prepare_reference(row: ManifestRow, limits: Limits | None) -> PreparedReference:
-    loaded = load(row.image, limits)
-    hashes = reference_hashes(loaded.image, loaded.scale)
-    exif = read_exif(loaded.data).to_dict()
+    return _prepared(load(row.image, limits), row)
+
+
+def prepare_reference_bytes(data: bytes, row: ManifestRow, limits: Limits | None = None
+                            ) -> PreparedReference:
+    """`prepare_reference` for an image that arrived as bytes (an HTTP upload) rather than as
+    a path or URL: `row.image` is only recorded as the reference's image_uri (a label such as
+    ``upload:photo.jpg``), never opened. Raises InputError on a bad image."""
+    with native_threads(1):
+        return _prepared(load(bytes(data), limits), row)
+
+
+def _prepared(loaded: LoadedImage, row: ManifestRow) -> PreparedReference:
     return PreparedReference(
         sha256=loaded.sha256, image_uri=row.image, context=dict(row.context),
         width=loaded.original_size[0], height=loaded.original_size[1], format=loaded.format,
-        thumbnail=make_thumbnail(loaded.image), exif=exif, hashes=hashes,
+        thumbnail=make_thumbnail(loaded.image), exif=read_exif(loaded.data).to_dict(),
+        hashes=reference_hashes(loaded.image, loaded.scale),
         features=extract(loaded.image, REF_FEATURES), line=row.line,
     )
 
@@ -129,5 +140,6 @@ def ingest_manifest(archive: ArchiveStore, manifest: str | os.PathLike[str],
     return report
 
 
-__all__ = ["ingest_manifest", "prepare_reference", "prepare_references", "prepare_row_safely",
+__all__ = ["ingest_manifest", "prepare_reference", "prepare_reference_bytes",
+           "prepare_references", "prepare_row_safely",
            "make_thumbnail"]

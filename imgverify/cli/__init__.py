@@ -28,6 +28,7 @@ from imgverify.batch import (
     scan,
     source_of,
 )
+from imgverify.cli.serve import serve_cmd
 from imgverify.errors import ArchiveError, ImgVerifyError, ManifestError
 from imgverify.ingest import ingest_manifest
 from imgverify.media.fetch import FetchPolicy
@@ -803,6 +804,9 @@ def archive_check(archive: ArchiveOpt = None) -> None:
     typer.echo(json.dumps({"archive": arch.location, "references": len(arch),
                            "healthy": not problems, "problems": problems}, indent=2))
     raise typer.Exit(EXIT_OK if not problems else EXIT_ARCHIVE)
+
+
+app.command("serve")(serve_cmd)
 
 
 def _own_the_process() -> None:
