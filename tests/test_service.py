@@ -31,12 +31,12 @@ pytest.importorskip("fastapi", reason="the service extra is not installed: "
 import requests  # noqa: E402
 import uvicorn  # noqa: E402
 from conftest import SmallArchive, bsds, copy_archive, needs_shared  # noqa: E402
-from imgverify.fetch import FetchPolicy  # noqa: E402
-from imgverify.load import Limits  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 import imgverify  # noqa: E402
 from imgverify.cli import app as cli_app  # noqa: E402
+from imgverify.media.fetch import FetchPolicy  # noqa: E402
+from imgverify.media.load import Limits  # noqa: E402
 from imgverify.service import (  # noqa: E402
     CheckResponse,
     JsonLogFormatter,
@@ -359,9 +359,9 @@ def test_add_then_check_finds_it_and_readding_updates(live: LiveServer) -> None:
 
 @pytest.mark.parametrize(("fields", "message"), [
     ({}, "missing required field 'date'"),
-    ({"date": "yesterday"}, "not an ISO date"),
+    ({"date": "yesterday"}, "not a date in the form YYYY-MM-DD"),
     ({"date": "2020-01-01", "source_url": "ftp://example.org/x"}, "source_url must be"),
-    ({"date": "2020-01-01", "published": "soon"}, "not an ISO date"),
+    ({"date": "2020-01-01", "published": "soon"}, "not a date in the form YYYY-MM-DD"),
     ({"date": "2020-01-01", "photographer": "X"}, "unknown field"),
 ])
 def test_add_validates_like_a_manifest_row(live: LiveServer, fields: dict[str, str],
