@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 import imagehash
 import numpy as np
-import pdqhash
 from PIL import Image
 
 if TYPE_CHECKING:
@@ -130,7 +129,9 @@ class HashSet:
 
 
 def pdq_of_array(rgb: np.ndarray) -> tuple[int, int]:
-    """Meta's pdqhash on the pixels as given (the conformance path)."""
+    """Meta's pdqhash on the pixels as given (a cross-check: `pdq_hash` gives the same)."""
+    import pdqhash  # only benchmarks and tests call it; the hash paths are numpy
+
     bits, quality = pdqhash.compute(rgb)
     return pdq_bits_to_int(bits), int(quality)
 
@@ -140,7 +141,10 @@ _PDQ_DCT = (np.sqrt(2 / 64) * np.cos(np.pi / 128 * np.arange(1, 17)[:, None]
                                      * (2 * np.arange(64)[None, :] + 1))).astype(np.float32)
 #: (-1)^(u) for the DCT rows u = 1..16: mirroring the 64-sample grid flips these signs.
 _PDQ_ALT = np.where(np.arange(1, 17) % 2 == 1, -1.0, 1.0).astype(np.float32)
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+#: pdqhash's luma weights, as the Python floats its binding multiplies by.
+_LUMA_F64 = (0.299, 0.587, 0.114)
+#: Pixels per band of the luma conversion: the float64 temporaries stay in cache.
+_LUMA_BAND = 1 << 16
 
 
 def _pdq_full_operator(n: int) -> np.ndarray:
@@ -194,12 +198,29 @@ Scale = tuple[float, float]
 FULL_SCALE: Scale = (1.0, 1.0)
 
 
+def _pdq_luma(rgb: np.ndarray) -> np.ndarray:
+    """The luma pdqhash hashes, to the bit: its binding computes `R*0.299 + G*0.587 + B*0.114`
+    in float64 numpy and casts to float32 (a float32 formula, or a BLAS dot product, rounds
+    differently on up to a third of all colours and flips bits of low-quality pictures). Done
+    the same way here, a band of rows at a time, so no float64 copy of the whole picture."""
+    h, w = rgb.shape[:2]
+    luma = np.empty((h, w), dtype=np.float32)
+    step = max(1, _LUMA_BAND // max(w, 1))
+    r, g, b = _LUMA_F64
+    for top in range(0, h, step):
+        band = rgb[top:top + step]
+        acc = np.multiply(band[..., 0], r)
+        acc += np.multiply(band[..., 1], g)
+        acc += np.multiply(band[..., 2], b)
+        luma[top:top + step] = acc
+    return luma
+
+
 def pdq_grid(rgb: np.ndarray, scale: Scale = FULL_SCALE) -> np.ndarray:
     """PDQ's 64 x 64 filtered luma grid of a picture that is `scale` times smaller than the
     one it stands for ((1, 1): the picture itself, exactly as pdqhash computes it)."""
     h, w = rgb.shape[:2]
-    luma = rgb.reshape(-1, 3) @ _LUMA if rgb.ndim == 3 else rgb.astype(np.float32).ravel()
-    luma = luma.reshape(h, w)
+    luma = _pdq_luma(rgb) if rgb.ndim == 3 else rgb.astype(np.float32)
     rows = _pdq_operator(max(h, round(h * scale[1])), h)
     cols = _pdq_operator(max(w, round(w * scale[0])), w)
     return np.asarray((rows @ luma) @ cols.T)
