@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .errors import ImgVerifyError
 from .hashing import BITS, PictureHasher, hex_of, imagehash_to_int, pdq_hash, whash_default
-from .load import Limits, decode, read_source, reduction_scale, reference_pixels
+from .load import Limits, decode, read_source, reduction_scale, reference_image
 
 
 def hash_file(source: str, algorithms: list[str], limits: Limits | None = None,
@@ -29,18 +31,17 @@ def hash_file(source: str, algorithms: list[str], limits: Limits | None = None,
                 if a == "pdq":
                     record["pdq_quality"] = hs.pdq_quality
             return record
-        pixels = reference_pixels(data, name, limits)
+        rgb_image = reference_image(data, name, limits)
         if "pdq" in algorithms:
-            value, quality = pdq_hash(pixels)
+            value, quality = pdq_hash(np.asarray(rgb_image))
             record["pdq"] = hex_of(value, 256)
             record["pdq_quality"] = quality
         small = [a for a in algorithms if a != "pdq"]
         if small:
             import imagehash
-            from PIL import Image
 
             # each imagehash function starts with convert("L"): do it once
-            gray = Image.fromarray(pixels).convert("L")
+            gray = rgb_image.convert("L")
             funcs = {"phash": lambda g: imagehash_to_int(imagehash.phash(g)),
                      "dhash": lambda g: imagehash_to_int(imagehash.dhash(g)),
                      "whash": whash_default}
