@@ -356,7 +356,8 @@ def reference_image(data: bytes, name: str = "<bytes>",
     limits = limits or Limits()
     im = open_image(data, name, limits)
     try:
-        return im.convert("RGB")
+        im.load()
+        return im if im.mode == "RGB" else im.convert("RGB")  # no 48 MB copy of a camera JPEG
     except OSError as exc:
         if "truncated" in str(exc):
             raise TruncatedImageError(f"{name} is truncated: {exc}") from None
