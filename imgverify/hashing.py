@@ -221,15 +221,17 @@ def pdq_grid(rgb: np.ndarray, scale: Scale = FULL_SCALE) -> np.ndarray:
     one it stands for ((1, 1): the picture itself, exactly as pdqhash computes it)."""
     h, w = rgb.shape[:2]
     luma = _pdq_luma(rgb) if rgb.ndim == 3 else rgb.astype(np.float32)
-    n_rows = max(h, round(h * scale[1]))
-    rows = _pdq_operator(n_rows, h)
-    cols = _pdq_operator(max(w, round(w * scale[0])), w)
-    # each of the 64 rows of the operator is non-zero on about h/64 lines only: a dense product
-    # would do 64x the work (and wait on a threaded BLAS when the cores are busy)
+    n_rows, n_cols = max(h, round(h * scale[1])), max(w, round(w * scale[0]))
+    rows, cols = _pdq_operator(n_rows, h), _pdq_operator(n_cols, w)
+    # each of the 64 rows of an operator is non-zero on about n/64 lines only: a dense product
+    # would do 64x the work, and a threaded BLAS waits for its sleeping threads on busy cores
     first = np.empty((64, w), dtype=np.float32)
     for i, (lo, hi) in enumerate(_pdq_support(n_rows, h)):
         np.dot(rows[i, lo:hi], luma[lo:hi], out=first[i])
-    return np.asarray(first @ cols.T)
+    grid = np.empty((64, 64), dtype=np.float32)
+    for j, (lo, hi) in enumerate(_pdq_support(n_cols, w)):
+        grid[:, j] = first[:, lo:hi] @ cols[j, lo:hi]
+    return grid
 
 
 @lru_cache(maxsize=256)
