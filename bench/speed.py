@@ -2,7 +2,7 @@
 index build/load and memory, scan and ingest throughput. Medians and same-run ratios.
 
     python bench/speed.py [--quick] [--sizes 10000,100000,1000000,10000000]
-        [--parts hashing,index,open,scan,memory]
+        [--parts hashing,hashcmd,index,open,scan,memory]
 
 Nothing here asserts on time: it prints what was measured, on what, beside its peers.
 """
@@ -30,7 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 import imgverify  # noqa: E402
 from imgverify.match.search import QueryHashes, phash_variants  # noqa: E402
-from imgverify.media.load import HASH_MIN_SIDE, load  # noqa: E402
+from imgverify.media.load import (  # noqa: E402
+    HASH_MIN_SIDE,
+    load,
+    reference_pixels,  # noqa: E402
+)
 from imgverify.signals.hashing import compute_hashes, hamming, pdq_of_array  # noqa: E402
 from imgverify.store.index import LINEAR_MAX, HashIndex, pdq_words  # noqa: E402
 
@@ -161,6 +165,72 @@ def bench_hashing(quick: bool) -> None:
                     f"max {max(pdq_d)} / {max(ph_d)} bits",
                     "met" if max(pdq_d) <= 10 and max(ph_d) <= 4 else "not met"))
     shutil.rmtree(tmp)
+
+
+# -- 1b. `imgverify hash` (Meta's reference pipeline: full resolution, stored orientation) ----
+def _old_hash_record(path: Path) -> dict[str, object]:
+    """What `imgverify hash` did before: pdqhash and imagehash on the full decode."""
+    import imagehash
+    import pdqhash
+
+    from imgverify.signals.hashing import pdq_bits_to_int
+
+    pixels = reference_pixels(path.read_bytes())
+    bits, quality = pdqhash.compute(pixels)
+    img = Image.fromarray(pixels)
+    return {"input": str(path), "pdq": format(pdq_bits_to_int(bits), "064x"),
+            "pdq_quality": int(quality), "phash": str(imagehash.phash(img)),
+            "dhash": str(imagehash.dhash(img)), "whash": str(imagehash.whash(img))}
+
+
+def bench_hash_command(quick: bool) -> None:
+    import imagehash
+    import pdqhash
+
+    from imgverify.signals.hashprint import hash_file
+
+    camera = sorted((PHOTOS / "camera_exif").rglob("*.jpg"))
+    big = [p for p in camera if 10e6 <= Image.open(p).size[0] * Image.open(p).size[1] <= 14e6]
+    big = big[:3 if quick else 6]
+    rep = 3 if quick else 5
+    algos = ["pdq", "phash", "dhash", "whash"]
+    print("\n1b. `imgverify hash` per 12 MP camera JPEG (ms, median over files of per-file "
+          f"medians; {rep} rounds, the paths interleaved so load hits them alike)")
+    print(f"   files: {', '.join(p.name for p in big)}")
+    same = all(hash_file(str(p), algos) == _old_hash_record(p) for p in big)
+    paths = {
+        "hash (all four), new": lambda p: hash_file(str(p), algos),
+        "hash --algorithm pdq, new": lambda p: hash_file(str(p), ["pdq"]),
+        "hash (all four), old path": _old_hash_record,
+        "old PDQ: decode + pdqhash": lambda p: pdqhash.compute(reference_pixels(p.read_bytes())),
+        "pdqhash on decoded pixels": None,
+        "imagehash.phash (file)": lambda p: imagehash.phash(Image.open(p)),
+        "full decode (floor)": lambda p: reference_pixels(p.read_bytes()),
+    }
+    times: dict[str, list[list[float]]] = {k: [] for k in paths}
+    for p in big:
+        pixels = reference_pixels(p.read_bytes())
+        runs: dict[str, list[float]] = {k: [] for k in paths}
+        for _ in range(rep):
+            for k, fn in paths.items():
+                t = time.perf_counter()
+                if fn is None:
+                    pdqhash.compute(pixels)
+                else:
+                    fn(p)
+                runs[k].append((time.perf_counter() - t) * 1000)
+        for k in paths:
+            times[k].append(runs[k])
+    med = {k: float(np.median([statistics.median(r) for r in v])) for k, v in times.items()}
+    for k, v in med.items():
+        print(f"   {k:<30}{v:>9.0f} ms")
+    new, old, phash = (med["hash (all four), new"], med["hash (all four), old path"],
+                       med["imagehash.phash (file)"])
+    print(f"   output identical to the old path on these files: {'yes' if same else 'NO'}; "
+          f"new / old {new / old:.2f}, new / imagehash.phash {new / phash:.1f}")
+    SUMMARY.append(("`imgverify hash` 12 MP (all four hashes)", "bit-exact",
+                    f"{new:.0f} ms vs old {old:.0f} ms, imagehash.phash {phash:.0f} ms",
+                    "met" if same else "OUTPUT DIFFERS"))
 
 
 # -- 2. index -------------------------------------------------------------------------------
@@ -415,7 +485,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sizes", default="")
-    ap.add_argument("--parts", default="hashing,index,open,scan,memory",
+    ap.add_argument("--parts", default="hashing,hashcmd,index,open,scan,memory",
                     help="which sections to run (memory = scan RSS at 10 k and 100 k inputs, "
                          "about 12 min)")
     args = ap.parse_args()
@@ -429,6 +499,8 @@ def main() -> None:
     parts = set(args.parts.split(","))
     if "hashing" in parts:
         bench_hashing(args.quick)
+    if "hashcmd" in parts:
+        bench_hash_command(args.quick)
     if "index" in parts:
         bench_index(sizes, args.quick)
     if "open" in parts:

@@ -102,9 +102,9 @@ def test_shipped_archive_checks_from_a_read_only_install(ro_dir: Path, layout: s
     assert sorted(p.name for p in ro_dir.rglob("*")) == before, "nothing may be written there"
     if layout == "installed":  # the child really imported the read-only copy
         probe = run_without_override(
-            [sys.executable, "-c", "import imgverify.archive as a; "
+            [sys.executable, "-c", "import imgverify.store.sqlite as a; "
              "print(a.__file__); print(a.default_archive_path())"], env=env, cwd="/", timeout=60)
-        assert probe.stdout.split() == [str(package / "archive.py"),
+        assert probe.stdout.split() == [str(package / "store" / "sqlite.py"),
                                         str(package / "data" / "default.sqlite")]
 
 

@@ -382,15 +382,22 @@ def load(source: Source, limits: Limits | None = None, reduce: bool = True) -> L
     return LoadedImage(name, data, image, size, fmt)
 
 
-def reference_pixels(data: bytes, name: str = "<bytes>", limits: Limits | None = None):  # type: ignore[no-untyped-def]
-    """Full-resolution, un-oriented RGB pixels, exactly as Meta's pdqhash tools hash them."""
-    import numpy as np
-
+def reference_image(data: bytes, name: str = "<bytes>",
+                    limits: Limits | None = None) -> Image.Image:
+    """Full-resolution, un-oriented RGB picture, exactly as Meta's pdqhash tools hash it."""
     limits = limits or Limits()
     im = open_image(data, name, limits)
     try:
-        return np.asarray(im.convert("RGB"))
+        im.load()
+        return im if im.mode == "RGB" else im.convert("RGB")  # no 48 MB copy of a camera JPEG
     except OSError as exc:
         if "truncated" in str(exc):
             raise TruncatedImageError(f"{name} is truncated: {exc}") from None
         raise CorruptImageError(f"{name} could not be decoded: {exc}") from None
+
+
+def reference_pixels(data: bytes, name: str = "<bytes>", limits: Limits | None = None):  # type: ignore[no-untyped-def]
+    """Full-resolution, un-oriented RGB pixels, exactly as Meta's pdqhash tools hash them."""
+    import numpy as np
+
+    return np.asarray(reference_image(data, name, limits))

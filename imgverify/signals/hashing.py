@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 import imagehash
 import numpy as np
-import pdqhash
 from PIL import Image
 
 if TYPE_CHECKING:
@@ -130,7 +129,9 @@ class HashSet:
 
 
 def pdq_of_array(rgb: np.ndarray) -> tuple[int, int]:
-    """Meta's pdqhash on the pixels as given (the conformance path)."""
+    """Meta's pdqhash on the pixels as given (a cross-check: `pdq_hash` gives the same)."""
+    import pdqhash  # only benchmarks and tests call it; the hash paths are numpy
+
     bits, quality = pdqhash.compute(rgb)
     return pdq_bits_to_int(bits), int(quality)
 
@@ -140,7 +141,10 @@ _PDQ_DCT = (np.sqrt(2 / 64) * np.cos(np.pi / 128 * np.arange(1, 17)[:, None]
                                      * (2 * np.arange(64)[None, :] + 1))).astype(np.float32)
 #: (-1)^(u) for the DCT rows u = 1..16: mirroring the 64-sample grid flips these signs.
 _PDQ_ALT = np.where(np.arange(1, 17) % 2 == 1, -1.0, 1.0).astype(np.float32)
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+#: pdqhash's luma weights, as the Python floats its binding multiplies by.
+_LUMA_F64 = (0.299, 0.587, 0.114)
+#: Pixels per band of the luma conversion: the float64 temporaries stay in cache.
+_LUMA_BAND = 1 << 16
 
 
 def _pdq_full_operator(n: int) -> np.ndarray:
@@ -194,15 +198,49 @@ Scale = tuple[float, float]
 FULL_SCALE: Scale = (1.0, 1.0)
 
 
+def _pdq_luma(rgb: np.ndarray) -> np.ndarray:
+    """The luma pdqhash hashes, to the bit: its binding computes `R*0.299 + G*0.587 + B*0.114`
+    in float64 numpy and casts to float32 (a float32 formula, or a BLAS dot product, rounds
+    differently on up to a third of all colours and flips bits of low-quality pictures). Done
+    the same way here, a band of rows at a time, so no float64 copy of the whole picture."""
+    h, w = rgb.shape[:2]
+    luma = np.empty((h, w), dtype=np.float32)
+    step = max(1, _LUMA_BAND // max(w, 1))
+    r, g, b = _LUMA_F64
+    for top in range(0, h, step):
+        band = rgb[top:top + step]
+        acc = np.multiply(band[..., 0], r)
+        acc += np.multiply(band[..., 1], g)
+        acc += np.multiply(band[..., 2], b)
+        luma[top:top + step] = acc
+    return luma
+
+
 def pdq_grid(rgb: np.ndarray, scale: Scale = FULL_SCALE) -> np.ndarray:
     """PDQ's 64 x 64 filtered luma grid of a picture that is `scale` times smaller than the
     one it stands for ((1, 1): the picture itself, exactly as pdqhash computes it)."""
     h, w = rgb.shape[:2]
-    luma = rgb.reshape(-1, 3) @ _LUMA if rgb.ndim == 3 else rgb.astype(np.float32).ravel()
-    luma = luma.reshape(h, w)
-    rows = _pdq_operator(max(h, round(h * scale[1])), h)
-    cols = _pdq_operator(max(w, round(w * scale[0])), w)
-    return np.asarray((rows @ luma) @ cols.T)
+    luma = _pdq_luma(rgb) if rgb.ndim == 3 else rgb.astype(np.float32)
+    n_rows, n_cols = max(h, round(h * scale[1])), max(w, round(w * scale[0]))
+    rows, cols = _pdq_operator(n_rows, h), _pdq_operator(n_cols, w)
+    # each of the 64 rows of an operator is non-zero on about n/64 lines only: a dense product
+    # would do 64x the work, and a threaded BLAS waits for its sleeping threads on busy cores
+    first = np.empty((64, w), dtype=np.float32)
+    for i, (lo, hi) in enumerate(_pdq_support(n_rows, h)):
+        np.dot(rows[i, lo:hi], luma[lo:hi], out=first[i])
+    grid = np.empty((64, 64), dtype=np.float32)
+    for j, (lo, hi) in enumerate(_pdq_support(n_cols, w)):
+        grid[:, j] = first[:, lo:hi] @ cols[j, lo:hi]
+    return grid
+
+
+@lru_cache(maxsize=256)
+def _pdq_support(n_full: int, n: int) -> tuple[tuple[int, int], ...]:
+    """Per operator row, the span of lines it weighs (the cumulative sums leave ~1e-18
+    residues elsewhere, which are left out)."""
+    op = np.abs(_pdq_operator(n_full, n))
+    keep = op > op.max(axis=1, keepdims=True) * 1e-6
+    return tuple((int(np.argmax(k)), n - int(np.argmax(k[::-1]))) for k in keep)
 
 
 def pdq_quality(grid: np.ndarray) -> int:
@@ -216,6 +254,17 @@ def _pdq_bits(coefficients: np.ndarray) -> int:
     flat = coefficients.ravel()
     median = np.partition(flat, 127)[127]  # Meta's torben median: the lower middle value
     return pdq_bits_to_int((flat > median)[::-1])
+
+
+def pdq_hash(rgb: np.ndarray, scale: Scale = FULL_SCALE) -> tuple[int, int]:
+    """PDQ and its quality in the picture's own orientation.
+
+    At scale 1 this is Meta's pdqhash bit for bit (hash and quality, tested on every
+    conformance image) at a fraction of its cost: the two box passes and the decimation are
+    one `64 x H` and one `64 x W` matrix product (BLAS), not per-pixel running sums.
+    """
+    grid = pdq_grid(rgb, scale).astype(np.float32)
+    return _pdq_bits(_PDQ_DCT @ grid @ _PDQ_DCT.T), pdq_quality(grid)
 
 
 def pdq_dihedral(rgb: np.ndarray, scale: Scale = FULL_SCALE) -> tuple[list[int], int]:
@@ -240,6 +289,29 @@ def small_hashes(gray: Image.Image) -> tuple[int, int, int]:
         imagehash_to_int(imagehash.dhash(gray)),
         imagehash_to_int(imagehash.whash(gray, image_scale=WHASH_SCALE)),
     )
+
+
+def whash_default(gray: Image.Image) -> int:
+    """`imagehash.whash(gray)` with its default arguments, bit for bit, without the wavelets.
+
+    With the Haar wavelet the low band that whash thresholds is, exactly, each 1/8 x 1/8
+    block's pixel sum of the resized picture, scaled and shifted by the same constants for all
+    blocks, so the bits are "block sum above the median block sum". The sums are integers here;
+    pywt's values differ from the exact ones by rounding far below the gap between two distinct
+    sums, so the split is the same unless the two middle sums are equal: then the result
+    depends on pywt's rounding and imagehash itself is run.
+    """
+    # the same scale, mode and resampling as imagehash.whash, so the resized pixels are the same
+    scale = max(2 ** int(np.log2(min(gray.size))), 8)
+    if scale < 16:
+        return imagehash_to_int(imagehash.whash(gray))
+    small = gray.convert("L").resize((scale, scale), imagehash.ANTIALIAS)
+    block = scale // 8
+    sums = np.asarray(small, dtype=np.int64).reshape(8, block, 8, block).sum(axis=(1, 3))
+    ordered = np.sort(sums.ravel())
+    if ordered[31] == ordered[32]:
+        return imagehash_to_int(imagehash.whash(gray))
+    return imagehash_to_int(imagehash.ImageHash(sums > ordered[31]))
 
 
 def _gray_for_small_hashes(rgb: Image.Image) -> Image.Image:
