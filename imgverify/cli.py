@@ -444,7 +444,8 @@ def archive_add(
 def archive_stats(archive: ArchiveOpt = None) -> None:
     """Counts, date range and storage cost of the archive."""
     arch = _open_archive(archive)
-    typer.echo(json.dumps(arch.stats(), indent=2))
+    typer.echo(json.dumps({**arch.stats(), **arch.sighting_stats()}, indent=2,
+                          ensure_ascii=False))
 
 
 @archive_app.command("list")
@@ -535,3 +536,8 @@ def run() -> None:
     except ImgVerifyError as exc:
         typer.echo(f"imgverify: {exc.message}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+
+
+from .cli_import import import_app  # noqa: E402 - the import commands use the helpers above
+
+archive_app.add_typer(import_app, name="import")

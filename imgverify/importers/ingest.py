@@ -1,0 +1,203 @@
+"""One path for every importer: hash the image, link or keep it, store the sighting.
+
+An item is either a *reference* (a dated record from a curated source such as Commons: it
+becomes a reference, and its publication a sighting of it) or a *sighting* only (a post in a
+Telegram export: linked to the reference it matches, else kept as an unverified record of its
+own, dated by its publication, so that later copies still match it). Before anything new is
+written, the image is matched against the archive, so earlier sightings and desk checks of the
+same picture are reported: retroactive matching.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..archive import Archive, PreparedReference, make_thumbnail, reference_hashes
+from ..errors import ImgVerifyError
+from ..evidence import read_exif
+from ..features import REF_FEATURES, extract
+from ..load import Limits, LoadedImage, load
+from ..match import QueryHashes, find
+from ..sightings import Sighting
+from ..verdict import DEFAULT_THRESHOLDS, Thresholds, score_of, strength_of
+
+#: what an own record of a sighting says in the reference's `source` column
+UNVERIFIED_SOURCE = "unverified sighting ({origin})"
+
+
+@dataclass
+class ImportItem:
+    """One image to import with what its source says about it."""
+
+    sighting: Sighting
+    image: bytes | str | None  # the bytes, or a local path
+    #: reference context (date, event, place, caption, source, source_url, credit, license,
+    #: published) when the item is a reference; None for a sighting only
+    context: dict[str, str | None] | None = None
+    label: str = ""
+    image_uri: str | None = None
+
+
+@dataclass
+class ImportReport:
+    """What an import did; `errors` and `skipped` name each entry and why."""
+
+    references_added: int = 0
+    references_updated: int = 0
+    sightings_added: int = 0
+    linked: int = 0
+    own_records: int = 0
+    already_imported: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    #: earlier sightings or checks that a newly imported image matches
+    retroactive: list[dict[str, Any]] = field(default_factory=list)
+    network_seconds: float = 0.0
+    elapsed_seconds: float = 0.0
+    http_requests: int = 0
+    http_retries: int = 0
+
+    @property
+    def imported(self) -> int:
+        return self.references_added + self.references_updated + self.sightings_added
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "references_added": self.references_added,
+            "references_updated": self.references_updated,
+            "sightings_added": self.sightings_added, "linked_to_references": self.linked,
+            "unverified_records": self.own_records, "already_imported": self.already_imported,
+            "skipped": self.skipped, "errors": self.errors, "retroactive": self.retroactive,
+            "http_requests": self.http_requests, "http_retries": self.http_retries,
+            "network_seconds": round(self.network_seconds, 3),
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+        }
+
+
+def prepare_loaded(loaded: LoadedImage, image_uri: str,
+                   context: dict[str, str | None]) -> PreparedReference:
+    return PreparedReference(
+        sha256=loaded.sha256, image_uri=image_uri, context=dict(context),
+        width=loaded.original_size[0], height=loaded.original_size[1], format=loaded.format,
+        thumbnail=make_thumbnail(loaded.image), exif=read_exif(loaded.data).to_dict(),
+        hashes=reference_hashes(loaded.image, loaded.scale),
+        features=extract(loaded.image, REF_FEATURES))
+
+
+class Importer:
+    """Writes items into one archive; `report` accumulates across calls."""
+
+    def __init__(self, archive: Archive, limits: Limits | None = None,
+                 thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
+        archive._require_writable()
+        self.archive = archive
+        self.limits = limits
+        self.thresholds = thresholds
+        self.report = ImportReport()
+        self._started = time.perf_counter()
+
+    def finish(self) -> ImportReport:
+        self.report.elapsed_seconds = time.perf_counter() - self._started
+        return self.report
+
+    def known(self, origin: str, source_key: str, source_sha1: str | None = None) -> bool:
+        """Already imported (and, when a sha1 is given, with the same file): skip it."""
+        found = self.archive.find_sighting(origin, source_key)
+        if found is None or (source_sha1 and found.source_sha1 != source_sha1):
+            return False
+        self.report.already_imported += 1
+        return True
+
+    def skip(self, label: str, reason: str) -> None:
+        self.report.skipped.append({"entry": label, "reason": reason})
+
+    def error(self, label: str, reason: str) -> None:
+        self.report.errors.append({"entry": label, "error": reason})
+
+    def add(self, item: ImportItem) -> Sighting | None:
+        """Import one item; a bad image becomes an error entry, never an exception."""
+        label = item.label or item.sighting.source_key
+        if item.image is None:
+            self.error(label, "no image file found for this entry")
+            return None
+        try:
+            loaded = load(item.image, self.limits)
+        except ImgVerifyError as exc:
+            self.error(label, exc.message)
+            return None
+        s = item.sighting
+        s.sha256 = loaded.sha256
+        uri = item.image_uri or (item.image if isinstance(item.image, str) else s.media_url
+                                 or "")
+        matched = self._match(loaded)
+        self._retroactive(matched, s, label)
+        if item.context is not None:
+            added, updated = self.archive.write_batch([prepare_loaded(loaded, uri, item.context)])
+            self.report.references_added += added
+            self.report.references_updated += updated
+            ref = self.archive.find_sha256(loaded.sha256)
+            s.ref_key = ref.key if ref else None
+            s.own_record = False
+        else:
+            likely = [(k, sc) for k, sc in matched if sc is not None]
+            if likely:
+                s.ref_key, s.match_score = likely[0]
+                s.own_record = False
+                self.report.linked += 1
+            elif s.seen_at:
+                ctx: dict[str, str | None] = {
+                    "date": s.seen_at[:10], "published": s.seen_at[:10],
+                    "caption": s.text, "source": UNVERIFIED_SOURCE.format(origin=s.origin),
+                    "source_url": s.url if s.url and s.url.startswith(("http://", "https://"))
+                    else None, "credit": s.account}
+                self.archive.write_batch([prepare_loaded(loaded, uri, ctx)])
+                ref = self.archive.find_sha256(loaded.sha256)
+                s.ref_key = ref.key if ref else None
+                s.own_record = True
+                self.report.own_records += 1
+            else:
+                self.skip(label, "no publication date: kept as an undated sighting, not "
+                          "matchable")
+        self.report.sightings_added += self.archive.add_sightings([s])
+        return s
+
+    def _match(self, loaded: LoadedImage) -> list[tuple[int, float | None]]:
+        """(reference key, score when a likely match else None), the identical file first."""
+        out: list[tuple[int, float | None]] = []
+        exact = self.archive.find_sha256(loaded.sha256)
+        if exact is not None:
+            out.append((exact.key, 1.0))
+        if len(self.archive) == 0:
+            return out
+        for r in find(QueryHashes(loaded.image, loaded.scale), self.archive.index(),
+                      self.thresholds):
+            strength = strength_of(r.combined, self.thresholds)
+            if strength is None or (exact is not None and r.ref_key == exact.key):
+                continue
+            out.append((r.ref_key, score_of(r.combined) if strength == "likely" else None))
+        return out
+
+    def _retroactive(self, matched: list[tuple[int, float | None]], new: Sighting,
+                     label: str) -> None:
+        """Earlier sightings and desk checks of this picture, now matched by a new import."""
+        keys = [k for k, score in matched if score is not None]
+        if not keys:
+            return
+        refs = self.archive.references(keys)
+        for key, sightings in self.archive.sightings_for(keys).items():
+            for s in sightings:
+                if s.origin == new.origin and s.source_key == new.source_key:
+                    continue
+                if not (s.own_record or s.origin == "check"):
+                    continue
+                ref = refs.get(key)
+                self.report.retroactive.append({
+                    "imported": label, "imported_url": new.url,
+                    "matches_earlier": s.origin, "seen_at": s.seen_at, "url": s.url,
+                    "account": s.account, "reference_id": ref.reference_id if ref else None,
+                    "evidence": s.evidence})
+
+
+__all__ = ["ImportItem", "ImportReport", "Importer", "UNVERIFIED_SOURCE", "prepare_loaded"]
