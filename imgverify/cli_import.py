@@ -137,4 +137,52 @@ def import_commons_cmd(
         _fail(exc.message + " (re-run the same command to resume)", EXIT_BAD_INPUT)
 
 
+@import_app.command("folder")
+def import_folder_cmd(
+    path: Annotated[str, typer.Argument(help="Export folder: gallery-dl (--write-metadata), "
+                                        "yt-dlp (.info.json + thumbnail), Telegram Desktop "
+                                        "(result.json), X/Twitter archive (tweets.js).")],
+    archive: ArchiveOpt = None,
+    config: Annotated[Optional[str], typer.Option(
+        "--config", help="JSON config mapping your own sidecars (JSON or CSV) to sightings: "
+        "origin, json_suffix or csv, image, fields {seen_at, url, account, text, id}.")] = None,
+    enrich: EnrichOpt = None,
+    cdx_url: CdxOpt = DEFAULT_CDX,
+    contact: ContactOpt = None,
+    max_pixels: MaxPixelsOpt = Limits().max_pixels,
+    max_bytes: MaxBytesOpt = Limits().max_bytes,
+    allow_private_urls: PrivateOpt = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Import an export folder: each published image becomes a sighting, linked to the
+    reference it matches or kept as an unverified record that later copies match."""
+    from pathlib import Path
+
+    from .importers.folder import SidecarConfig, detect, import_folder
+    from .importers.ingest import Importer
+
+    _check_enrich(enrich)
+    folder = Path(path)
+    if not folder.is_dir():
+        _fail(f"{path} is not a folder", EXIT_USAGE)
+    cfg = None
+    if config:
+        try:
+            cfg = SidecarConfig.read(config)
+        except ValueError as exc:
+            _fail(str(exc), EXIT_USAGE)
+    if not detect(folder) and cfg is None:
+        _fail(f"{path}: no gallery-dl, yt-dlp, Telegram or X export found (for other sidecars "
+              "pass --config)", EXIT_BAD_INPUT)
+    arch = _open_archive(archive, writable=True)
+    try:
+        with _ProgressBar("importing", "files/s", progress and sys.stderr.isatty()) as bar:
+            report = import_folder(Importer(arch, _limits(max_pixels, max_bytes)), folder, cfg,
+                                   on_item=bar.advance)
+        client = _client(contact, 1.0, max_bytes, allow_private_urls) if enrich else None
+        _finish(arch, report, enrich, cdx_url, client)
+    except ArchiveError as exc:
+        _fail(exc.message, EXIT_ARCHIVE)
+
+
 __all__ = ["import_app"]

@@ -3,15 +3,19 @@ machine): Commons/MediaWiki, then export folders, feeds and Wayback CDX."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 from conftest import coco
 from import_fixtures import FixtureWiki, WikiFile, jpeg_of, serve
+from typer.testing import CliRunner
 
 from imgverify.archive import Archive
+from imgverify.cli import app
 from imgverify.importers.commons import CommonsOptions, import_commons
+from imgverify.importers.folder import import_folder
 from imgverify.importers.http import ClientConfig, ImportHTTPError, PoliteClient
 from imgverify.importers.ingest import Importer
 
@@ -151,3 +155,163 @@ def test_version_1_archive_migrates_in_place_and_still_opens_read_only(
         conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
     with pytest.raises(Exception, match="newer imgverify"):
         Archive(path, readonly=True)
+
+
+def make_exports(root: Path, photos: list[Path]) -> Path:
+    """One folder holding the four tool formats as those tools write them, with hostile text,
+    a malformed entry, a path escaping the export and a 'photo' that is not an image."""
+    root.mkdir(parents=True, exist_ok=True)
+    # Telegram Desktop: a channel export (photos/ beside result.json)
+    tg = root / "ChatExport_2024-12-25"
+    (tg / "photos").mkdir(parents=True)
+    (tg / "photos" / "photo_1@24-12-2024_10-15-00.jpg").write_bytes(jpeg_of(photos[0], 800, 70))
+    (tg / "photos" / "photo_2@24-12-2024_11-00-00.jpg").write_bytes(jpeg_of(photos[1], 800))
+    (tg / "result.json").write_text(json.dumps({
+        "name": "Paktika News " + HOSTILE, "type": "public_channel", "id": 1790000001,
+        "username": "paktika_news",
+        "messages": [
+            {"id": 101, "type": "message", "date": "2024-12-24T10:15:00",
+             "date_unixtime": "1735035300", "from": "Paktika News", "from_id": "channel1790",
+             "photo": "photos/photo_1@24-12-2024_10-15-00.jpg", "width": 800, "height": 600,
+             "text": ["Children killed in last night's airstrike ",
+                      {"type": "hashtag", "text": "#Paktika"}],
+             "text_entities": []},
+            {"id": 102, "type": "message", "date": "2024-12-24T11:00:00",
+             "date_unixtime": "1735038000", "from": HOSTILE,
+             "photo": "photos/photo_2@24-12-2024_11-00-00.jpg", "text": HOSTILE},
+            "this message is malformed",
+            {"id": 103, "type": "message", "date_unixtime": "1735039000",
+             "photo": "../../../etc/passwd", "text": "escape attempt"},
+            {"id": 104, "type": "service", "date_unixtime": "1735039000", "action": "pin"},
+        ]}), encoding="utf-8")
+    # gallery-dl: NAME.EXT + NAME.EXT.json
+    gdl = root / "gallery-dl" / "twitter" / "relief_desk"
+    gdl.mkdir(parents=True)
+    (gdl / "1870000000000000001_1.jpg").write_bytes(jpeg_of(photos[2], 900))
+    (gdl / "1870000000000000001_1.jpg.json").write_text(json.dumps({
+        "category": "twitter", "subcategory": "user", "tweet_id": 1870000000000000001,
+        "date": "2024-12-24 12:30:00", "author": {"name": "relief_desk", "nick": HOSTILE},
+        "content": "Airstrike aftermath " + HOSTILE, "num": 1, "filename": "G1abc",
+        "extension": "jpg"}), encoding="utf-8")
+    (gdl / "notes.jpg").write_bytes(b"this is a text file with a .jpg name")
+    (gdl / "notes.jpg.json").write_text(json.dumps({"category": "twitter",
+                                                    "tweet_id": 187, "date":
+                                                    "2024-12-24 13:00:00"}), encoding="utf-8")
+    (gdl / "broken.jpg.json").write_text("{not json", encoding="utf-8")
+    # yt-dlp: NAME.info.json + NAME.jpg (--write-info-json --write-thumbnail)
+    yt = root / "yt-dlp"
+    yt.mkdir()
+    (yt / "Herat quake footage [dQw4w9WgXcQ].info.json").write_text(json.dumps({
+        "id": "dQw4w9WgXcQ", "title": "Herat quake footage", "description": HOSTILE,
+        "uploader": "Some Channel", "channel": "Some Channel", "upload_date": "20231009",
+        "timestamp": 1696850000, "webpage_url": "https://www.youtube.com/watch?v=dQw4w9WgXcQ",
+        "extractor": "youtube", "extractor_key": "Youtube",
+        "thumbnail": "https://i.ytimg.com/vi/dQw4w9WgXcQ/maxresdefault.jpg"}),
+        encoding="utf-8")
+    (yt / "Herat quake footage [dQw4w9WgXcQ].jpg").write_bytes(jpeg_of(photos[3], 1280))
+    # X/Twitter archive: data/tweets.js, data/account.js, data/tweets_media/
+    x = root / "twitter-2024-12-30" / "data"
+    (x / "tweets_media").mkdir(parents=True)
+    (x / "account.js").write_text('window.YTD.account.part0 = [{"account": {"username": '
+                                  '"desk_account", "accountId": "42"}}]', encoding="utf-8")
+    (x / "tweets_media" / "1871111111111111111-GfXyZ123.jpg").write_bytes(
+        jpeg_of(photos[4], 1200))
+    (x / "tweets.js").write_text("window.YTD.tweets.part0 = " + json.dumps([
+        {"tweet": {"id_str": "1871111111111111111", "created_at":
+                   "Tue Dec 24 15:00:00 +0000 2024", "full_text": "Paktika " + HOSTILE,
+                   "extended_entities": {"media": [{"id_str": "1", "type": "photo",
+                                                    "media_url_https":
+                                                    "https://pbs.twimg.com/media/GfXyZ123.jpg"}]
+                                         }}},
+        {"tweet": "malformed"}]), encoding="utf-8")
+    return root
+
+
+def test_folder_import_four_formats(tmp_path: Path) -> None:
+    photos = coco(5, start=20)
+    folder = make_exports(tmp_path / "exports", photos)
+    path = tmp_path / "a.sqlite"
+    (tmp_path / "m.csv").write_text(f"image,date,event\n{photos[0]},2023-10-07,Herat\n",
+                                    encoding="utf-8")
+    with Archive.open(path) as arch:
+        arch.ingest(tmp_path / "m.csv")
+        report = import_folder(Importer(arch), folder).to_dict()
+        by_origin = {s.origin: s for s in arch.iter_sightings()}
+        assert set(by_origin) == {"telegram", "gallery-dl/twitter", "yt-dlp/youtube", "x"}
+        assert report["sightings_added"] == 5
+        assert report["linked_to_references"] == 1  # the recompressed copy of the reference
+        assert report["unverified_records"] == 4
+        errors = {e["entry"]: e["error"] for e in report["errors"]}  # type: ignore[union-attr]
+        assert any("notes.jpg.json" in k for k in errors)  # not an image
+        assert any("broken.jpg.json" in k and "invalid JSON" in v for k, v in errors.items())
+        assert any("malformed message" in v for v in errors.values())
+        assert any("not a file inside the export" in v for v in errors.values())
+        assert any("malformed tweet" in v for v in errors.values())
+        tg = [s for s in arch.iter_sightings("telegram")]
+        first = next(s for s in tg if s.source_key.endswith(":101"))
+        assert first.seen_at == "2024-12-24T10:15:00+00:00"
+        assert first.url == "https://t.me/paktika_news/101" and first.account == "Paktika News"
+        assert first.text == "Children killed in last night's airstrike #Paktika"
+        herat = next(r for r in arch.iter_references() if r.event == "Herat")
+        assert not first.own_record and first.ref_key == herat.key
+        assert first.match_score is not None and first.sha256 != herat.sha256
+        x = by_origin["x"]
+        assert x.url == "https://x.com/desk_account/status/1871111111111111111"
+        assert x.seen_at == "2024-12-24T15:00:00+00:00" and x.own_record
+        yt = by_origin["yt-dlp/youtube"]
+        assert yt.seen_at == "2023-10-09T11:13:20+00:00" and yt.account == "Some Channel"
+        assert yt.url == "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+        g = by_origin["gallery-dl/twitter"]
+        assert g.url == "https://x.com/relief_desk/status/1870000000000000001"
+        assert g.seen_at == "2024-12-24T12:30:00"
+        # an unverified record is dated by its publication and says where it comes from
+        rec = arch.references([x.ref_key or 0])[x.ref_key or 0]
+        assert (rec.date, rec.source) == ("2024-12-24", "unverified sighting (x)")
+        again = import_folder(Importer(arch), folder).to_dict()  # re-run: nothing duplicated
+        assert again["sightings_added"] == 0 and again["already_imported"] == 5
+        assert sum(1 for _ in arch.iter_sightings()) == 5 and len(arch) == 5
+
+
+def test_generic_sidecars_by_config(tmp_path: Path) -> None:
+    photos = coco(2, start=26)
+    folder = tmp_path / "inbox"
+    (folder / "img").mkdir(parents=True)
+    (folder / "img" / "a.jpg").write_bytes(jpeg_of(photos[0], 700))
+    (folder / "img" / "a.jpg.meta.json").write_text(json.dumps({
+        "post": {"id": "p-1", "when": "2024-12-24T08:00:00Z", "link": "https://example.net/p/1",
+                 "by": {"name": "stringer"}, "caption": "hospital " + HOSTILE}}),
+        encoding="utf-8")
+    (folder / "b.jpg").write_bytes(jpeg_of(photos[1], 700))
+    (folder / "index.csv").write_text("file,posted,link,user,text,pid\n"
+                                      "b.jpg,1735000000,javascript:alert(1),desk,hello,77\n"
+                                      "missing.jpg,1735000000,,desk,gone,78\n", encoding="utf-8")
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps({
+        "origin": "desk-inbox", "json_suffix": ".meta.json", "csv": "index.csv",
+        "image": "file", "fields": {"seen_at": "posted", "url": "link", "account": "user",
+                                    "text": "text", "id": "pid"}}), encoding="utf-8")
+    json_cfg = tmp_path / "cfg2.json"
+    json_cfg.write_text(json.dumps({
+        "origin": "desk-json", "json_suffix": ".meta.json",
+        "fields": {"seen_at": "post.when", "url": "post.link", "account": "post.by.name",
+                   "text": "post.caption", "id": "post.id"}}), encoding="utf-8")
+    runner = CliRunner()
+    path = tmp_path / "a.sqlite"
+    res = runner.invoke(app, ["archive", "import", "folder", str(folder), "--archive",
+                              str(path), "--config", str(cfg_path)])
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert res.exit_code == 3, res.output  # the missing image is an error line, the rest in
+    assert [e["entry"] for e in out["errors"]] == ["index.csv:3"]
+    res2 = runner.invoke(app, ["archive", "import", "folder", str(folder), "--archive",
+                               str(path), "--config", str(json_cfg)])
+    assert res2.exit_code == 0, res2.output
+    with Archive.open(path) as arch:
+        csv_s = next(arch.iter_sightings("desk-inbox"))
+        assert (csv_s.source_key, csv_s.account, csv_s.url) == ("77", "desk", None)
+        assert csv_s.seen_at == "2024-12-24T00:26:40+00:00"
+        js = next(arch.iter_sightings("desk-json"))
+        assert (js.source_key, js.account, js.url) == ("p-1", "stringer",
+                                                       "https://example.net/p/1")
+    bad = runner.invoke(app, ["archive", "import", "folder", str(folder), "--archive",
+                              str(path), "--config", str(tmp_path / "nope.json")])
+    assert bad.exit_code == 2 and "cannot read sidecar config" in bad.stderr
