@@ -14,6 +14,7 @@ from .claims import check_claims, timeline
 from .errors import ImgVerifyError
 from .evidence import ExifEvidence, read_exif
 from .features import FEATURE_SIDE
+from .firstseen import add_first_seen, split_desk_checks
 from .load import Limits, LoadedImage, Source, describe_source, load, picture_for_features
 from .match import QueryHashes, find, find_local
 from .provenance import read_credentials
@@ -86,6 +87,7 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
                               True))
     if thresholds.use_local_features and not any(m.strength == "likely" for m in matches):
         _add_local_matches(loaded, archive, thresholds, matches, claimed, query)
+    matches, desk_checks = split_desk_checks(matches)
     matches = order_matches(matches)[:max_matches]
     verdict = decide(matches)
     hs = query.default_hashset()
@@ -97,7 +99,7 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
                             "strength": "strong" if broken else "info",
                             "supports": "neutral"})
     events = [e.to_dict() for e in timeline(matches, exif, claimed)]
-    return CheckResult(
+    result = CheckResult(
         input=label, verdict=verdict, sha256=loaded.sha256, matches=matches,
         exif=exif.to_dict(), notes=notes_for(verdict, matches, exif, claimed, claimed_place),
         claimed_date=claimed.isoformat() if claimed else None, claimed_place=claimed_place,
@@ -106,6 +108,8 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         content_credentials=credentials.to_dict() if credentials is not None else None,
         elapsed_ms=(time.perf_counter() - started) * 1000, picture=loaded.image,
     )
+    add_first_seen(result, archive, desk_checks)
+    return result
 
 
 def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,

@@ -201,6 +201,11 @@ def check(
     max_bytes: MaxBytesOpt = Limits().max_bytes,
     max_frames: MaxFramesOpt = Limits().max_frames,
     allow_private_urls: PrivateOpt = False,
+    record: Annotated[bool, typer.Option(
+        "--record", help="Remember this check in the archive (a sighting): the next check of "
+        "a copy says when it was first submitted to this desk, and from where.")] = False,
+    source_url: Annotated[Optional[str], typer.Option(
+        "--source-url", help="With --record: where the desk found the image.")] = None,
 ) -> None:
     """Check one image and print the verdict with the original context of any match."""
     from .checker import check as run_check
@@ -208,7 +213,10 @@ def check(
 
     if fmt not in ("text", "json", "html"):
         _fail(f"unknown --format {fmt!r}: use text, json or html", EXIT_USAGE)
-    arch = _open_archive(archive)
+    if source_url is not None and (not record or not source_url.lower().startswith(
+            ("http://", "https://"))):
+        _fail("--source-url takes an http(s) URL and goes with --record", EXIT_USAGE)
+    arch = _open_archive(archive, writable=record)
     try:
         result = run_check(source, arch, claimed_date=claimed_date, claimed_place=claimed_place,
                            limits=_limits(max_pixels, max_bytes, allow_private_urls,
@@ -219,6 +227,12 @@ def check(
     except ArchiveError as exc:
         _fail(exc.message, EXIT_ARCHIVE)
         raise
+    if record:
+        from .firstseen import record_check
+
+        with _typed_errors_exit():
+            record_check(arch, source, result, source_url,
+                         _limits(max_pixels, max_bytes, allow_private_urls, max_frames))
     if fmt == "json":
         text = to_json(result) + "\n"
     elif fmt == "html":

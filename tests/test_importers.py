@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 from conftest import coco
 from import_fixtures import FixtureWiki, WikiFile, jpeg_of, serve
+from PIL import Image
 from typer.testing import CliRunner
 
+from imgverify import __version__
 from imgverify.archive import Archive
 from imgverify.cli import app
 from imgverify.importers.commons import CommonsOptions, import_commons
 from imgverify.importers.folder import import_folder
-from imgverify.importers.http import ClientConfig, ImportHTTPError, PoliteClient
+from imgverify.importers.http import PROJECT_URL, ClientConfig, ImportHTTPError, PoliteClient
 from imgverify.importers.ingest import Importer
 
 HERAT = "Category:2023 Herat earthquakes"
@@ -315,3 +317,115 @@ def test_generic_sidecars_by_config(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["archive", "import", "folder", str(folder), "--archive",
                               str(path), "--config", str(tmp_path / "nope.json")])
     assert bad.exit_code == 2 and "cannot read sidecar config" in bad.stderr
+
+
+def repost_of(photo: Path, out: Path) -> Path:
+    """A social-media repost: cropped a little, downsized, recompressed."""
+    with Image.open(photo) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        im = im.crop((int(w * 0.04), int(h * 0.04), int(w * 0.97), int(h * 0.96)))
+        im = im.resize((int(im.width * 0.6), int(im.height * 0.6)))
+        im.save(out, "JPEG", quality=72)
+    return out
+
+
+def test_herat_walkthrough_end_to_end(tmp_path: Path) -> None:
+    """The README walkthrough, with --api-url pointing at the local fixture server."""
+    photos = coco(7)
+    wiki = herat_wiki(photos)
+    runner = CliRunner()
+    archive = str(tmp_path / "herat.sqlite")
+    repost = repost_of(photos[1], tmp_path / "repost.jpg")
+    with serve(wiki) as base:
+        res = runner.invoke(app, [
+            "archive", "import", "commons", "Category:2023 Herat earthquakes", "--depth", "1",
+            "--archive", archive, "--contact", "desk@example.org",
+            "--api-url", f"{base}/w/api.php", "--allow-private-urls", "--min-interval", "0"])
+    assert res.exit_code == 3, res.output  # the malformed entry is reported, the rest imported
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["references_added"] == 7 and len(report["errors"]) == 1
+    res = runner.invoke(app, ["check", str(repost), "--archive", archive, "--claimed-date",
+                              "2024-12-24", "--claimed-place", "Paktika", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["verdict"] == "likely_recycled"
+    top = out["matches"][0]
+    assert (top["event"], top["date"], top["published"]) == ("2023 Herat earthquakes",
+                                                              "2023-10-08", "2023-10-11")
+    assert top["source_url"] == f"{base}/wiki/File:Herat_earthquake_1.jpg"
+    findings = {f["check"]: f for f in out["claim_checks"]}
+    assert findings["date"]["strength"] == "strong" and "15 months" in findings["date"]["finding"]
+    assert findings["place"]["supports"] == "recycled"
+    commons = [t for t in out["timeline"] if t.get("source") == "commons"]
+    assert commons and commons[0]["date"] == "2023-10-11T08:00:00"
+    assert commons[0]["strength"] == "moderate"
+    assert any(n.startswith("Earliest known publication: 2023-10-08") for n in out["notes"])
+    assert out["notes"][-1].startswith("No match means not in this archive")
+    stats = json.loads(runner.invoke(app, ["archive", "stats", "--archive", archive]).stdout)
+    assert stats["references_by_source"] == {f"MediaWiki ({base}/w/api.php)": 7}
+    assert stats["sightings_by_origin"]["commons"]["sightings"] == 7
+
+
+def test_no_contact_warns_and_names_the_project(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMGVERIFY_CONTACT", raising=False)
+    wiki = herat_wiki(coco(7))
+    with serve(wiki) as base:
+        res = CliRunner().invoke(app, [
+            "archive", "import", "commons", HERAT, "--archive", str(tmp_path / "a.sqlite"),
+            "--api-url", f"{base}/w/api.php", "--allow-private-urls", "--min-interval", "0",
+            "--limit", "1"])
+    assert "no --contact" in res.stderr and PROJECT_URL in res.stderr
+    agents = {h.get("User-Agent") for _, _, h in wiki.log}
+    assert agents == {f"imgverify/{__version__} ({PROJECT_URL})"}
+
+
+def test_sighting_only_image_desk_record_and_retroactive_match(tmp_path: Path) -> None:
+    photos = coco(5, start=20)
+    folder = make_exports(tmp_path / "exports", photos)
+    archive = str(tmp_path / "a.sqlite")
+    runner = CliRunner()
+    res = runner.invoke(app, ["archive", "import", "folder", str(folder), "--archive", archive])
+    assert res.exit_code == 3  # malformed entries reported
+    # a copy of an image seen only in the Telegram export: published before, with that post
+    copy = repost_of(photos[1], tmp_path / "copy.jpg")
+    res = runner.invoke(app, ["check", str(copy), "--archive", archive, "--format", "json",
+                              "--claimed-date", "2025-01-05"])
+    out = json.loads(res.stdout)
+    assert out["verdict"] == "likely_recycled"
+    first = next(t for t in out["timeline"] if t["kind"] == "sighting")
+    assert (first["source"], first["url"], first["date"]) == (
+        "telegram", "https://t.me/paktika_news/102", "2024-12-24T11:00:00")
+    assert any("Earliest known publication: 2024-12-24" in n for n in out["notes"])
+    html_res = runner.invoke(app, ["check", str(copy), "--archive", archive, "--format",
+                                   "html"])
+    assert "<script>" not in html_res.stdout and "<img src=x" not in html_res.stdout
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_res.stdout  # shown, inert
+    # a desk check of a new image, recorded; a later copy says when and from where
+    new = coco(1, start=40)[0]
+    res = runner.invoke(app, ["check", str(new), "--archive", archive, "--record",
+                              "--source-url", "https://example.com/post/9"])
+    assert res.exit_code == 0, res.output
+    later = repost_of(new, tmp_path / "later.jpg")
+    out = json.loads(runner.invoke(app, ["check", str(later), "--archive", archive,
+                                         "--format", "json"]).stdout)
+    assert out["verdict"] == "no_match"  # a desk check is not a publication
+    assert any(n.startswith("First submitted to this desk on ") and
+               n.endswith("from https://example.com/post/9.") for n in out["notes"])
+    # a Commons import of that image now reports the earlier desk check (retroactive)
+    wiki = FixtureWiki()
+    wiki.add_file(HERAT, WikiFile("File:Later found.jpg", jpeg_of(new, 1400),
+                                  extmetadata={"DateTimeOriginal": "2023-10-07"}))
+    with serve(wiki) as base:
+        res = runner.invoke(app, ["archive", "import", "commons", HERAT, "--archive", archive,
+                                  "--api-url", f"{base}/w/api.php", "--allow-private-urls",
+                                  "--contact", "x@example.org", "--min-interval", "0"])
+    rep = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [(r["matches_earlier"], r["url"]) for r in rep["retroactive"]] == [
+        ("check", "https://example.com/post/9")]
+    out = json.loads(runner.invoke(app, ["check", str(later), "--archive", archive,
+                                         "--format", "json"]).stdout)
+    assert out["verdict"] == "likely_recycled"
+    kinds = [t.get("evidence") for t in out["timeline"] if t["kind"] != "claim"]
+    assert kinds[0] == "archive_reference" and "desk_check" in kinds
