@@ -185,4 +185,64 @@ def import_folder_cmd(
         _fail(exc.message, EXIT_ARCHIVE)
 
 
+@import_app.command("feed")
+def import_feed_cmd(
+    url: Annotated[str, typer.Argument(help="RSS or Atom feed URL carrying photos (Media RSS "
+                                       "media:content, enclosure).")],
+    archive: ArchiveOpt = None,
+    contact: ContactOpt = None,
+    min_interval: RateOpt = 0.5,
+    enrich: EnrichOpt = None,
+    cdx_url: CdxOpt = DEFAULT_CDX,
+    max_pixels: MaxPixelsOpt = Limits().max_pixels,
+    max_bytes: MaxBytesOpt = Limits().max_bytes,
+    allow_private_urls: PrivateOpt = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Import a photo feed: each image a sighting dated by its item's publication time."""
+    from .importers.feed import import_feed
+    from .importers.ingest import Importer
+
+    _check_enrich(enrich)
+    if not url.lower().startswith(("http://", "https://")):
+        _fail("the feed must be an http(s) URL", EXIT_USAGE)
+    arch = _open_archive(archive, writable=True)
+    try:
+        with _client(contact, min_interval, max_bytes, allow_private_urls) as client, \
+                _ProgressBar("importing", "images/s", progress and sys.stderr.isatty()) as bar:
+            report = import_feed(Importer(arch, _limits(max_pixels, max_bytes,
+                                                        allow_private_urls)),
+                                 client, url, on_item=bar.advance)
+            _finish(arch, report, enrich, cdx_url, client)
+    except ArchiveError as exc:
+        _fail(exc.message, EXIT_ARCHIVE)
+    except ImgVerifyError as exc:
+        _fail(exc.message, EXIT_BAD_INPUT)
+
+
+@import_app.command("wayback")
+def import_wayback_cmd(
+    archive: ArchiveOpt = None,
+    cdx_url: CdxOpt = DEFAULT_CDX,
+    contact: ContactOpt = None,
+    min_interval: RateOpt = 1.0,
+    allow_private_urls: PrivateOpt = False,
+) -> None:
+    """Look up the first Internet Archive capture of every reference and sighting URL not
+    yet looked up (the same as --enrich wayback on an import)."""
+    from .importers.wayback import enrich_wayback
+
+    arch = _open_archive(archive, writable=True)
+    try:
+        with _client(contact, min_interval, Limits().max_bytes, allow_private_urls) as client:
+            report = enrich_wayback(arch, client, cdx_url)
+    except ArchiveError as exc:
+        _fail(exc.message, EXIT_ARCHIVE)
+    for item in report.errors:
+        typer.echo(f"imgverify: {item['entry']}: {item['error']}", err=True)
+    typer.echo(json.dumps({"archive": str(arch.path), "wayback": report.to_dict()},
+                          ensure_ascii=False))
+    raise typer.Exit(EXIT_BAD_INPUT if report.errors else EXIT_OK)
+
+
 __all__ = ["import_app"]

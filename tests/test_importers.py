@@ -17,6 +17,7 @@ from imgverify import __version__
 from imgverify.archive import Archive
 from imgverify.cli import app
 from imgverify.importers.commons import CommonsOptions, import_commons
+from imgverify.importers.feed import import_feed
 from imgverify.importers.folder import import_folder
 from imgverify.importers.http import PROJECT_URL, ClientConfig, ImportHTTPError, PoliteClient
 from imgverify.importers.ingest import Importer
@@ -362,6 +363,10 @@ def test_herat_walkthrough_end_to_end(tmp_path: Path) -> None:
     assert commons[0]["strength"] == "moderate"
     assert any(n.startswith("Earliest known publication: 2023-10-08") for n in out["notes"])
     assert out["notes"][-1].startswith("No match means not in this archive")
+    hostile = runner.invoke(app, ["check", str(repost_of(photos[4], tmp_path / "h.jpg")),
+                                  "--archive", archive, "--format", "html"]).stdout
+    assert "likely_recycled" in hostile and "<script>" not in hostile
+    assert "<img src=x" not in hostile and hostile.count("&lt;script&gt;alert(1)") >= 3
     stats = json.loads(runner.invoke(app, ["archive", "stats", "--archive", archive]).stdout)
     assert stats["references_by_source"] == {f"MediaWiki ({base}/w/api.php)": 7}
     assert stats["sightings_by_origin"]["commons"]["sightings"] == 7
@@ -398,10 +403,12 @@ def test_sighting_only_image_desk_record_and_retroactive_match(tmp_path: Path) -
     assert (first["source"], first["url"], first["date"]) == (
         "telegram", "https://t.me/paktika_news/102", "2024-12-24T11:00:00")
     assert any("Earliest known publication: 2024-12-24" in n for n in out["notes"])
-    html_res = runner.invoke(app, ["check", str(copy), "--archive", archive, "--format",
-                                   "html"])
-    assert "<script>" not in html_res.stdout and "<img src=x" not in html_res.stdout
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_res.stdout  # shown, inert
+    for i in (1, 2, 3, 4):  # Telegram, gallery-dl, yt-dlp, X: hostile text in every field
+        html_res = runner.invoke(app, ["check", str(repost_of(photos[i], tmp_path / f"{i}.jpg")),
+                                       "--archive", archive, "--format", "html"])
+        assert "likely_recycled" in html_res.stdout
+        assert "<script>" not in html_res.stdout and "<img src=x" not in html_res.stdout
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_res.stdout  # shown, inert
     # a desk check of a new image, recorded; a later copy says when and from where
     new = coco(1, start=40)[0]
     res = runner.invoke(app, ["check", str(new), "--archive", archive, "--record",
@@ -429,3 +436,105 @@ def test_sighting_only_image_desk_record_and_retroactive_match(tmp_path: Path) -
     assert out["verdict"] == "likely_recycled"
     kinds = [t.get("evidence") for t in out["timeline"] if t["kind"] != "claim"]
     assert kinds[0] == "archive_reference" and "desk_check" in kinds
+
+
+def rss_feed(base: str) -> bytes:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/"
+     xmlns:dc="http://purl.org/dc/elements/1.1/">
+<channel><title>Agency photos</title><link>{base}/</link>
+<item><title>Quake survivors</title><link>{base}/story/1</link>
+  <guid isPermaLink="false">agency-1</guid><pubDate>Mon, 09 Oct 2023 14:00:00 +0000</pubDate>
+  <media:group>
+    <media:content url="{base}/img/a.jpg" medium="image" type="image/jpeg">
+      <media:credit role="photographer">Agency / Photographer A</media:credit>
+      <media:description>Survivors in Zindajan</media:description></media:content>
+    <media:content url="{base}/img/clip.mp4" medium="video" type="video/mp4"/>
+  </media:group></item>
+<item><title>&lt;script&gt;alert(1)&lt;/script&gt;</title><link>{base}/story/2</link>
+  <guid>agency-2</guid><pubDate>Tue, 10 Oct 2023 09:30:00 GMT</pubDate>
+  <dc:creator>&lt;img src=x onerror=alert(2)&gt;</dc:creator>
+  <enclosure url="{base}/img/b.jpg" type="image/jpeg" length="1"/></item>
+<item><title>Text only</title><link>{base}/story/3</link><guid>agency-3</guid>
+  <pubDate>Tue, 10 Oct 2023 10:00:00 GMT</pubDate></item>
+<item><title>Broken picture</title><link>{base}/story/4</link><guid>agency-4</guid>
+  <pubDate>Tue, 10 Oct 2023 11:00:00 GMT</pubDate>
+  <media:content url="{base}/img/page.jpg" medium="image"/></item>
+</channel></rss>""".encode()
+
+
+def atom_feed(base: str) -> bytes:
+    return f"""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xmlns:media="http://search.yahoo.com/mrss/">
+<title>Desk</title><id>urn:desk</id><updated>2023-10-11T00:00:00Z</updated>
+<entry><title>Aftershock</title><id>urn:desk:1</id>
+  <link rel="alternate" href="{base}/atom/1"/><published>2023-10-11T06:00:00Z</published>
+  <author><name>Desk photographer</name></author>
+  <link rel="enclosure" type="image/jpeg" href="{base}/img/c.jpg"/></entry>
+</feed>""".encode()
+
+
+def test_feed_import_rss_and_atom(tmp_path: Path) -> None:
+    photos = coco(3, start=30)
+    wiki = FixtureWiki()
+    with serve(wiki) as base:
+        for name, p in zip(("a", "b", "c"), photos, strict=True):
+            wiki.static[f"/img/{name}.jpg"] = ("image/jpeg", jpeg_of(p, 900))
+        wiki.static["/img/page.jpg"] = ("text/html", b"<html>login wall</html>")
+        wiki.static["/rss.xml"] = ("application/rss+xml", rss_feed(base))
+        wiki.static["/atom.xml"] = ("application/atom+xml", atom_feed(base))
+        wiki.static["/bomb.xml"] = ("application/rss+xml", b'<?xml version="1.0"?><!DOCTYPE r '
+                                    b'[<!ENTITY a "aaaa"><!ENTITY b "&a;&a;">]><rss>&b;</rss>')
+        path = tmp_path / "a.sqlite"
+        with Archive.open(path) as arch:
+            rep = import_feed(Importer(arch), client(), f"{base}/rss.xml").to_dict()
+            assert rep["sightings_added"] == 2
+            assert [s["entry"] for s in rep["skipped"]] == ["item 2: Text only"]  # type: ignore
+            assert [e["entry"] for e in rep["errors"]] == ["item 3: Broken picture"]  # type: ignore
+            first, second = list(arch.iter_sightings())
+            assert (first.seen_at, first.url, first.account, first.text) == (
+                "2023-10-09T14:00:00+00:00", f"{base}/story/1", "Agency / Photographer A",
+                "Survivors in Zindajan")
+            assert second.account == "<img src=x onerror=alert(2)>"  # kept as text, inert later
+            assert second.origin == "feed/127.0.0.1"
+            rep = import_feed(Importer(arch), client(), f"{base}/atom.xml").to_dict()
+            assert rep["sightings_added"] == 1
+            atom = next(s for s in arch.iter_sightings() if s.url == f"{base}/atom/1")
+            assert (atom.seen_at, atom.account) == ("2023-10-11T06:00:00+00:00",
+                                                    "Desk photographer")
+            again = import_feed(Importer(arch), client(), f"{base}/rss.xml").to_dict()
+            assert again["sightings_added"] == 0 and again["already_imported"] == 2
+            with pytest.raises(ImportHTTPError, match="entities"):
+                import_feed(Importer(arch), client(), f"{base}/bomb.xml")
+
+
+def test_wayback_first_capture_enriches_the_timeline(tmp_path: Path) -> None:
+    photos = coco(7)
+    wiki = herat_wiki(photos)
+    runner = CliRunner()
+    archive = str(tmp_path / "a.sqlite")
+    with serve(wiki) as base:
+        page = f"{base}/wiki/File:Herat_earthquake_1.jpg"
+        wiki.cdx[page] = [
+            ["org,example)/wiki/file:herat_earthquake_1.jpg", "20231009120000", page,
+             "text/html", "200", "AAAA", "1234"],
+            ["org,example)/wiki/file:herat_earthquake_1.jpg", "20231101000000", page,
+             "text/html", "200", "BBBB", "1234"]]
+        wiki.faults["/cdx"] = [(502, {}, b"bad gateway")]
+        res = runner.invoke(app, [
+            "archive", "import", "commons", HERAT, "--archive", archive, "--contact", "d@e.org",
+            "--api-url", f"{base}/w/api.php", "--allow-private-urls", "--min-interval", "0",
+            "--enrich", "wayback", "--cdx-url", f"{base}/cdx"])
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+        assert out["wayback"]["captures_found"] == 1 and out["wayback"]["errors"] == []
+        cdx_calls = [q for p, q, _ in wiki.log if p == "/cdx"]
+        assert all(q["output"] == ["json"] for q in cdx_calls)
+        again = runner.invoke(app, ["archive", "import", "wayback", "--archive", archive,
+                                    "--cdx-url", f"{base}/cdx", "--allow-private-urls"])
+        assert json.loads(again.stdout)["wayback"]["looked_up"] == 0
+    res = runner.invoke(app, ["check", str(repost_of(photos[1], tmp_path / "r.jpg")),
+                              "--archive", archive, "--format", "json"])
+    timeline = json.loads(res.stdout)["timeline"]
+    wb = next(t for t in timeline if t.get("source") == "wayback")
+    assert wb["date"] == "2023-10-09T12:00:00" and wb["strength"] == "strong"
+    assert wb["url"] == f"https://web.archive.org/web/20231009120000/{page}"
