@@ -798,6 +798,12 @@ class Archive:
         except sqlite3.OperationalError as exc:
             raise ArchiveError(_explain_write_error(self.path, exc)) from None
 
+    def has_unverified_sightings(self) -> bool:
+        """Whether any sighting is an unverified record or a desk check (what retroactive
+        matching looks for)."""
+        return self.has_sightings_table() and bool(self._query(
+            "SELECT 1 FROM sightings WHERE own_record=1 OR origin='check' LIMIT 1"))
+
     def sighting_stats(self) -> dict[str, Any]:
         """References by source and sightings by origin, for `archive stats`."""
         by_source = {(r[0] or "(no source)"): int(r[1]) for r in self._query(

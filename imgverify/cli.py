@@ -438,9 +438,12 @@ def archive_add(
 ) -> None:
     """Add (or update, by sha256) the references of a manifest. Bad rows are reported with
     their line numbers; good rows still go in."""
+    from .importers.ingest import retroactive_since
     from .manifest import read_manifest
+    from .sightings import now_iso
 
     arch = _open_archive(archive, writable=True)
+    started = now_iso()
     with _typed_errors_exit(), _ProgressBar("ingesting", "img/s",
                                             progress and sys.stderr.isatty()) as bar:
         bar.count_in_background(lambda: read_manifest(manifest))
@@ -448,9 +451,15 @@ def archive_add(
                              limits=_limits(max_pixels, max_bytes),
                              workers=workers if workers > 0 else default_workers(),
                              progress=bar.advance)
+        retro = retroactive_since(arch, started) if report.added else []
     for err in report.errors:
         typer.echo(f"{manifest}:{err.line}: {err.message}", err=True)
-    typer.echo(json.dumps({"archive": str(arch.path), **report.to_dict()}, ensure_ascii=False))
+    for item in retro:
+        typer.echo(f"imgverify: new reference {item['imported']} matches an earlier "
+                   f"{item['matches_earlier']} sighting ({item['seen_at'] or 'undated'}, "
+                   f"{item['url'] or 'no URL'})", err=True)
+    typer.echo(json.dumps({"archive": str(arch.path), **report.to_dict(), "retroactive": retro},
+                          ensure_ascii=False))
     raise typer.Exit(EXIT_BAD_INPUT if report.errors else EXIT_OK)
 
 

@@ -66,6 +66,11 @@ class Sighting:
         return d
 
 
+def now_iso() -> str:
+    """UTC now to the second, as the archive stamps `added_at`."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
 def normalise_time(value: Any) -> str | None:
     """A timestamp from any export (epoch seconds, ISO, 'YYYYMMDD', Twitter's
     'Wed Oct 11 09:15:02 +0000 2023', RFC 822) as ISO 8601, UTC when the zone is known."""
@@ -110,4 +115,4 @@ def _iso(parsed: dt.datetime) -> str:
     return parsed.replace(microsecond=0).isoformat()
 
 
-__all__ = ["EVIDENCE", "Sighting", "normalise_time"]
+__all__ = ["EVIDENCE", "Sighting", "normalise_time", "now_iso"]

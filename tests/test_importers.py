@@ -3,6 +3,7 @@ machine): Commons/MediaWiki, then export folders, feeds and Wayback CDX."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from pathlib import Path
@@ -538,3 +539,37 @@ def test_wayback_first_capture_enriches_the_timeline(tmp_path: Path) -> None:
     wb = next(t for t in timeline if t.get("source") == "wayback")
     assert wb["date"] == "2023-10-09T12:00:00" and wb["strength"] == "strong"
     assert wb["url"] == f"https://web.archive.org/web/20231009120000/{page}"
+
+
+def test_commons_search_mode_and_since(tmp_path: Path) -> None:
+    wiki = herat_wiki(coco(7))
+    with serve(wiki) as base, Archive.open(tmp_path / "a.sqlite") as arch:
+        rep = import_commons(Importer(arch), client(), "Zindajan district",
+                             CommonsOptions(api_url=f"{base}/w/api.php",
+                                            since=dt.date(2023, 10, 12))).to_dict()
+        searches = [q for p, q, _ in wiki.log if p == "/w/api.php"]
+        assert all(q["generator"] == ["search"] and q["gsrnamespace"] == ["6"]
+                   for q in searches)
+        assert any("gsroffset" in q for q in searches)  # paged
+        # four photos' descriptions say Zindajan; two were uploaded before --since
+        assert rep["references_added"] == 2
+        assert sum("before --since" in s["reason"] for s in rep["skipped"]) == 2  # type: ignore
+        assert {r.event for r in arch.iter_references()} == {"Zindajan district"}
+
+
+def test_archive_add_reports_earlier_sightings_it_matches(tmp_path: Path) -> None:
+    photos = coco(5, start=20)
+    folder = make_exports(tmp_path / "exports", photos)
+    archive = str(tmp_path / "a.sqlite")
+    runner = CliRunner()
+    runner.invoke(app, ["archive", "import", "folder", str(folder), "--archive", archive])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"image,date,event\n{photos[4]},2023-10-07,Herat\n"
+                        f"{coco(1, start=45)[0]},2023-10-07,Herat\n", encoding="utf-8")
+    res = runner.invoke(app, ["archive", "add", str(manifest), "--archive", archive,
+                              "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [(r["matches_earlier"], r["url"]) for r in out["retroactive"]] == [
+        ("x", "https://x.com/desk_account/status/1871111111111111111")]
+    assert "matches an earlier x sighting" in res.stderr

@@ -200,4 +200,50 @@ class Importer:
                     "evidence": s.evidence})
 
 
-__all__ = ["ImportItem", "ImportReport", "Importer", "UNVERIFIED_SOURCE", "prepare_loaded"]
+def retroactive_since(archive: Archive, since: str, limits: Limits | None = None,
+                      thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[dict[str, Any]]:
+    """Earlier sightings and desk checks matched by references added at or after `since`
+    (an ISO time, as in `added_at`): what `archive add` reports after a manifest.
+
+    The new references are hashed again from their stored thumbnails (scaled to stand for
+    the original, as `rehash` does), so this needs no access to the original files."""
+    from ..load import reduction_scale
+
+    if not archive.has_unverified_sightings():
+        return []  # nothing earlier to find: skip re-hashing the new references
+    new = [r for r in archive.iter_references() if (r.added_at or "") >= since]
+    if not new:
+        return []
+    new_keys = {r.key for r in new}
+    marked = {k for k, ss in archive.sightings_for(new_keys).items()
+              if any(s.own_record for s in ss)}
+    out: list[dict[str, Any]] = []
+    index = archive.index()
+    for ref in new:
+        if ref.key in marked:
+            continue  # an unverified record itself, not a new reference
+        thumb = archive.thumbnail(ref.key)
+        if thumb is None:
+            continue
+        try:
+            image = load(thumb, limits).image
+        except ImgVerifyError:
+            continue
+        scale = reduction_scale((ref.width or image.width, ref.height or image.height),
+                                image.size)
+        keys = [r.ref_key for r in find(QueryHashes(image, scale), index, thresholds)
+                if r.ref_key != ref.key and strength_of(r.combined, thresholds) == "likely"]
+        earlier = archive.references(keys)
+        for key, sightings in archive.sightings_for(keys).items():
+            for s in sightings:
+                if s.own_record or s.origin == "check":
+                    out.append({"imported": ref.reference_id, "imported_url": ref.source_url,
+                                "matches_earlier": s.origin, "seen_at": s.seen_at,
+                                "url": s.url, "account": s.account, "evidence": s.evidence,
+                                "reference_id": earlier[key].reference_id
+                                if key in earlier else None})
+    return out
+
+
+__all__ = ["ImportItem", "ImportReport", "Importer", "UNVERIFIED_SOURCE", "prepare_loaded",
+           "retroactive_since"]
