@@ -458,7 +458,8 @@ def archive_add(
         typer.echo(f"imgverify: new reference {item['imported']} matches an earlier "
                    f"{item['matches_earlier']} sighting ({item['seen_at'] or 'undated'}, "
                    f"{item['url'] or 'no URL'})", err=True)
-    typer.echo(json.dumps({"archive": str(arch.path), **report.to_dict(), "retroactive": retro},
+    extra = {"retroactive": retro} if retro else {}  # the key appears only when there is one
+    typer.echo(json.dumps({"archive": str(arch.path), **report.to_dict(), **extra},
                           ensure_ascii=False))
     raise typer.Exit(EXIT_BAD_INPUT if report.errors else EXIT_OK)
 
