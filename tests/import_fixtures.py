@@ -64,6 +64,7 @@ class FixtureWiki:
         self.cdx: dict[str, list[list[str]]] = {}  # url -> capture rows
         self.base = ""
         self.broken_api_after: int | None = None  # every API page after this index fails
+        self.thumbs: dict[str, bytes] = {}  # rendered once, as a real thumbnail server caches
 
     def add_file(self, category: str, f: WikiFile) -> None:
         self.files[f.title] = f
@@ -174,12 +175,14 @@ def _handler(wiki: FixtureWiki) -> type[http.server.BaseHTTPRequestHandler]:
                     return
                 data = f.data
                 if parts.path.startswith("/thumb/") and f.mime == "image/jpeg":
-                    im = Image.open(io.BytesIO(f.data)).convert("RGB")
-                    if im.width > 1024:
-                        im = im.resize((1024, round(im.height * 1024 / im.width)))
-                    buf = io.BytesIO()
-                    im.save(buf, "JPEG", quality=85)
-                    data = buf.getvalue()
+                    if name not in wiki.thumbs:
+                        im = Image.open(io.BytesIO(f.data)).convert("RGB")
+                        if im.width > 1024:
+                            im = im.resize((1024, round(im.height * 1024 / im.width)))
+                        buf = io.BytesIO()
+                        im.save(buf, "JPEG", quality=85)
+                        wiki.thumbs[name] = buf.getvalue()
+                    data = wiki.thumbs[name]
                 self._send(200, {"Content-Type": f.mime}, data)
             elif parts.path == "/cdx":
                 url = q.get("url", [""])[0]

@@ -573,3 +573,18 @@ def test_archive_add_reports_earlier_sightings_it_matches(tmp_path: Path) -> Non
     assert [(r["matches_earlier"], r["url"]) for r in out["retroactive"]] == [
         ("x", "https://x.com/desk_account/status/1871111111111111111")]
     assert "matches an earlier x sighting" in res.stderr
+
+
+def test_reference_hashes_reused_from_the_match_query_are_the_stored_ones() -> None:
+    """Importers hash each image once (for matching) and store those hashes: they must be
+    exactly what `archive add` would store for the same image."""
+    from imgverify.importers.ingest import prepare_loaded
+    from imgverify.load import load
+    from imgverify.match import QueryHashes
+
+    for p in coco(3, start=50):
+        loaded = load(str(p))
+        reused = prepare_loaded(loaded, str(p), {"date": "2020-01-01"},
+                                QueryHashes(loaded.image, loaded.scale))
+        fresh = prepare_loaded(loaded, str(p), {"date": "2020-01-01"})
+        assert reused.hashes == fresh.hashes and [n for n, _ in fresh.hashes][0] == "full"

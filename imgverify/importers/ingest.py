@@ -76,14 +76,19 @@ class ImportReport:
         }
 
 
-def prepare_loaded(loaded: LoadedImage, image_uri: str,
-                   context: dict[str, str | None]) -> PreparedReference:
+def prepare_loaded(loaded: LoadedImage, image_uri: str, context: dict[str, str | None],
+                   query: QueryHashes | None = None) -> PreparedReference:
+    """A reference from an already decoded image; with the `query` the image was just
+    matched with, its full-frame and trimmed hashes are reused (the same parts and scale as
+    `reference_hashes`), not computed twice."""
+    hashes = [(name, hasher.hashset(0)) for name, _pic, hasher in query.parts
+              if name in ("full", "trimmed")] if query is not None else \
+        reference_hashes(loaded.image, loaded.scale)
     return PreparedReference(
         sha256=loaded.sha256, image_uri=image_uri, context=dict(context),
         width=loaded.original_size[0], height=loaded.original_size[1], format=loaded.format,
         thumbnail=make_thumbnail(loaded.image), exif=read_exif(loaded.data).to_dict(),
-        hashes=reference_hashes(loaded.image, loaded.scale),
-        features=extract(loaded.image, REF_FEATURES))
+        hashes=hashes, features=extract(loaded.image, REF_FEATURES))
 
 
 class Importer:
@@ -97,6 +102,9 @@ class Importer:
         self.thresholds = thresholds
         self.report = ImportReport()
         self._started = time.perf_counter()
+        #: references are matched before they are written only to report earlier sightings
+        #: (retroactive matching): with none in the archive, that work is skipped
+        self._unverified = archive.has_unverified_sightings()
 
     def finish(self) -> ImportReport:
         self.report.elapsed_seconds = time.perf_counter() - self._started
@@ -131,10 +139,13 @@ class Importer:
         s.sha256 = loaded.sha256
         uri = item.image_uri or (item.image if isinstance(item.image, str) else s.media_url
                                  or "")
-        matched = self._match(loaded)
+        query = QueryHashes(loaded.image, loaded.scale) \
+            if item.context is None or self._unverified else None
+        matched = self._match(loaded, query) if query is not None else []
         self._retroactive(matched, s, label)
         if item.context is not None:
-            added, updated = self.archive.write_batch([prepare_loaded(loaded, uri, item.context)])
+            added, updated = self.archive.write_batch([prepare_loaded(loaded, uri, item.context,
+                                                                      query)])
             self.report.references_added += added
             self.report.references_updated += updated
             ref = self.archive.find_sha256(loaded.sha256)
@@ -152,10 +163,11 @@ class Importer:
                     "caption": s.text, "source": UNVERIFIED_SOURCE.format(origin=s.origin),
                     "source_url": s.url if s.url and s.url.startswith(("http://", "https://"))
                     else None, "credit": s.account}
-                self.archive.write_batch([prepare_loaded(loaded, uri, ctx)])
+                self.archive.write_batch([prepare_loaded(loaded, uri, ctx, query)])
                 ref = self.archive.find_sha256(loaded.sha256)
                 s.ref_key = ref.key if ref else None
                 s.own_record = True
+                self._unverified = True
                 self.report.own_records += 1
             else:
                 self.skip(label, "no publication date: kept as an undated sighting, not "
@@ -163,7 +175,8 @@ class Importer:
         self.report.sightings_added += self.archive.add_sightings([s])
         return s
 
-    def _match(self, loaded: LoadedImage) -> list[tuple[int, float | None]]:
+    def _match(self, loaded: LoadedImage, query: QueryHashes
+               ) -> list[tuple[int, float | None]]:
         """(reference key, score when a likely match else None), the identical file first."""
         out: list[tuple[int, float | None]] = []
         exact = self.archive.find_sha256(loaded.sha256)
@@ -171,8 +184,7 @@ class Importer:
             out.append((exact.key, 1.0))
         if len(self.archive) == 0:
             return out
-        for r in find(QueryHashes(loaded.image, loaded.scale), self.archive.index(),
-                      self.thresholds):
+        for r in find(query, self.archive.index(), self.thresholds):
             strength = strength_of(r.combined, self.thresholds)
             if strength is None or (exact is not None and r.ref_key == exact.key):
                 continue
