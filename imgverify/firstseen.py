@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from urllib.parse import urlsplit
 
 from .archive import Archive
 from .errors import ImgVerifyError
@@ -34,6 +35,9 @@ def split_desk_checks(matches: list[Match]) -> tuple[list[Match], list[Match]]:
 
 def _what(s: Sighting) -> str:
     base = s.origin.split("/", 1)
+    host = urlsplit(s.url).hostname if s.url else None
+    if base[0] == "commons" and host and host != "commons.wikimedia.org":
+        return f"uploaded to {host}" + (f" by {s.account}" if s.account else "")
     verb = _ORIGIN_NAMES.get(base[0]) or (
         f"published on {base[1]} (export by {base[0]})" if len(base) == 2
         else f"published ({s.origin})")
@@ -47,6 +51,7 @@ def sighting_entry(s: Sighting, reference_id: str | None) -> dict[str, Any]:
     strength, meaning = EVIDENCE.get(s.evidence, ("weak", s.evidence))
     return {"date": (s.seen_at or "")[:19] or "undated",
             "what": f"{_what(s)} [{strength} evidence: {s.evidence.replace('_', ' ')}]",
+            "summary": _what(s),
             "kind": "sighting",
             "reference_id": reference_id, "source": s.origin, "url": s.url,
             "account": s.account, "text": s.text, "evidence": s.evidence,
@@ -69,10 +74,17 @@ def add_first_seen(result: CheckResult, archive: Archive,
             m = next((m for m in matches if m.reference_id == t.get("reference_id")), None)
             if m is not None and m.key in own:
                 continue  # its sighting below says more (who, where, how strong)
-            t = {**t, "evidence": "archive_reference", "strength":
-                 EVIDENCE["archive_reference"][0],
-                 "evidence_meaning": EVIDENCE["archive_reference"][1],
-                 "url": m.source_url if m else None}
+            # a reference an importer made from its publication is dated by the capture
+            # date that publication states, not by a publication of its own
+            imported = m is not None and any(
+                s.url == m.source_url and s.origin not in ("check", "wayback")
+                for s in sightings.get(m.key, []))
+            kind = "stated_capture_date" if imported else "archive_reference"
+            what = (f"taken, according to its publisher ({m.source or 'source'}): "
+                    f"{m.event or 'archived photo'}") if imported and m is not None \
+                else t["what"]
+            t = {**t, "what": what, "evidence": kind, "strength": EVIDENCE[kind][0],
+                 "evidence_meaning": EVIDENCE[kind][1], "url": m.source_url if m else None}
         timeline.append(t)
     for key, ss in sightings.items():
         for s in ss:
@@ -80,13 +92,15 @@ def add_first_seen(result: CheckResult, archive: Archive,
     timeline.sort(key=lambda e: (e["date"], e.get("kind") != "reference"))
     result.timeline = timeline
     pubs = [e for e in timeline if e.get("kind") in ("reference", "sighting")
-            and e.get("evidence") != "desk_check" and e["date"] != "undated"]
+            and e.get("evidence") not in ("desk_check", "stated_capture_date")
+            and e["date"] != "undated"]
     desk = [e for e in timeline if e.get("evidence") == "desk_check"]
     notes: list[str] = []
     if pubs:
         first = pubs[0]
         where = f" ({first['url']})" if first.get("url") else ""
-        notes.append(f"Earliest known publication: {first['date'][:10]}, {first['what']}"
+        notes.append(f"Earliest known publication: {first['date'][:10]}, "
+                     f"{first.get('summary') or first['what']}"
                      f"{where}; evidence {first['strength']}: {first['evidence_meaning']}.")
     if desk:
         d = desk[0]

@@ -19,6 +19,9 @@ EVIDENCE: dict[str, tuple[str, str]] = {
                                   "existed by this time"),
     "platform_timestamp": ("moderate", "publication time recorded by the platform, as found in "
                                        "an export or API (exports can be edited)"),
+    "stated_capture_date": ("moderate", "capture date given by the publisher (camera "
+                                        "metadata or the uploader's description), not a "
+                                        "publication"),
     "desk_check": ("info", "submitted to this desk for checking (not a publication)"),
 }
 

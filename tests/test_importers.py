@@ -358,11 +358,16 @@ def test_herat_walkthrough_end_to_end(tmp_path: Path) -> None:
     assert top["source_url"] == f"{base}/wiki/File:Herat_earthquake_1.jpg"
     findings = {f["check"]: f for f in out["claim_checks"]}
     assert findings["date"]["strength"] == "strong" and "15 months" in findings["date"]["finding"]
-    assert findings["place"]["supports"] == "recycled"
-    commons = [t for t in out["timeline"] if t.get("source") == "commons"]
-    assert commons and commons[0]["date"] == "2023-10-11T08:00:00"
-    assert commons[0]["strength"] == "moderate"
-    assert any(n.startswith("Earliest known publication: 2023-10-08") for n in out["notes"])
+    # the reference carries GPS only: shown for comparison, never a word-by-word mismatch
+    assert (findings["place"]["strength"], findings["place"]["supports"]) == ("info", "neutral")
+    assert "34.3482, 61.7651" in findings["place"]["finding"]
+    taken, upload = [t for t in out["timeline"] if t["kind"] != "claim"]
+    assert (taken["date"], taken["evidence"], taken["strength"]) == (
+        "2023-10-08", "stated_capture_date", "moderate")
+    assert (upload["source"], upload["date"], upload["strength"]) == (
+        "commons", "2023-10-11T08:00:00", "moderate")
+    assert any(n.startswith("Earliest known publication: 2023-10-11, uploaded to 127.0.0.1 "
+                            "by Uploader") for n in out["notes"])
     assert out["notes"][-1].startswith("No match means not in this archive")
     hostile = runner.invoke(app, ["check", str(repost_of(photos[4], tmp_path / "h.jpg")),
                                   "--archive", archive, "--format", "html"]).stdout
@@ -436,7 +441,7 @@ def test_sighting_only_image_desk_record_and_retroactive_match(tmp_path: Path) -
                                          "--format", "json"]).stdout)
     assert out["verdict"] == "likely_recycled"
     kinds = [t.get("evidence") for t in out["timeline"] if t["kind"] != "claim"]
-    assert kinds[0] == "archive_reference" and "desk_check" in kinds
+    assert kinds[0] == "stated_capture_date" and "desk_check" in kinds
 
 
 def rss_feed(base: str) -> bytes:
@@ -588,3 +593,41 @@ def test_reference_hashes_reused_from_the_match_query_are_the_stored_ones() -> N
                                 QueryHashes(loaded.image, loaded.scale))
         fresh = prepare_loaded(loaded, str(p), {"date": "2020-01-01"})
         assert reused.hashes == fresh.hashes and [n for n, _ in fresh.hashes][0] == "full"
+
+
+def test_folder_import_interrupted_then_resumed_without_duplicates(tmp_path: Path) -> None:
+    folder = make_exports(tmp_path / "exports", coco(5, start=20))
+    ticks = {"n": 0}
+
+    def stop_after_three() -> None:
+        ticks["n"] += 1
+        if ticks["n"] > 3:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the folder
+
+    with Archive.open(tmp_path / "a.sqlite") as arch:
+        with pytest.raises(KeyboardInterrupt):
+            import_folder(Importer(arch), folder, on_item=stop_after_three)
+        partial = sum(1 for _ in arch.iter_sightings())
+        assert 0 < partial < 5
+        rep = import_folder(Importer(arch), folder).to_dict()
+        assert rep["already_imported"] == partial
+        assert rep["sightings_added"] == 5 - partial
+        assert sum(1 for _ in arch.iter_sightings()) == 5 and len(arch) == 5
+
+
+def test_gps_only_place_is_never_a_word_mismatch() -> None:
+    """Imported references often carry coordinates as their place: a claimed place name
+    must not be declared 'not at' them because no word is shared (a false 'recycled')."""
+    from imgverify.claims import check_claims
+    from imgverify.evidence import ExifEvidence
+    from imgverify.result import Match
+
+    m = Match(reference_id="r", score=1.0, strength="likely", date="2023-10-08",
+              place="34.34820, 61.76510")
+    named = check_claims([m], ExifEvidence(), None, "Herat")
+    assert [(f.check, f.supports) for f in named] == [("place", "neutral"),
+                                                      ("metadata", "neutral")]
+    far = check_claims([m], ExifEvidence(), None, "32.65, 68.87")  # Paktika, ~650 km away
+    assert far[0].check == "place" and far[0].strength == "strong" and "km" in far[0].finding
+    near = check_claims([m], ExifEvidence(), None, "34.35, 61.77")
+    assert any(f.check == "place" and f.supports == "claim" for f in near)
