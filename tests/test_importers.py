@@ -631,3 +631,19 @@ def test_gps_only_place_is_never_a_word_mismatch() -> None:
     assert far[0].check == "place" and far[0].strength == "strong" and "km" in far[0].finding
     near = check_claims([m], ExifEvidence(), None, "34.35, 61.77")
     assert any(f.check == "place" and f.supports == "claim" for f in near)
+
+
+def test_redirects_are_followed_and_rechecked(tmp_path: Path) -> None:
+    wiki = FixtureWiki()
+    with serve(wiki) as base:
+        wiki.faults["/moved.jpg"] = [(301, {"Location": "/img/real.jpg"}, b"")]
+        wiki.static["/img/real.jpg"] = ("image/jpeg", jpeg_of(coco(1)[0], 300))
+        assert client().download(f"{base}/moved.jpg")[:2] == b"\xff\xd8"
+        # with private addresses refused, a redirect into one is refused too
+        wiki.faults["/moved.jpg"] = [(302, {"Location": "http://10.0.0.1/secret"}, b"")]
+        strict = PoliteClient(ClientConfig(min_interval=0.0, allow_private=True))
+        strict._check_host = lambda u: (  # type: ignore[method-assign]
+            None if u.startswith(base) else (_ for _ in ()).throw(
+                ImportHTTPError("refusing non-public address")))
+        with pytest.raises(ImportHTTPError, match="non-public"):
+            strict.download(f"{base}/moved.jpg")

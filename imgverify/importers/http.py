@@ -145,8 +145,7 @@ class PoliteClient:
                 self._wait_turn()
                 started = time.monotonic()
                 try:
-                    resp = self._session.get(url, params=params, timeout=self.config.timeout,
-                                             stream=True, allow_redirects=True)
+                    resp = self._get_following(url, params)
                     body = self._read(resp, url)
                 except requests.exceptions.RequestException as exc:
                     resp = None
@@ -177,6 +176,22 @@ class PoliteClient:
                     self._sleep(wait)
         raise ImportHTTPError(f"{redact_url(url)} still failing after "
                               f"{self.config.retries} retries ({last_error})", status)
+
+    def _get_following(self, url: str, params: Mapping[str, Any] | None) -> Any:
+        """GET, following up to 5 redirects by hand so each hop's host is checked again (a
+        public feed must not redirect us into the local network)."""
+        from urllib.parse import urljoin
+
+        current, query = url, params
+        for _hop in range(6):
+            resp = self._session.get(current, params=query, timeout=self.config.timeout,
+                                     stream=True, allow_redirects=False)
+            if not resp.is_redirect:
+                return resp
+            resp.close()
+            current, query = urljoin(resp.url, resp.headers.get("Location", "")), None
+            self._check_host(current)
+        raise ImportHTTPError(f"too many redirects from {redact_url(url)}")
 
     def _read(self, resp: Any, url: str) -> bytes:
         declared = resp.headers.get("Content-Length")
