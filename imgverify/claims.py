@@ -93,14 +93,7 @@ def check_claims(matches: list[Match], exif: ExifEvidence, claimed_date: dt.date
             out.append(Finding("date", f"The archived photo is dated {top.date}, after the "
                                "claimed date; check the archive record.", "weak", "neutral"))
     coords = parse_coordinates(claimed_place)
-    archived_coords = parse_coordinates(top.place) if top is not None else None
-    if top is not None and claimed_place and archived_coords is not None and coords is None:
-        # a position cannot be compared with a place name word by word (imported references
-        # often carry GPS only): say where it is, and let the journalist compare
-        out.append(Finding("place", f"The archived photo's recorded position is "
-                           f"{archived_coords[0]:.4f}, {archived_coords[1]:.4f}; compare it with "
-                           f"the claimed place ({claimed_place}).", "info", "neutral"))
-    elif top is not None and claimed_place:
+    if top is not None and claimed_place:
         if coords is None and top.place:
             shared = _words(claimed_place) & _words(top.place)
             if shared:
@@ -110,16 +103,6 @@ def check_claims(matches: list[Match], exif: ExifEvidence, claimed_date: dt.date
                 out.append(Finding("place", f"The archived photo was taken at {top.place}, not "
                                    f"at the claimed place ({claimed_place}).", "strong",
                                    "recycled"))
-        elif coords is not None and archived_coords is not None:
-            km = haversine_km(coords, archived_coords)
-            if km > 50:
-                out.append(Finding("place", f"The archived photo's recorded position is "
-                                   f"{km:,.0f} km from the claimed coordinates.",
-                                   "strong" if km > 500 else "moderate", "recycled"))
-            else:
-                out.append(Finding("place", f"The archived photo's recorded position is "
-                                   f"{km:,.1f} km from the claimed coordinates.", "weak",
-                                   "claim"))
         elif coords is not None and top.place:
             out.append(Finding("place", f"The archived photo's place is recorded as "
                                f"{top.place}; compare it with the claimed coordinates "

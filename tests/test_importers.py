@@ -358,9 +358,8 @@ def test_herat_walkthrough_end_to_end(tmp_path: Path) -> None:
     assert top["source_url"] == f"{base}/wiki/File:Herat_earthquake_1.jpg"
     findings = {f["check"]: f for f in out["claim_checks"]}
     assert findings["date"]["strength"] == "strong" and "15 months" in findings["date"]["finding"]
-    # the reference carries GPS only: shown for comparison, never a word-by-word mismatch
-    assert (findings["place"]["strength"], findings["place"]["supports"]) == ("info", "neutral")
-    assert "34.3482, 61.7651" in findings["place"]["finding"]
+    # the reference's place is its GPS position, some 650 km from Paktika
+    assert findings["place"]["supports"] == "recycled"
     taken, upload = [t for t in out["timeline"] if t["kind"] != "claim"]
     assert (taken["date"], taken["evidence"], taken["strength"]) == (
         "2023-10-08", "stated_capture_date", "moderate")
@@ -613,24 +612,6 @@ def test_folder_import_interrupted_then_resumed_without_duplicates(tmp_path: Pat
         assert rep["already_imported"] == partial
         assert rep["sightings_added"] == 5 - partial
         assert sum(1 for _ in arch.iter_sightings()) == 5 and len(arch) == 5
-
-
-def test_gps_only_place_is_never_a_word_mismatch() -> None:
-    """Imported references often carry coordinates as their place: a claimed place name
-    must not be declared 'not at' them because no word is shared (a false 'recycled')."""
-    from imgverify.claims import check_claims
-    from imgverify.evidence import ExifEvidence
-    from imgverify.result import Match
-
-    m = Match(reference_id="r", score=1.0, strength="likely", date="2023-10-08",
-              place="34.34820, 61.76510")
-    named = check_claims([m], ExifEvidence(), None, "Herat")
-    assert [(f.check, f.supports) for f in named] == [("place", "neutral"),
-                                                      ("metadata", "neutral")]
-    far = check_claims([m], ExifEvidence(), None, "32.65, 68.87")  # Paktika, ~650 km away
-    assert far[0].check == "place" and far[0].strength == "strong" and "km" in far[0].finding
-    near = check_claims([m], ExifEvidence(), None, "34.35, 61.77")
-    assert any(f.check == "place" and f.supports == "claim" for f in near)
 
 
 def test_redirects_are_followed_and_rechecked(tmp_path: Path) -> None:
