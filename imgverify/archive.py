@@ -66,6 +66,10 @@ CREATE TABLE IF NOT EXISTS features (
     width INTEGER NOT NULL, height INTEGER NOT NULL,
     points BLOB NOT NULL, descriptors BLOB NOT NULL
 );
+"""
+
+#: added by schema version 2 (sightings.py); also created on first use by an older archive
+_SIGHTINGS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sightings (
     id INTEGER PRIMARY KEY,
     ref_id INTEGER REFERENCES refs(id) ON DELETE SET NULL,
@@ -262,7 +266,7 @@ class Archive:
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         try:
             with self._write_lock, conn:
-                conn.executescript(_SCHEMA)
+                conn.executescript(_SCHEMA + _SIGHTINGS_SCHEMA)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
                 # in-place migration: version 1 lacked only the tables created above
@@ -698,6 +702,21 @@ class Archive:
         return bool(self._query("SELECT 1 FROM sqlite_master WHERE type='table' "
                                 "AND name='sightings'"))
 
+    def _ensure_sightings_schema(self) -> None:
+        """Create the sightings tables (and stamp schema 2) on first use, whichever way the
+        archive was opened: a version-1 archive is migrated in place by its first sighting."""
+        if getattr(self, "_sightings_ready", False):
+            return
+        conn = self._conn()
+        try:
+            with self._write_lock, conn:
+                conn.executescript(_SIGHTINGS_SCHEMA)
+                conn.execute("UPDATE meta SET value=? WHERE key='schema_version' AND value='1'",
+                             (str(SCHEMA_VERSION),))
+        except sqlite3.OperationalError as exc:
+            raise ArchiveError(_explain_write_error(self.path, exc)) from None
+        self._sightings_ready = True
+
     _SIGHTING_COLUMNS = ("id, ref_id, sha256, origin, source_key, evidence, seen_at, url, "
                          "account, text, media_url, source_sha1, own_record, match_score, "
                          "extra, added_at")
@@ -717,6 +736,7 @@ class Archive:
         updated in place (its link may have changed), never duplicated. Returns how many
         were new."""
         self._require_writable()
+        self._ensure_sightings_schema()
         conn = self._conn()
         now = _now()
         new = 0
@@ -787,6 +807,7 @@ class Archive:
         """Remember (or, with None, forget) an import's position; written after each page
         is committed, so a resumed import repeats at most one page."""
         self._require_writable()
+        self._ensure_sightings_schema()
         conn = self._conn()
         try:
             with self._write_lock, conn:

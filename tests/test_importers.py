@@ -22,6 +22,7 @@ from imgverify.importers.feed import import_feed
 from imgverify.importers.folder import import_folder
 from imgverify.importers.http import PROJECT_URL, ClientConfig, ImportHTTPError, PoliteClient
 from imgverify.importers.ingest import Importer
+from imgverify.sightings import Sighting
 
 HERAT = "Category:2023 Herat earthquakes"
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -152,7 +153,9 @@ def test_version_1_archive_migrates_in_place_and_still_opens_read_only(
         assert len(ro) == 1 and ro.sightings_for([1]) == {}
         assert ro.sighting_stats()["sightings"] == 0
     with Archive.open(path) as arch:  # writable: migrated in place, references kept
-        assert len(arch) == 1 and arch.has_sightings_table()
+        assert len(arch) == 1
+        arch.add_sightings([Sighting(origin="check", source_key="k", evidence="desk_check")])
+        assert arch.has_sightings_table() and len(list(arch.iter_sightings())) == 1
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key='schema_version'"
                             ).fetchone()[0] == "2"
