@@ -468,8 +468,8 @@ def archive_add(
 def archive_stats(archive: ArchiveOpt = None) -> None:
     """Counts, date range and storage cost of the archive."""
     arch = _open_archive(archive)
-    typer.echo(json.dumps({**arch.stats(), **arch.sighting_stats()}, indent=2,
-                          ensure_ascii=False))
+    by_source = arch.sighting_stats() if hasattr(arch, "sighting_stats") else {}
+    typer.echo(json.dumps({**arch.stats(), **by_source}, indent=2, ensure_ascii=False))
 
 
 @archive_app.command("list")

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .archive import Archive
-from .errors import ImgVerifyError
+from .errors import ArchiveError, ImgVerifyError
 from .load import Limits, Source, load
 from .result import CheckResult, Match
 from .sightings import EVIDENCE, Sighting
@@ -25,6 +25,12 @@ DESK_CHECK_SOURCE = "desk check (not a publication)"
 _ORIGIN_NAMES = {"commons": "uploaded to Wikimedia Commons", "telegram": "posted on Telegram",
                  "x": "posted on X/Twitter", "wayback": "captured by the Internet Archive",
                  "feed": "published in a feed", "check": "submitted to this desk"}
+
+
+def supports_sightings(archive: Any) -> bool:
+    """Sightings live in the SQLite archive for now; other storage backends check without
+    them (their timeline is the archive's references only)."""
+    return callable(getattr(archive, "sightings_for", None))
 
 
 def split_desk_checks(matches: list[Match]) -> tuple[list[Match], list[Match]]:
@@ -63,7 +69,7 @@ def add_first_seen(result: CheckResult, archive: Archive,
     """Add the sightings of every matched image to `result.timeline`, date-ordered, and say
     which publication is the earliest known and how strong its evidence is."""
     matches = list(result.matches) + list(desk_matches or [])
-    if not matches:
+    if not matches or not supports_sightings(archive):
         return
     by_key = {m.key: m for m in matches}
     sightings = archive.sightings_for(by_key)
@@ -120,6 +126,9 @@ def record_check(archive: Archive, source: Source, result: CheckResult,
 
     if result.sha256 is None:
         return None
+    if not supports_sightings(archive):
+        raise ArchiveError(f"{archive.path}: recording checks needs a SQLite archive (this "
+                           "storage backend does not keep sightings yet)")
     when = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
     s = Sighting(origin="check", source_key=f"{result.sha256}|{source_url or ''}",
                  evidence="desk_check", seen_at=when, url=source_url, sha256=result.sha256,

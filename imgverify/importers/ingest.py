@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..archive import Archive, PreparedReference, make_thumbnail, reference_hashes
-from ..errors import ImgVerifyError
+from ..errors import ArchiveError, ImgVerifyError
 from ..evidence import read_exif
 from ..features import REF_FEATURES, extract
 from ..load import Limits, LoadedImage, load
@@ -96,6 +96,9 @@ class Importer:
 
     def __init__(self, archive: Archive, limits: Limits | None = None,
                  thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
+        if not callable(getattr(archive, "add_sightings", None)):
+            raise ArchiveError(f"{getattr(archive, 'path', archive)}: imports need a SQLite "
+                               "archive (this storage backend does not keep sightings yet)")
         archive._require_writable()
         self.archive = archive
         self.limits = limits
@@ -221,7 +224,8 @@ def retroactive_since(archive: Archive, since: str, limits: Limits | None = None
     the original, as `rehash` does), so this needs no access to the original files."""
     from ..load import reduction_scale
 
-    if not archive.has_unverified_sightings():
+    if not callable(getattr(archive, "has_unverified_sightings", None)) or \
+            not archive.has_unverified_sightings():
         return []  # nothing earlier to find: skip re-hashing the new references
     new = [r for r in archive.iter_references() if (r.added_at or "") >= since]
     if not new:
