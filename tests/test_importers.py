@@ -270,7 +270,7 @@ def test_folder_import_four_formats(tmp_path: Path) -> None:
         assert yt.url == "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
         g = by_origin["gallery-dl/twitter"]
         assert g.url == "https://x.com/relief_desk/status/1870000000000000001"
-        assert g.seen_at == "2024-12-24T12:30:00"
+        assert g.seen_at == "2024-12-24T12:30:00+00:00"
         # an unverified record is dated by its publication and says where it comes from
         rec = arch.references([x.ref_key or 0])[x.ref_key or 0]
         assert (rec.date, rec.source) == ("2024-12-24", "unverified sighting (x)")

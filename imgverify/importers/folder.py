@@ -116,6 +116,8 @@ def _gallery_dl(path: Path) -> tuple[Sighting, Path]:
     if url is None and site == "twitter" and post_id and account:
         url = f"https://x.com/{account}/status/{post_id}"
     seen = normalise_time(_get(meta, "date", "published", "created_at", "timestamp"))
+    if seen is not None and len(seen) == 19:
+        seen += "+00:00"  # gallery-dl writes its datetimes in UTC, without a zone
     key = f"{site}:{post_id or image.name}:{meta.get('num', '')}"
     return Sighting(origin=f"gallery-dl/{site}", source_key=key, seen_at=seen, url=url,
                     account=account,
