@@ -96,7 +96,9 @@ def import_commons_cmd(
     contact: ContactOpt = None,
     full: Annotated[bool, typer.Option(help="Download originals, not the reduced "
                                        "rendition.")] = False,
-    width: Annotated[int, typer.Option(help="Width of the rendition downloaded.")] = 1024,
+    width: Annotated[int, typer.Option(help="Width of the rendition downloaded; keep to "
+                                       "Wikimedia's standard steps (500, 960, 1280, 1920).")
+                     ] = 960,
     limit: Annotated[Optional[int], typer.Option(help="Stop after this many files.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted import of the same "
                                          "target where it stopped.")] = True,

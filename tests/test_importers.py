@@ -38,6 +38,9 @@ def herat_wiki(photos: list[Path]) -> FixtureWiki:
                           f"Photographer {i}</a>",
                 "LicenseShortName": "CC BY-SA 4.0",
                 "GPSLatitude": "34.34820", "GPSLongitude": "61.76510"}
+        if i == 3:  # the shape iiextmetadatamultilang gives
+            meta["ImageDescription"] = {"en": "<p>Rescue work in Zindajan district, photo 3</p>",
+                                        "fa": "<p>امدادرسانی در زنده‌جان</p>", "_type": "lang"}
         if i == 4:  # hostile strings in every text field, entity-encoded as the API sends
             esc = HOSTILE.replace("<", "&lt;").replace(">", "&gt;")
             meta.update(ImageDescription=esc, Artist=esc, LicenseShortName=esc)
@@ -92,7 +95,8 @@ def test_commons_category_paging_faults_and_fields(tmp_path: Path) -> None:
     assert [s["entry"] for s in report["skipped"]] == ["File:Herat report.pdf"]  # type: ignore
     assert [e["entry"] for e in report["errors"]] == ["File:Broken entry.jpg"]  # type: ignore
     api_calls = [q for p, q, _ in wiki.log if p == "/w/api.php"]
-    assert all(q["maxlag"] == ["5"] for q in api_calls)
+    assert all(q["maxlag"] == ["5"] and q["iiurlwidth"] == ["960"] and q["iiprop"] == [
+        "url|sha1|extmetadata|size|mime|timestamp|user"] for q in api_calls)
     assert any("gcmcontinue" in q for q in api_calls)  # paging followed
     assert any(q.get("gcmtitle") == ["Category:Zindajan District"] for q in api_calls)
     agents = {h.get("User-Agent") for _, _, h in wiki.log}
@@ -107,6 +111,8 @@ def test_commons_category_paging_faults_and_fields(tmp_path: Path) -> None:
         assert ref.place == "34.34820, 61.76510"
         assert ref.source == "MediaWiki (" + base + "/w/api.php)"
         assert ref.source_url == f"{base}/wiki/File:Herat_earthquake_0.jpg"
+        assert any(r.caption == "Rescue work in Zindajan district, photo 3"
+                   for r in arch.iter_references())
         sub = next(r for r in arch.iter_references() if r.event == "Zindajan District")
         assert sub.date == "2023-10-11"
         sightings = list(arch.iter_sightings("commons"))

@@ -28,8 +28,11 @@ from .ingest import Importer, ImportItem, ImportReport
 
 COMMONS_API = "https://commons.wikimedia.org/w/api.php"
 IIPROP = "url|sha1|extmetadata|size|mime|timestamp|user"
-#: longest side of the rendition we download unless the original is asked for
-RENDITION_WIDTH = 1024
+#: width of the rendition we download unless the original is asked for: one of Wikimedia's
+#: standard thumbnail steps (20 ... 500, 960, 1280, 1920, 3840; other widths are being
+#: phased out), and more than the hashes need (they work on a picture of at most 1024 px)
+RENDITION_WIDTH = 960
+STANDARD_WIDTHS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
 MAXLAG = 5
 PAGE_SIZE = 50
 
@@ -48,9 +51,13 @@ def plain_text(value: Any, limit: int = 5000) -> str | None:
 
 def _meta(ext: dict[str, Any], name: str) -> str | None:
     entry = ext.get(name)
-    if isinstance(entry, dict):
-        return plain_text(entry.get("value"))
-    return None
+    if not isinstance(entry, dict):
+        return None
+    value = entry.get("value")
+    if isinstance(value, dict):  # iiextmetadatamultilang: {"en": ..., "fa": ..., "_type": ...}
+        value = value.get("en") or next((v for k, v in value.items() if not k.startswith("_")),
+                                        None)
+    return plain_text(value)
 
 
 def capture_date(value: str | None) -> str | None:
