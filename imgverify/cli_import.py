@@ -49,6 +49,15 @@ ProgressOpt = Annotated[bool, typer.Option(help="Progress bar on stderr.")]
 DEFAULT_CDX = "https://web.archive.org/cdx/search/cdx"
 
 
+def _one_native_thread() -> None:
+    """Import hashes one image at a time in this process: idle BLAS/OpenMP threads spinning
+    between calls only take CPU from it (as for `archive add`, see batch.one_native_thread).
+    The CLI owns its process, so it sets this; the library leaves it to its caller."""
+    from .batch import one_native_thread
+
+    one_native_thread()
+
+
 def _client(contact: Optional[str], min_interval: float, max_bytes: int,
             allow_private: bool) -> Any:
     from .importers.http import PROJECT_URL, ClientConfig, PoliteClient, resolve_contact
@@ -124,6 +133,7 @@ def import_commons_cmd(
     if depth < 0 or width < 16:
         _fail("--depth must be >= 0 and --width >= 16", EXIT_USAGE)
     arch = _open_archive(archive, writable=True)
+    _one_native_thread()
     limits = _limits(max_pixels, max_bytes, allow_private_urls)
     try:
         with _client(contact, min_interval, max_bytes, allow_private_urls) as client, \
@@ -177,6 +187,7 @@ def import_folder_cmd(
         _fail(f"{path}: no gallery-dl, yt-dlp, Telegram or X export found (for other sidecars "
               "pass --config)", EXIT_BAD_INPUT)
     arch = _open_archive(archive, writable=True)
+    _one_native_thread()
     try:
         with _ProgressBar("importing", "files/s", progress and sys.stderr.isatty()) as bar:
             report = import_folder(Importer(arch, _limits(max_pixels, max_bytes)), folder, cfg,
@@ -209,6 +220,7 @@ def import_feed_cmd(
     if not url.lower().startswith(("http://", "https://")):
         _fail("the feed must be an http(s) URL", EXIT_USAGE)
     arch = _open_archive(archive, writable=True)
+    _one_native_thread()
     try:
         with _client(contact, min_interval, max_bytes, allow_private_urls) as client, \
                 _ProgressBar("importing", "images/s", progress and sys.stderr.isatty()) as bar:
