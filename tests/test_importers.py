@@ -25,7 +25,7 @@ from imgverify.importers.ingest import Importer
 from imgverify.sightings import Sighting
 
 HERAT = "Category:2023 Herat earthquakes"
-HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>\x1b[2J\x1b]8;;evil\x07"
 
 
 def herat_wiki(photos: list[Path]) -> FixtureWiki:
@@ -422,6 +422,7 @@ def test_sighting_only_image_desk_record_and_retroactive_match(tmp_path: Path) -
                                        "--archive", archive, "--format", "html"])
         assert "likely_recycled" in html_res.stdout
         assert "<script>" not in html_res.stdout and "<img src=x" not in html_res.stdout
+        assert "\x1b" not in html_res.stdout and "\x07" not in html_res.stdout
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_res.stdout  # shown, inert
     # a desk check of a new image, recorded; a later copy says when and from where
     new = coco(1, start=40)[0]

@@ -10,6 +10,7 @@ same picture are reported: retroactive matching.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,17 @@ from ..load import Limits, LoadedImage, load
 from ..match import QueryHashes, find
 from ..sightings import Sighting
 from ..verdict import DEFAULT_THRESHOLDS, Thresholds, score_of, strength_of
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x9f]")
+
+
+def clean_text(value: str | None) -> str | None:
+    """Text from an export as it will be shown: control characters (terminal escapes, NUL)
+    removed; everything else kept verbatim, to be escaped by each renderer."""
+    if value is None:
+        return None
+    return _CONTROL.sub("", value) or None
+
 
 #: what an own record of a sighting says in the reference's `source` column
 UNVERIFIED_SOURCE = "unverified sighting ({origin})"
@@ -140,6 +152,9 @@ class Importer:
             return None
         s = item.sighting
         s.sha256 = loaded.sha256
+        s.text, s.account, s.url = clean_text(s.text), clean_text(s.account), clean_text(s.url)
+        if item.context is not None:
+            item.context = {k: clean_text(v) for k, v in item.context.items()}
         uri = item.image_uri or (item.image if isinstance(item.image, str) else s.media_url
                                  or "")
         query = QueryHashes(loaded.image, loaded.scale) \
