@@ -8,8 +8,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from imgverify._version import __version__  # noqa: E402
 from imgverify.checker import check  # noqa: E402
 from imgverify.errors import (  # noqa: E402
     ArchiveError,

@@ -10,6 +10,7 @@ import datetime as dt
 import time
 
 from imgverify.errors import ImgVerifyError
+from imgverify.ingest.firstseen import add_first_seen, split_desk_checks
 from imgverify.match.result import ERROR, NOT_AUTHENTIC_NOTE, CheckResult, Match
 from imgverify.match.search import QueryHashes, find, find_local
 from imgverify.match.verdict import (
@@ -110,6 +111,7 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
                               True))
     if thresholds.use_local_features and not any(m.strength == "likely" for m in matches):
         _add_local_matches(loaded, archive, thresholds, matches, claimed, query)
+    matches, desk_checks = split_desk_checks(matches)
     matches = order_matches(matches)[:max_matches]
     verdict = decide(matches)
     hs = query.default_hashset()
@@ -121,7 +123,7 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
                             "strength": "strong" if broken else "info",
                             "supports": "neutral"})
     events = [e.to_dict() for e in timeline(matches, exif, claimed)]
-    return CheckResult(
+    result = CheckResult(
         input=label, verdict=verdict, sha256=loaded.sha256, matches=matches,
         exif=exif.to_dict(), notes=notes_for(verdict, matches, exif, claimed, claimed_place),
         claimed_date=claimed.isoformat() if claimed else None, claimed_place=claimed_place,
@@ -130,6 +132,8 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         content_credentials=credentials.to_dict() if credentials is not None else None,
         elapsed_ms=(time.perf_counter() - started) * 1000, picture=loaded.image,
     )
+    add_first_seen(result, archive, desk_checks)
+    return result
 
 
 def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,

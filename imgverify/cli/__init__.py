@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from imgverify import __version__
+from imgverify._version import __version__
 from imgverify.batch import (
     LineWriter,
     ScanConfig,
@@ -312,6 +312,11 @@ def check(
     max_frames: MaxFramesOpt = Limits().max_frames,
     allow_private_urls: PrivateOpt = False,
     use_env_proxy: EnvProxyOpt = False,
+    record: Annotated[bool, typer.Option(
+        "--record", help="Remember this check in the archive (a sighting): the next check of "
+        "a copy says when it was first submitted to this desk, and from where.")] = False,
+    source_url: Annotated[Optional[str], typer.Option(
+        "--source-url", help="With --record: where the desk found the image.")] = None,
 ) -> None:
     """Check one image and print the verdict with the original context of any match."""
     from imgverify.checker import check as run_check
@@ -321,7 +326,10 @@ def check(
         _fail(f"unknown --format {fmt!r}: use text, json or html", EXIT_USAGE)
     if out is not None:
         _check_out_path(out, "--out", f"report.{'txt' if fmt == 'text' else fmt}")
-    arch = _open_archive(archive)
+    if source_url is not None and (not record or not source_url.lower().startswith(
+            ("http://", "https://"))):
+        _fail("--source-url takes an http(s) URL and goes with --record", EXIT_USAGE)
+    arch = _open_archive(archive, writable=record)
     try:
         result = run_check(source, arch, claimed_date=claimed_date, claimed_place=claimed_place,
                            limits=_limits(max_pixels, max_bytes, allow_private_urls,
@@ -332,6 +340,12 @@ def check(
     except ArchiveError as exc:
         _fail(exc.message, EXIT_ARCHIVE)
         raise
+    if record:
+        from imgverify.ingest.firstseen import record_check
+
+        with _typed_errors_exit():
+            record_check(arch, source, result, source_url,
+                         _limits(max_pixels, max_bytes, allow_private_urls, max_frames))
     if fmt == "json":
         text = to_json(result) + "\n"
     elif fmt == "html":
@@ -684,7 +698,9 @@ def archive_add(
 ) -> None:
     """Add (or update, by sha256) the references of a manifest. Bad rows are reported with
     their line numbers; good rows still go in."""
+    from imgverify.ingest.importers.ingest import retroactive_since
     from imgverify.store.manifest import inspect_manifest, read_manifest
+    from imgverify.store.sightings import now_iso
 
     chosen = archive or os.environ.get("IMGVERIFY_ARCHIVE")
     if chosen and not is_postgres_url(chosen):  # archive problems first, nothing created yet
@@ -701,6 +717,7 @@ def archive_add(
     if warning:
         typer.echo(f"imgverify: warning: {warning}", err=True)
     arch = _open_archive(archive, writable=True)
+    started = now_iso()
     with _typed_errors_exit(), _ProgressBar("ingesting", "img/s",
                                             progress, progress_interval) as bar:
         bar.count_in_background(lambda: read_manifest(manifest))
@@ -708,9 +725,16 @@ def archive_add(
                              limits=_limits(max_pixels, max_bytes),
                              workers=workers if workers > 0 else default_workers(),
                              progress=bar.advance)
+        retro = retroactive_since(arch, started) if report.added else []
     for err in report.errors:
         typer.echo(f"{manifest}:{err.line}: {err.message}", err=True)
-    typer.echo(json.dumps({"archive": arch.location, **report.to_dict()}, ensure_ascii=False))
+    for item in retro:
+        typer.echo(f"imgverify: new reference {item['imported']} matches an earlier "
+                   f"{item['matches_earlier']} sighting ({item['seen_at'] or 'undated'}, "
+                   f"{item['url'] or 'no URL'})", err=True)
+    extra = {"retroactive": retro} if retro else {}  # the key appears only when there is one
+    typer.echo(json.dumps({"archive": arch.location, **report.to_dict(), **extra},
+                          ensure_ascii=False))
     raise typer.Exit(EXIT_BAD_INPUT if report.errors else EXIT_OK)
 
 
@@ -718,7 +742,8 @@ def archive_add(
 def archive_stats(archive: ArchiveOpt = None) -> None:
     """Counts, date range and storage cost of the archive."""
     arch = _open_archive(archive)
-    typer.echo(json.dumps(arch.stats(), indent=2))
+    by_source = arch.sighting_stats() if hasattr(arch, "sighting_stats") else {}
+    typer.echo(json.dumps({**arch.stats(), **by_source}, indent=2, ensure_ascii=False))
 
 
 @archive_app.command("list")
@@ -831,3 +856,8 @@ def run() -> None:
     except ImgVerifyError as exc:
         typer.echo(f"imgverify: {exc.message}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+
+
+from imgverify.cli.importing import import_app  # noqa: E402 - the import commands use the helpers above
+
+archive_app.add_typer(import_app, name="import")

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from imgverify import __version__
+from imgverify._version import __version__
 from imgverify.checker import check
 from imgverify.errors import ArchiveError, ImgVerifyError
 from imgverify.ingest import prepare_reference, prepare_reference_bytes

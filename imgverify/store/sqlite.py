@@ -42,8 +42,12 @@ from imgverify.signals.regions import picture_variants
 from imgverify.store.cache import CacheKey, open_cache, publish_cache
 from imgverify.store.index import CACHE_FORMAT, LINEAR_MAX, HashIndex
 from imgverify.store.manifest import CONTEXT_FIELDS, RowError
+from imgverify.store.sightings import Sighting
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this code opens: version 1 archives gain the sightings tables in place when opened
+#: writable, and are read as they are when opened read-only (no sightings yet).
+READABLE_SCHEMA_VERSIONS = (1, 2)
 #: Archives with at least this many hash rows keep their index cached beside the file.
 CACHE_MIN_ROWS = 20_000
 THUMBNAIL_SIDE = 256
@@ -73,6 +77,30 @@ CREATE TABLE IF NOT EXISTS features (
     ref_id INTEGER PRIMARY KEY REFERENCES refs(id) ON DELETE CASCADE,
     width INTEGER NOT NULL, height INTEGER NOT NULL,
     points BLOB NOT NULL, descriptors BLOB NOT NULL
+);
+"""
+
+#: added by schema version 2 (sightings.py); also created on first use by an older archive
+_SIGHTINGS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sightings (
+    id INTEGER PRIMARY KEY,
+    ref_id INTEGER REFERENCES refs(id) ON DELETE SET NULL,
+    sha256 TEXT,
+    origin TEXT NOT NULL,
+    source_key TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    seen_at TEXT,
+    url TEXT, account TEXT, text TEXT, media_url TEXT, source_sha1 TEXT,
+    own_record INTEGER NOT NULL DEFAULT 0,
+    match_score REAL,
+    extra TEXT,
+    added_at TEXT NOT NULL,
+    UNIQUE (origin, source_key)
+);
+CREATE INDEX IF NOT EXISTS sightings_ref ON sightings(ref_id);
+CREATE INDEX IF NOT EXISTS sightings_sha256 ON sightings(sha256);
+CREATE TABLE IF NOT EXISTS import_state (
+    job TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at TEXT NOT NULL
 );
 """
 
@@ -333,18 +361,21 @@ class Archive:
         try:
             # an archive that has everything is only read: opening it to check an image must
             # not wait for (or block) a writer that is in the middle of a batch
-            meta = {r[0] for r in conn.execute(
-                "SELECT key FROM meta WHERE key IN ('schema_version', 'generation', "
+            meta = {r[0]: r[1] for r in conn.execute(
+                "SELECT key, value FROM meta WHERE key IN ('schema_version', 'generation', "
                 "'archive_id', 'change_token', 'hash_pipeline')")}
-            if len(meta) == 5:
+            if len(meta) == 5 and meta["schema_version"] == str(SCHEMA_VERSION):
                 self._check_schema(conn)
                 return
         except sqlite3.DatabaseError:
             pass  # a new or older archive: create what is missing below
         try:
             with self._write_lock, conn:
-                conn.executescript(_SCHEMA)
+                conn.executescript(_SCHEMA + _SIGHTINGS_SCHEMA)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+                # in-place migration: version 1 lacked only the tables created above
+                conn.execute("UPDATE meta SET value=? WHERE key='schema_version' AND value='1'",
                              (str(SCHEMA_VERSION),))
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
                 # identity: caches derived from the archive are keyed by it (cache.py)
@@ -365,8 +396,11 @@ class Archive:
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise ArchiveError(f"{self.path} is not an imgverify archive: {exc}") from None
-        if row is None or int(row[0]) != SCHEMA_VERSION:
-            raise ArchiveError(f"{self.path} has an unsupported schema version")
+        if row is None or int(row[0]) not in READABLE_SCHEMA_VERSIONS:
+            raise ArchiveError(f"{self.path} has an unsupported schema version"
+                               + (f" ({row[0]}: made by a newer imgverify)"
+                                  if row is not None and str(row[0]).isdigit()
+                                  and int(row[0]) > SCHEMA_VERSION else ""))
 
     def hash_pipeline(self) -> int:
         """How this archive's hashes were computed (`hashing.HASH_PIPELINE`)."""
@@ -800,6 +834,154 @@ class Archive:
                                "length(sha256) != 64 OR date IS NULL"):
             problems.append(f"reference {row[0]} is incomplete")
         return problems
+
+    # -- sightings (see imgverify.sightings) -------------------------------------------------
+    def has_sightings_table(self) -> bool:
+        """False for a version-1 archive opened read-only (it has no sightings yet)."""
+        return bool(self._query("SELECT 1 FROM sqlite_master WHERE type='table' "
+                                "AND name='sightings'"))
+
+    def _ensure_sightings_schema(self) -> None:
+        """Create the sightings tables (and stamp schema 2) on first use, whichever way the
+        archive was opened: a version-1 archive is migrated in place by its first sighting."""
+        if getattr(self, "_sightings_ready", False):
+            return
+        conn = self._conn()
+        try:
+            with self._write_lock, conn:
+                conn.executescript(_SIGHTINGS_SCHEMA)
+                conn.execute("UPDATE meta SET value=? WHERE key='schema_version' AND value='1'",
+                             (str(SCHEMA_VERSION),))
+        except sqlite3.OperationalError as exc:
+            raise ArchiveError(_explain_write_error(self.path, exc)) from None
+        self._sightings_ready = True
+
+    _SIGHTING_COLUMNS = ("id, ref_id, sha256, origin, source_key, evidence, seen_at, url, "
+                         "account, text, media_url, source_sha1, own_record, match_score, "
+                         "extra, added_at")
+
+    @staticmethod
+    def _sighting(row: sqlite3.Row) -> Sighting:
+        return Sighting(
+            key=row["id"], ref_key=row["ref_id"], sha256=row["sha256"], origin=row["origin"],
+            source_key=row["source_key"], evidence=row["evidence"], seen_at=row["seen_at"],
+            url=row["url"], account=row["account"], text=row["text"],
+            media_url=row["media_url"], source_sha1=row["source_sha1"],
+            own_record=bool(row["own_record"]), match_score=row["match_score"],
+            extra=json.loads(row["extra"]) if row["extra"] else {}, added_at=row["added_at"])
+
+    def add_sightings(self, sightings: Iterable[Sighting]) -> int:
+        """Store sightings in one transaction; one already known by (origin, source_key) is
+        updated in place (its link may have changed), never duplicated. Returns how many
+        were new."""
+        self._require_writable()
+        self._ensure_sightings_schema()
+        conn = self._conn()
+        now = _now()
+        new = 0
+        try:
+            with self._write_lock, conn:
+                for s in sightings:
+                    values = (s.ref_key, s.sha256, s.evidence, s.seen_at, s.url, s.account,
+                              s.text, s.media_url, s.source_sha1, int(s.own_record),
+                              s.match_score, json.dumps(s.extra, ensure_ascii=False)
+                              if s.extra else None)
+                    cur = conn.execute(
+                        "UPDATE sightings SET ref_id=?, sha256=?, evidence=?, seen_at=?, url=?, "
+                        "account=?, text=?, media_url=?, source_sha1=?, own_record=?, "
+                        "match_score=?, extra=? WHERE origin=? AND source_key=?",
+                        (*values, s.origin, s.source_key))
+                    if cur.rowcount == 0:
+                        conn.execute(
+                            f"INSERT INTO sightings ({self._SIGHTING_COLUMNS}) VALUES "
+                            "(NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (s.ref_key, s.sha256, s.origin, s.source_key, *values[2:], now))
+                        new += 1
+        except sqlite3.OperationalError as exc:
+            raise ArchiveError(_explain_write_error(self.path, exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise ArchiveError(f"archive {self.path}: {exc}") from None
+        return new
+
+    def find_sighting(self, origin: str, source_key: str) -> Sighting | None:
+        if not self.has_sightings_table():
+            return None
+        rows = self._query(f"SELECT {self._SIGHTING_COLUMNS} FROM sightings WHERE origin=? "
+                           "AND source_key=?", (origin, source_key))
+        return self._sighting(rows[0]) if rows else None
+
+    def sightings_for(self, ref_keys: Iterable[int]) -> dict[int, list[Sighting]]:
+        """Sightings linked to each reference, earliest first."""
+        keys = list(ref_keys)
+        out: dict[int, list[Sighting]] = {}
+        if not keys or not self.has_sightings_table():
+            return out
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(f"SELECT {self._SIGHTING_COLUMNS} FROM sightings WHERE ref_id "
+                                   f"IN ({marks}) ORDER BY seen_at IS NULL, seen_at, id", chunk):
+                out.setdefault(row["ref_id"], []).append(self._sighting(row))
+        return out
+
+    def iter_sightings(self, origin: str | None = None) -> Iterator[Sighting]:
+        if not self.has_sightings_table():
+            return
+        sql = f"SELECT {self._SIGHTING_COLUMNS} FROM sightings"
+        params: tuple[Any, ...] = ()
+        if origin is not None:
+            sql += " WHERE origin=?"
+            params = (origin,)
+        for row in self._query(sql + " ORDER BY seen_at IS NULL, seen_at, id", params):
+            yield self._sighting(row)
+
+    def import_state(self, job: str) -> dict[str, Any] | None:
+        """Where an interrupted import stopped (continuation tokens), or None."""
+        if not self.has_sightings_table():
+            return None
+        rows = self._query("SELECT state FROM import_state WHERE job=?", (job,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def save_import_state(self, job: str, state: dict[str, Any] | None) -> None:
+        """Remember (or, with None, forget) an import's position; written after each page
+        is committed, so a resumed import repeats at most one page."""
+        self._require_writable()
+        self._ensure_sightings_schema()
+        conn = self._conn()
+        try:
+            with self._write_lock, conn:
+                if state is None:
+                    conn.execute("DELETE FROM import_state WHERE job=?", (job,))
+                else:
+                    conn.execute("INSERT OR REPLACE INTO import_state VALUES (?, ?, ?)",
+                                 (job, json.dumps(state), _now()))
+        except sqlite3.OperationalError as exc:
+            raise ArchiveError(_explain_write_error(self.path, exc)) from None
+
+    def has_unverified_sightings(self) -> bool:
+        """Whether any sighting is an unverified record or a desk check (what retroactive
+        matching looks for)."""
+        return self.has_sightings_table() and bool(self._query(
+            "SELECT 1 FROM sightings WHERE own_record=1 OR origin='check' LIMIT 1"))
+
+    def sighting_stats(self) -> dict[str, Any]:
+        """References by source and sightings by origin, for `archive stats`."""
+        by_source = {(r[0] or "(no source)"): int(r[1]) for r in self._query(
+            "SELECT source, COUNT(*) FROM refs GROUP BY source ORDER BY COUNT(*) DESC, source")}
+        out: dict[str, Any] = {"references_by_source": by_source, "sightings": 0,
+                               "sightings_by_origin": {}, "unverified_records": 0}
+        if not self.has_sightings_table():
+            return out
+        out["sightings"] = int(self._query("SELECT COUNT(*) FROM sightings")[0][0])
+        out["sightings_by_origin"] = {r[0]: {"sightings": int(r[1]), "linked_to_references":
+                                             int(r[2]), "own_records": int(r[3])}
+                                      for r in self._query(
+            "SELECT origin, COUNT(*), SUM(ref_id IS NOT NULL AND own_record=0), "
+            "SUM(own_record) FROM sightings GROUP BY origin ORDER BY origin")}
+        out["unverified_records"] = int(self._query(
+            "SELECT COUNT(DISTINCT ref_id) FROM sightings WHERE own_record=1 AND ref_id IS NOT "
+            "NULL")[0][0])
+        return out
 
 
 @dataclass
