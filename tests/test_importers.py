@@ -401,10 +401,12 @@ def test_no_contact_warns_and_names_the_project(tmp_path: Path,
     assert agents == {f"imgverify/{__version__} ({PROJECT_URL})"}
 
 
-def test_sighting_only_image_desk_record_and_retroactive_match(tmp_path: Path) -> None:
+def test_sighting_only_image_desk_record_and_retroactive_match(tmp_path: Path,
+                                                               location: str) -> None:
+    """On both backends (SQLite and PostgreSQL): `location` is an empty archive of each."""
     photos = coco(5, start=20)
     folder = make_exports(tmp_path / "exports", photos)
-    archive = str(tmp_path / "a.sqlite")
+    archive = location
     runner = CliRunner()
     res = runner.invoke(app, ["archive", "import", "folder", str(folder), "--archive", archive])
     assert res.exit_code == 3  # malformed entries reported

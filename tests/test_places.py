@@ -19,7 +19,7 @@ import pytest
 from conftest import PHOTOS, require, write_manifest
 
 import imgverify
-from imgverify import places
+from imgverify.report import places
 from imgverify.ingest import ingest_manifest
 from imgverify.match.result import Match
 from imgverify.media.evidence import ExifEvidence, read_exif

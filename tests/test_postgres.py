@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import io
 import multiprocessing
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,43 +19,6 @@ from PIL import Image
 import imgverify
 from imgverify.errors import ArchiveError
 from imgverify.ingest import ingest_manifest
-
-PG_URL = os.environ.get("IMGVERIFY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _server_or_skip() -> Any:
-    try:
-        import psycopg
-
-        conn = psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
-        message = (f"PostgreSQL not reachable at {PG_URL} ({exc}); see README "
-                   "'A shared archive on PostgreSQL'")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return conn
-
-
-@pytest.fixture()
-def pg_url() -> Iterator[str]:
-    """A fresh schema for this test, dropped afterwards."""
-    admin = _server_or_skip()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        yield f"{PG_URL}?schema={schema}"
-    finally:
-        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty archive location on each backend."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "desk.sqlite")
-    else:
-        yield request.getfixturevalue("pg_url")
 
 
 def _jpeg(image: Image.Image, quality: int = 75) -> bytes:

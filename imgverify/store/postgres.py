@@ -41,6 +41,7 @@ from imgverify.signals.hashing import HASH_PIPELINE, HashSet
 from imgverify.store.index import HashIndex
 from imgverify.store.layered import LayeredIndex
 from imgverify.store.manifest import CONTEXT_FIELDS
+from imgverify.store.sightings import Sighting
 from imgverify.store.sqlite import IngestReport, PreparedReference, Reference, RehashReport
 
 BACKEND = "postgresql"
@@ -78,6 +79,26 @@ CREATE TABLE changes (
     ref_id BIGINT NOT NULL
 );
 CREATE INDEX changes_generation ON changes(generation);
+"""),
+    (2, """
+CREATE TABLE sightings (
+    id BIGSERIAL PRIMARY KEY,
+    ref_id BIGINT REFERENCES refs(id) ON DELETE SET NULL,
+    sha256 TEXT,
+    origin TEXT NOT NULL,
+    source_key TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    seen_at TEXT,
+    url TEXT, account TEXT, text TEXT, media_url TEXT, source_sha1 TEXT,
+    own_record BOOLEAN NOT NULL DEFAULT FALSE,
+    match_score DOUBLE PRECISION,
+    extra TEXT,
+    added_at TEXT NOT NULL,
+    UNIQUE (origin, source_key)
+);
+CREATE INDEX sightings_ref ON sightings(ref_id);
+CREATE INDEX sightings_sha256 ON sightings(sha256);
+CREATE TABLE import_state (job TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at TEXT NOT NULL);
 """),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -568,6 +589,112 @@ class PostgresArchive:
         problems += [f"reference {r[0]} is incomplete" for r in self._query(
             "SELECT reference_id FROM refs WHERE thumbnail IS NULL OR length(sha256) != 64")]
         return problems
+
+    # -- sightings (store/sightings.py) -------------------------------------------------------
+    _SIGHTING_COLUMNS = ("id, ref_id, sha256, origin, source_key, evidence, seen_at, url, "
+                         "account, text, media_url, source_sha1, own_record, match_score, "
+                         "extra, added_at")
+
+    @staticmethod
+    def _sighting(r: tuple[Any, ...]) -> Sighting:
+        return Sighting(key=int(r[0]), ref_key=r[1], sha256=r[2], origin=r[3],
+                        source_key=r[4], evidence=r[5], seen_at=r[6], url=r[7], account=r[8],
+                        text=r[9], media_url=r[10], source_sha1=r[11], own_record=bool(r[12]),
+                        match_score=r[13], extra=json.loads(r[14]) if r[14] else {},
+                        added_at=r[15])
+
+    def has_sightings_table(self) -> bool:
+        return True  # created by migration 2
+
+    def add_sightings(self, sightings: Iterable[Sighting]) -> int:
+        """Store sightings in one transaction, keyed by (origin, source_key): a known one is
+        updated in place, never duplicated. Returns how many were new."""
+        psycopg = _psycopg()
+        self._require_writable()
+        conn = self._conn()
+        now = _now()
+        new = 0
+        try:
+            with conn.transaction():
+                for s in sightings:
+                    inserted = conn.execute(
+                        f"INSERT INTO sightings ({self._SIGHTING_COLUMNS}) VALUES (DEFAULT, "
+                        "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                        "ON CONFLICT (origin, source_key) DO UPDATE SET ref_id=EXCLUDED.ref_id, "
+                        "sha256=EXCLUDED.sha256, evidence=EXCLUDED.evidence, "
+                        "seen_at=EXCLUDED.seen_at, url=EXCLUDED.url, account=EXCLUDED.account, "
+                        "text=EXCLUDED.text, media_url=EXCLUDED.media_url, "
+                        "source_sha1=EXCLUDED.source_sha1, own_record=EXCLUDED.own_record, "
+                        "match_score=EXCLUDED.match_score, extra=EXCLUDED.extra "
+                        "RETURNING (xmax = 0)",
+                        (s.ref_key, s.sha256, s.origin, s.source_key, s.evidence, s.seen_at,
+                         s.url, s.account, s.text, s.media_url, s.source_sha1, s.own_record,
+                         s.match_score, json.dumps(s.extra, ensure_ascii=False)
+                         if s.extra else None, now)).fetchone()[0]
+                    new += int(bool(inserted))
+        except psycopg.Error as exc:
+            raise ArchiveError(f"cannot write archive {self.location}: "
+                               f"{str(exc).strip()}") from None
+        return new
+
+    def find_sighting(self, origin: str, source_key: str) -> Sighting | None:
+        rows = self._query(f"SELECT {self._SIGHTING_COLUMNS} FROM sightings WHERE origin=%s "
+                           "AND source_key=%s", (origin, source_key))
+        return self._sighting(rows[0]) if rows else None
+
+    def sightings_for(self, ref_keys: Iterable[int]) -> dict[int, list[Sighting]]:
+        """Sightings linked to each reference, earliest first."""
+        keys = [int(k) for k in ref_keys]
+        out: dict[int, list[Sighting]] = {}
+        if not keys:
+            return out
+        for row in self._query(f"SELECT {self._SIGHTING_COLUMNS} FROM sightings WHERE ref_id = "
+                               "ANY(%s) ORDER BY seen_at IS NULL, seen_at, id", (keys,)):
+            out.setdefault(int(row[1]), []).append(self._sighting(row))
+        return out
+
+    def iter_sightings(self, origin: str | None = None) -> Iterator[Sighting]:
+        sql = f"SELECT {self._SIGHTING_COLUMNS} FROM sightings"
+        params: tuple[Any, ...] = ()
+        if origin is not None:
+            sql += " WHERE origin=%s"
+            params = (origin,)
+        for row in self._query(sql + " ORDER BY seen_at IS NULL, seen_at, id", params):
+            yield self._sighting(row)
+
+    def import_state(self, job: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT state FROM import_state WHERE job=%s", (job,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def save_import_state(self, job: str, state: dict[str, Any] | None) -> None:
+        self._require_writable()
+        if state is None:
+            self._query("DELETE FROM import_state WHERE job=%s RETURNING job", (job,))
+        else:
+            self._query("INSERT INTO import_state VALUES (%s, %s, %s) ON CONFLICT (job) DO "
+                        "UPDATE SET state=EXCLUDED.state, updated_at=EXCLUDED.updated_at "
+                        "RETURNING job", (job, json.dumps(state), _now()))
+
+    def has_unverified_sightings(self) -> bool:
+        return bool(self._query("SELECT 1 FROM sightings WHERE own_record OR origin='check' "
+                                "LIMIT 1"))
+
+    def sighting_stats(self) -> dict[str, Any]:
+        by_source = {(r[0] or "(no source)"): int(r[1]) for r in self._query(
+            "SELECT source, COUNT(*) FROM refs GROUP BY source ORDER BY COUNT(*) DESC, source")}
+        return {
+            "references_by_source": by_source,
+            "sightings": int(self._query("SELECT COUNT(*) FROM sightings")[0][0]),
+            "sightings_by_origin": {r[0]: {"sightings": int(r[1]),
+                                           "linked_to_references": int(r[2]),
+                                           "own_records": int(r[3])} for r in self._query(
+                "SELECT origin, COUNT(*), COUNT(*) FILTER (WHERE ref_id IS NOT NULL AND NOT "
+                "own_record), COUNT(*) FILTER (WHERE own_record) FROM sightings GROUP BY origin "
+                "ORDER BY origin")},
+            "unverified_records": int(self._query(
+                "SELECT COUNT(DISTINCT ref_id) FROM sightings WHERE own_record AND ref_id IS "
+                "NOT NULL")[0][0]),
+        }
 
 
 __all__ = ["PostgresArchive", "is_postgres_url", "redact", "SCHEMA_VERSION", "MIGRATIONS"]
