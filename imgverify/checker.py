@@ -7,17 +7,33 @@ it is safe to call from many threads on one open `Archive`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
+import os
 import time
+from typing import Any
+
+from PIL import Image
 
 from .archive import Archive
 from .claims import check_claims, timeline
-from .errors import ImgVerifyError
+from .errors import ArchiveError, ImgVerifyError
 from .evidence import ExifEvidence, read_exif
-from .features import FEATURE_SIDE
-from .load import Limits, LoadedImage, Source, describe_source, load, picture_for_features
-from .match import QueryHashes, find, find_local
+from .features import FEATURE_SIDE, GeometricMatch
+from .fetch import is_url
+from .load import (
+    Limits,
+    LoadedImage,
+    Source,
+    describe_source,
+    load,
+    picture_for_features,
+    read_source,
+)
+from .match import QueryHashes, find, find_local, reference_outline
+from .outline import Box, keypoint_box, refine_region
 from .provenance import read_credentials
-from .result import ERROR, NOT_AUTHENTIC_NOTE, CheckResult, Match
+from .result import ERROR, CheckResult, Match
 from .verdict import (
     DEFAULT_THRESHOLDS,
     Thresholds,
@@ -47,10 +63,12 @@ def check(source: Source, archive: Archive | None = None, *,
     try:
         loaded = load(source, limits)
     except ImgVerifyError as exc:
-        return CheckResult(input=label, verdict=ERROR, error=exc.to_dict(),
-                           notes=[NOT_AUTHENTIC_NOTE],
+        sha256, exif = _salvage(source, limits)
+        notes = notes_for(ERROR, [], exif, claimed, claimed_place)
+        return CheckResult(input=label, verdict=ERROR, error=exc.to_dict(), sha256=sha256,
+                           exif=exif.to_dict(), notes=notes,
                            claimed_date=claimed.isoformat() if claimed else None,
-                           claimed_place=claimed_place,
+                           claimed_place=claimed_place, archive=_summary(archive),
                            elapsed_ms=(time.perf_counter() - started) * 1000)
     if name is None and label in ("<bytes>", "<PIL image>", "-"):
         label = loaded.name
@@ -80,6 +98,9 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         matches.append(_match(ref, 1.0 if is_exact else score_of(r.combined),
                               "likely" if is_exact else strength, r.distances,
                               "identical file" if is_exact else r.transform, claimed, is_exact))
+        if not is_exact and r.query_part != "full":
+            # the photo band, collage tile or bordered picture whose hashes matched
+            matches[-1].region = _part_box(query, r.query_part)
     if exact is not None and all(m.key != exact.key for m in matches):
         zero = {"pdq": 0, "phash": 0, "dhash": 0, "whash": 0}
         matches.append(_match(refs[exact.key], 1.0, "likely", zero, "identical file", claimed,
@@ -97,15 +118,70 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
                             "strength": "strong" if broken else "info",
                             "supports": "neutral"})
     events = [e.to_dict() for e in timeline(matches, exif, claimed)]
+    summary = _summary(archive)
     return CheckResult(
         input=label, verdict=verdict, sha256=loaded.sha256, matches=matches,
-        exif=exif.to_dict(), notes=notes_for(verdict, matches, exif, claimed, claimed_place),
+        exif=exif.to_dict(),
+        notes=notes_for(verdict, matches, exif, claimed, claimed_place, summary),
         claimed_date=claimed.isoformat() if claimed else None, claimed_place=claimed_place,
         hashes=hs.to_hex(), image_size=loaded.original_size, claim_checks=findings,
         timeline=events,
         content_credentials=credentials.to_dict() if credentials is not None else None,
         elapsed_ms=(time.perf_counter() - started) * 1000, picture=loaded.image,
+        archive=summary,
     )
+
+
+def _locate(loaded: LoadedImage, archive: Archive, g: GeometricMatch
+            ) -> tuple[Box, Box | None]:
+    """The outline of the photo in the submitted image (the fitted frame trimmed to where
+    the image still shows the archived photo) and the part of the archived photo it shows."""
+    region: Box = g.region
+    core = keypoint_box(g.pairs or [])
+    thumb = archive.thumbnail(g.ref_key)
+    if g.matrix is not None and core is not None and thumb:
+        try:
+            with Image.open(io.BytesIO(thumb)) as im:
+                region = refine_region(loaded.image, im.convert("RGB"), g.matrix, g.region,
+                                       core)
+        except (OSError, ValueError):
+            pass  # an unreadable thumbnail: keep the fitted frame
+    return region, reference_outline(g.matrix, region)
+
+
+def _part_box(query: QueryHashes, name: str) -> tuple[float, float, float, float] | None:
+    w, h = query.size
+    for part, (x0, y0, x1, y1) in query.boxes:
+        if part == name:
+            return (x0 / w, y0 / h, x1 / w, y1 / h)
+    return None
+
+
+def _summary(archive: Archive) -> dict[str, Any] | None:
+    """The archive a result was checked against, for the report; None if it cannot say."""
+    try:
+        return archive.summary()
+    except ArchiveError:
+        return None
+
+
+def _salvage(source: Source, limits: Limits | None) -> tuple[str | None, ExifEvidence]:
+    """The sha256 and the EXIF of an input that could not be decoded, when its bytes can be
+    read again cheaply (a local file or bytes; never a second download): an editor still
+    wants the camera metadata of a truncated or oversized file."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)) and not is_url(os.fspath(source)) \
+            and os.fspath(source) != "-":
+        try:
+            _name, data = read_source(source, limits or Limits())
+        except ImgVerifyError:
+            return None, ExifEvidence()
+    else:
+        return None, ExifEvidence()
+    if len(data) > (limits or Limits()).max_bytes:
+        return None, ExifEvidence()
+    return hashlib.sha256(data).hexdigest(), read_exif(data)
 
 
 def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
@@ -134,14 +210,14 @@ def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresh
             if existing.strength != "likely" and strength == "likely":
                 existing.strength = "likely"
             existing.score = max(existing.score, score)
-            existing.region = g.region
+            existing.region, existing.reference_region = _locate(loaded, archive, g)
             existing.distances["local_inliers"] = g.inliers
             existing.transform = g.describe()
             existing.method = "global_hashes+local_features"
             continue
         m = _match(ref, score, strength, {"local_inliers": g.inliers}, g.describe(), claimed,
                    False)
-        m.region = g.region
+        m.region, m.reference_region = _locate(loaded, archive, g)
         m.method = "local_features"
         matches.append(m)
         by_key[g.ref_key] = m
