@@ -164,6 +164,8 @@ def _claim_line(result: CheckResult) -> str | None:
     return None
 
 
+_TEXT_LABELS = {"Checked at (UTC)": "checked at", "Tool": "tool", "Archive": "archive",
+                "Input sha256": "input sha256"}
 _ROLE_WORDS = {"likely_original": "likely original", "later_publication": "later publication",
                "candidate": "candidate"}
 
@@ -176,7 +178,7 @@ def to_text(result: CheckResult) -> str:
     if claim:
         lines.append(f"  {claim}")
     for key, text in audit_lines(result):
-        lines.append(f"  {key.lower()}: {text}")
+        lines.append(f"  {_TEXT_LABELS.get(key, key.lower())}: {text}")
     for i, m in enumerate(result.matches):
         role = _ROLE_WORDS.get(m.role, m.role)
         lines.append(f"  match {i + 1} ({role}, score {m.score:.2f}, {m.strength}):")
