@@ -16,10 +16,11 @@ from typing import Any
 from PIL import Image
 
 from .archive import Archive
+from .chance import chance_of
 from .claims import check_claims, timeline
 from .errors import ArchiveError, ImgVerifyError
 from .evidence import ExifEvidence, read_exif
-from .features import FEATURE_SIDE, GeometricMatch
+from .features import FEATURE_SIDE, INSIDE_LARGER_IMAGE, GeometricMatch
 from .fetch import is_url
 from .load import (
     Limits,
@@ -119,6 +120,8 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
                             "supports": "neutral"})
     events = [e.to_dict() for e in timeline(matches, exif, claimed)]
     summary = _summary(archive)
+    for m in matches:
+        m.chance = chance_of(m, summary.get("references") if summary else None)
     return CheckResult(
         input=label, verdict=verdict, sha256=loaded.sha256, matches=matches,
         exif=exif.to_dict(),
@@ -147,6 +150,37 @@ def _locate(loaded: LoadedImage, archive: Archive, g: GeometricMatch
         except (OSError, ValueError):
             pass  # an unreadable thumbnail: keep the fitted frame
     return region, reference_outline(g.matrix, region)
+
+
+def _alignment(g: GeometricMatch) -> dict[str, Any] | None:
+    """The fitted transform and inlier pairs, normalised, as the JSON carries them."""
+    if g.matrix is None:
+        return None
+    return {"reference_to_query": [[round(v, 6) for v in row] for row in g.matrix],
+            "coordinates": "normalised: x / width and y / height of each image",
+            "inliers": [[[round(q[0], 4), round(q[1], 4)], [round(r[0], 4), round(r[1], 4)]]
+                        for q, r in g.pairs or []]}
+
+
+def _in_tile(transform: str | None, region: Box | None, query: QueryHashes) -> str | None:
+    """Say "one tile of a collage" when the outline is one of the collage cells found."""
+    if not transform or region is None or INSIDE_LARGER_IMAGE not in transform:
+        return transform
+    for name, _box in query.boxes:
+        tile = _part_box(query, name) if name.startswith("tile-") else None
+        if tile is not None and _inside(region, tile) >= 0.9 and _inside(tile, region) >= 0.6:
+            return transform.replace(INSIDE_LARGER_IMAGE,
+                                     f"{INSIDE_LARGER_IMAGE}: one tile of a collage")
+    return transform
+
+
+def _inside(a: Box, b: Box) -> float:
+    """Share of box `a` that lies inside box `b` (a tile found with its gutters is a little
+    larger than the photo in it)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return ix * iy / area if area > 0 else 0.0
 
 
 def _part_box(query: QueryHashes, name: str) -> tuple[float, float, float, float] | None:
@@ -211,13 +245,16 @@ def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresh
                 existing.strength = "likely"
             existing.score = max(existing.score, score)
             existing.region, existing.reference_region = _locate(loaded, archive, g)
+            existing.alignment = _alignment(g)
             existing.distances["local_inliers"] = g.inliers
-            existing.transform = g.describe()
+            existing.transform = _in_tile(g.describe(), existing.region, query)
             existing.method = "global_hashes+local_features"
             continue
         m = _match(ref, score, strength, {"local_inliers": g.inliers}, g.describe(), claimed,
                    False)
         m.region, m.reference_region = _locate(loaded, archive, g)
+        m.transform = _in_tile(m.transform, m.region, query)
+        m.alignment = _alignment(g)
         m.method = "local_features"
         matches.append(m)
         by_key[g.ref_key] = m

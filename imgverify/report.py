@@ -143,10 +143,14 @@ def audit_lines(result: CheckResult) -> list[tuple[str, str]]:
     a = result.archive
     if a:
         ident = f"{a.get('name') or '?'}" + (f" (id {a['id']})" if a.get("id") else "")
-        span = (f", dated {a['earliest_date']} to {a['latest_date']}"
-                if a.get("earliest_date") else "")
-        rows.append(("Archive", f"{ident}, {a.get('backend', '?')}, {a.get('references', '?')} "
-                                f"references{span}, generation {a.get('generation', '?')}, "
+        span = ""
+        if a.get("earliest_date"):
+            span = (f", dated {a['earliest_date']}" if a["earliest_date"] == a.get("latest_date")
+                    else f", dated {a['earliest_date']} to {a.get('latest_date')}")
+        n = a.get("references")
+        rows.append(("Archive", f"{ident}, {a.get('backend', '?')}, {n} "
+                                f"reference{'' if n == 1 else 's'}{span}, generation "
+                                f"{a.get('generation', '?')}, "
                                 f"hash pipeline {a.get('hash_pipeline', '?')}"))
     else:
         rows.append(("Archive", "unknown (not recorded in this result)"))
@@ -193,6 +197,8 @@ def to_text(result: CheckResult) -> str:
                 lines.append(f"    {label + ':':<8} {value}")
         for ev in evidence_lines(m):
             lines.append(f"    evidence: {ev}")
+        if m.chance:
+            lines.append(f"    chance:  {m.chance['words']}")
         lines.append(f"    reference: {m.reference_id}")
     if result.timeline and result.matches:
         lines.append("  timeline:")
@@ -294,6 +300,13 @@ overflow-wrap:anywhere;unicode-bidi:plaintext}th{width:11rem;color:#555;font-wei
 box-sizing:border-box}
 .timeline li.claim{color:#a05a00}.findings li.strong b{color:#c0392b}
 .audit th{width:11rem}.audit td{font-family:ui-monospace,monospace;font-size:.85rem}
+.keypoints{width:100%;height:auto;display:block;border:1px solid #ccc;background:#fff}
+.compare{display:flex;flex-wrap:wrap;gap:1rem}.compare figure{flex:1 1 0;min-width:260px;
+margin:0}.stack{position:relative;display:block;width:100%}
+.stack img{width:100%;height:auto;display:block;border:1px solid #ccc;box-sizing:border-box}
+.stack img.over{position:absolute;left:0;top:0}
+.flicker img.over{animation:flick 1.6s steps(1,end) infinite}
+@keyframes flick{0%{opacity:1}50%{opacity:0}}.blend img.over{opacity:.5}
 .match{border:1px solid #ddd;border-radius:8px;padding:.8rem;
 margin:1rem 0;break-inside:avoid}@media print{.pair figure{flex:1 1 45%}}
 """
@@ -354,7 +367,7 @@ def to_html(result: CheckResult, query_jpeg: bytes | None,
         if qsrc:
             overlay = _outline(m.region) if _partial(m.region) else ""
             what = "the matched photo is outlined"
-            if m.transform and "collage" in m.transform:
+            if m.transform and "one tile of a collage" in m.transform:
                 what = "the matched collage tile is outlined"
             parts.append(f"<figure><div class='frame'><img id='query-img-{i + 1}' src='{qsrc}' "
                          f"alt='submitted image'>{overlay}</div><figcaption>Submitted image"
@@ -381,10 +394,16 @@ def to_html(result: CheckResult, query_jpeg: bytes | None,
             ("Evidence", "<br>".join(e(x[0].upper() + x[1:]) + "." for x in evidence_lines(m))),
             ("Reference id", e(m.reference_id)),
         ]
+        if m.chance:
+            rows.insert(2, ("Chance of a false match", e(m.chance["words"])))
         if m.days_before_claim is not None:
             rows.append(("Before the claim", f"{m.days_before_claim} days"))
         parts.extend(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-        parts.append("</table></section>")
+        parts.append("</table>")
+        if m.alignment and query_jpeg and reference_jpegs.get(m.reference_id):
+            parts.append(alignment_html(m.alignment, query_jpeg,
+                                        reference_jpegs[m.reference_id] or b"", i + 1))
+        parts.append("</section>")
     if not result.matches and qsrc:
         parts.append(f"<div class='pair'><figure><img id='query-img' src='{qsrc}' "
                      "alt='submitted image'><figcaption>Submitted image</figcaption>"
@@ -424,6 +443,88 @@ def to_html(result: CheckResult, query_jpeg: bytes | None,
     parts.extend(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in audit_lines(result))
     parts.append(f"</table><p class='caveat'>{e(_footer(result.verdict))}</p></body></html>")
     return "".join(parts)
+
+
+#: Most keypoint pairs drawn: beyond this the lines hide the pictures.
+MAX_LINES = 80
+
+
+def _decode(jpeg: bytes) -> Any:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(jpeg)) as im:
+        return im.convert("RGB")
+
+
+def aligned_jpeg(query_jpeg: bytes, reference_jpeg: bytes,
+                 matrix: list[list[float]]) -> bytes | None:
+    """The submitted image warped onto the archived photo's frame by the fitted transform
+    (reference -> query, normalised), at the archived thumbnail's size; outside the
+    submitted image stays black."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    q, r = _decode(query_jpeg), _decode(reference_jpeg)
+    m = np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
+    a = np.diag([q.width, q.height, 1.0]) @ m @ np.diag([1.0 / r.width, 1.0 / r.height, 1.0])
+    try:
+        warped = cv2.warpAffine(np.asarray(q), a[:2], (r.width, r.height),
+                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    except cv2.error:
+        return None
+    buf = io.BytesIO()
+    Image.fromarray(warped).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def alignment_html(alignment: dict[str, Any], query_jpeg: bytes, reference_jpeg: bytes,
+                   n: int) -> str:
+    """The local-feature evidence a person can check: matched keypoints joined between the
+    two images (inline SVG), and the submitted image aligned onto the archived one, shown
+    flickering and blended (CSS only: the report's CSP allows no script)."""
+    q, r = _decode(query_jpeg), _decode(reference_jpeg)
+    height = 360
+    qw = q.width * height / q.height
+    rw = r.width * height / r.height
+    gap = 24
+    width = qw + gap + rw
+    pairs = alignment.get("inliers") or []
+    step = max(1, len(pairs) // MAX_LINES)
+    lines = []
+    for k, ((qx, qy), (rx, ry)) in enumerate(pairs[::step][:MAX_LINES]):
+        hue = (k * 47) % 360
+        x1, y1, x2, y2 = qx * qw, qy * height, qw + gap + rx * rw, ry * height
+        lines.append(f"<line x1='{x1:.1f}' y1='{y1:.1f}' x2='{x2:.1f}' y2='{y2:.1f}' "
+                     f"stroke='hsl({hue},90%,50%)' stroke-width='1.5'/>"
+                     f"<circle cx='{x1:.1f}' cy='{y1:.1f}' r='3' fill='none' "
+                     f"stroke='hsl({hue},90%,50%)'/><circle cx='{x2:.1f}' cy='{y2:.1f}' r='3' "
+                     f"fill='none' stroke='hsl({hue},90%,50%)'/>")
+    out = [f"<h3>How the images line up</h3><svg class='keypoints' id='keypoints-{n}' "
+           f"viewBox='0 0 {width:.0f} {height}' xmlns='http://www.w3.org/2000/svg' "
+           "role='img' aria-label='matched keypoints joined between the two images'>"
+           f"<image href='{_data_uri(query_jpeg)}' x='0' y='0' width='{qw:.1f}' "
+           f"height='{height}'/><image href='{_data_uri(reference_jpeg)}' x='{qw + gap:.1f}' "
+           f"y='0' width='{rw:.1f}' height='{height}'/>{''.join(lines)}</svg>"
+           f"<p><small>{len(pairs)} keypoints that fit one transform, joined (left: submitted, "
+           f"right: archived{'; every ' + str(step) + 'th shown' if step > 1 else ''}).</small>"
+           "</p>"]
+    warped = aligned_jpeg(query_jpeg, reference_jpeg, alignment["reference_to_query"])
+    if warped is not None:
+        w, a = _data_uri(warped), _data_uri(reference_jpeg)
+        out.append(
+            "<div class='compare'>"
+            f"<figure><div class='stack flicker' id='flicker-{n}'><img src='{a}' "
+            f"alt='archived photo'><img class='over' src='{w}' alt='submitted image aligned "
+            "onto the archived photo'></div><figcaption>Flicker: the submitted image, aligned "
+            "by the fitted transform, alternates with the archived photo. A copy barely "
+            "moves.</figcaption></figure>"
+            f"<figure><div class='stack blend' id='blend-{n}'><img src='{a}' "
+            f"alt='archived photo'><img class='over' src='{w}' alt='submitted image aligned "
+            "onto the archived photo'></div><figcaption>Blend: both at half strength; a copy "
+            "shows no double edges.</figcaption></figure></div>")
+    return "".join(out)
 
 
 def _group_finds(finds: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

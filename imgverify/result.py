@@ -57,6 +57,12 @@ class Match:
     #: the part of the archived photo that appears in the submitted image (x0, y0, x1, y1 in
     #: 0..1 of the archived photo), when only part of it was used (a crop)
     reference_region: tuple[float, float, float, float] | None = None
+    #: estimated chance that an unrelated photo matches this closely (chance.chance_of):
+    #: {"per_pair", "per_check", "words"}
+    chance: dict[str, Any] | None = None
+    #: local-feature alignment, for other tools to redraw it: {"reference_to_query": 2x3
+    #: matrix, "coordinates": ..., "inliers": [[[qx, qy], [rx, ry]], ...]} (normalised)
+    alignment: dict[str, Any] | None = None
     method: str = "global_hashes"  # or "local_features" or "sha256"
     sha256: str | None = None
     key: int = 0  # archive row, for thumbnails; not serialised
@@ -74,7 +80,8 @@ class Match:
             "region": [round(v, 4) for v in self.region] if self.region else None,
             "reference_region": ([round(v, 4) for v in self.reference_region]
                                  if self.reference_region else None),
-            "sha256": self.sha256,
+            "sha256": self.sha256, "chance_unrelated": self.chance,
+            "alignment": self.alignment,
         }
 
 

@@ -30,6 +30,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # network requests
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--window-size=1100,1600",
@@ -233,3 +234,72 @@ def test_report_sizes_outline_and_neutral_no_match(browser: object, tmp_path: Pa
                               int((v["y0"] + 3) * ratio)))
         assert max(px) - min(px) <= 40, px  # grey-blue, not green
         assert not (px[1] > px[0] + 25 and px[1] > px[2] + 10), px
+
+
+def _requested(driver: object) -> list[str]:
+    """URLs the page asked the network stack for (Chrome's performance log)."""
+    import json
+
+    urls = []
+    for entry in driver.get_log("performance"):  # type: ignore[attr-defined]
+        msg = json.loads(entry["message"])["message"]
+        if msg.get("method") == "Network.requestWillBeSent":
+            urls.append(msg["params"]["request"]["url"])
+    return urls
+
+
+def test_local_match_evidence_keypoints_flicker_offline(browser: object, tmp_path: Path
+                                                        ) -> None:
+    """Issue 12, item 4: keypoints joined between the images, the submitted image aligned on
+    the archived one flickering by CSS alone, and nothing fetched from anywhere."""
+    import time
+
+    from PIL import Image
+
+    photo = ROOT / "fixtures/examples/viral_space_repost.jpg"
+    archive = tmp_path / "a.sqlite"
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"image,date,event\n{photo},2012-09-25,Space\n", encoding="utf-8")
+    assert runner.invoke(app, ["archive", "add", str(manifest), "--archive",
+                               str(archive)]).exit_code == 0
+    im = Image.open(photo).convert("RGB")
+    w, h = im.size
+    query = tmp_path / "crop.jpg"
+    im.crop((int(w * 0.2), int(h * 0.15), int(w * 0.8), int(h * 0.75))).rotate(
+        6, resample=Image.Resampling.BICUBIC).save(query, quality=85)
+    report = tmp_path / "r.html"
+    res = runner.invoke(app, ["check", str(query), "--archive", str(archive), "--format",
+                              "html", "--out", str(report)])
+    assert res.exit_code == 0, res.output
+    browser.get_log("performance")  # type: ignore[attr-defined]  # forget earlier pages
+    browser.get(report.as_uri())  # type: ignore[attr-defined]
+    assert all(x > 0 for x in _images_loaded(browser))
+    lines = browser.find_elements("css selector", "#keypoints-1 line")  # type: ignore
+    assert len(lines) >= 20
+    # the SVG's two pictures decode (data URIs, as the CSP allows)
+    sizes = browser.execute_async_script(  # type: ignore[attr-defined]
+        "const done = arguments[arguments.length - 1];"
+        "Promise.all(Array.from(document.querySelectorAll('#keypoints-1 image')).map(el =>"
+        " new Promise(ok => { const i = new Image(); i.onload = () => ok(i.naturalWidth);"
+        " i.onerror = () => ok(0); i.src = el.getAttribute('href'); }))).then(done);")
+    assert len(sizes) == 2 and all(s > 0 for s in sizes)
+    over = "#flicker-1 img.over"
+    state = browser.execute_script(  # type: ignore[attr-defined]
+        "return document.querySelector(arguments[0]).getAnimations()"
+        ".map(a => a.playState);", over)
+    assert state == ["running"]
+    seen = set()
+    for _ in range(8):
+        seen.add(browser.execute_script(  # type: ignore[attr-defined]
+            "return getComputedStyle(document.querySelector(arguments[0])).opacity;", over))
+        time.sleep(0.25)
+    assert seen == {"0", "1"}, seen  # the aligned image shows and hides
+    blend = browser.execute_script(  # type: ignore[attr-defined]
+        "return getComputedStyle(document.querySelector('#blend-1 img.over')).opacity;")
+    assert blend == "0.5"
+    requested = _requested(browser)
+    assert requested and all(u.startswith(("file:", "data:")) for u in requested), requested
+    assert browser.execute_script(  # type: ignore[attr-defined]
+        "return performance.getEntriesByType('resource').filter("
+        "e => !e.name.startsWith('data:')).length;") == 0
+    browser.save_screenshot(str(tmp_path / "evidence.png"))  # type: ignore[attr-defined]

@@ -206,3 +206,51 @@ def test_exif_labels_and_an_error_report_keeps_the_exif(archive: imgverify.Archi
     assert bad.sha256 == hashlib.sha256(broken.read_bytes()).hexdigest()
     assert "Camera: " in to_text(bad)
     assert f"<td>{ok.exif['camera']}</td>" in to_html(bad, None, {})
+
+
+# -- issue 12, items 3 and 4: a score that means something, evidence others can redraw ------
+def test_local_match_json_carries_transform_and_inliers(archive: imgverify.Archive,
+                                                        small_archive: SmallArchive) -> None:
+    photo = Image.open(small_archive.photos[6]).convert("RGB")
+    w, h = photo.size
+    crop = photo.crop((int(w * 0.25), int(h * 0.2), int(w * 0.85), int(h * 0.8))).rotate(
+        5, resample=Image.Resampling.BICUBIC)
+    r = imgverify.check(_jpeg(crop), archive)
+    top = r.to_dict()["matches"][0]
+    al = top["alignment"]
+    assert top["distances"]["local_inliers"] == len(al["inliers"]) >= 20
+    m = al["reference_to_query"]
+    assert len(m) == 2 and all(len(row) == 3 for row in m)
+    # the matrix maps each inlier's archived position onto its submitted position
+    errors = []
+    for (qx, qy), (rx, ry) in al["inliers"]:
+        px = m[0][0] * rx + m[0][1] * ry + m[0][2]
+        py = m[1][0] * rx + m[1][1] * ry + m[1][2]
+        errors.append(max(abs(px - qx), abs(py - qy)))
+    assert sorted(errors)[len(errors) // 2] < 0.02
+    # the archived photo's part that was used: about the crop window
+    assert RR.iou(top["reference_region"], (0.25, 0.2, 0.85, 0.8)) >= 0.7
+
+
+def test_chance_of_an_unrelated_match_in_words(archive: imgverify.Archive,
+                                               small_archive: SmallArchive) -> None:
+    from imgverify.chance import chance_of, one_in
+
+    assert one_in(1e-7) == "about 1 in 10 million" and one_in(2e-4) == "about 1 in 5 thousand"
+    near = Match("a", 0.9, "likely", "2015-01-01", distances={"pdq": 20, "phash": 4,
+                                                                "dhash": 5, "whash": 3})
+    far = Match("b", 0.6, "possible", "2015-01-01", distances={"pdq": 40, "phash": 10,
+                                                               "dhash": 12, "whash": 10})
+    c_near, c_far = chance_of(near, 1000), chance_of(far, 1000)
+    assert c_near and c_far and c_near["per_pair"] < c_far["per_pair"] < 1e-3
+    assert c_far["per_check"] > c_far["per_pair"]  # more references, more chances
+    few = Match("c", 0.6, "possible", "2015-01-01", distances={"local_inliers": 21})
+    many = Match("d", 0.9, "likely", "2015-01-01", distances={"local_inliers": 60})
+    assert chance_of(few, 10)["per_pair"] > chance_of(many, 10)["per_pair"]  # type: ignore
+    assert "keypoint counts" in chance_of(few, 10)["words"]  # type: ignore[index]
+    assert chance_of(Match("e", 1.0, "likely", "x", exact_copy=True), 10) is None
+    r = imgverify.check(_jpeg(Image.open(small_archive.photos[1]), 50), archive)
+    assert r.matches[0].chance is not None
+    assert "The chance that an unrelated photo matches" in to_text(r)
+    assert "Chance of a false match" in to_html(r, None, {})
+    assert r.to_dict()["matches"][0]["chance_unrelated"]["per_check"] < 1e-3
