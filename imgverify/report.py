@@ -30,16 +30,18 @@ EXIF_LABELS = {
 }
 
 
-def _claim_agrees(result: CheckResult) -> bool:
-    """True when the claim was compared with the matched reference and nothing contradicts
-    it: the archive holds this photo with the claimed date (and place)."""
-    compared = [c for c in result.claim_checks if c.get("check") in ("date", "place")]
-    if not compared:
-        return False
+def _claim_agrees(result: CheckResult) -> list[str]:
+    """The claim checks ("date", "place") that agree with the matched reference, when the
+    claim was compared and nothing of weight contradicts it (empty otherwise): then the
+    archive holds this photo with the claimed date (and place), and the report says so."""
     if any(c.get("supports") == "recycled" for c in result.claim_checks
            if c.get("strength") in ("strong", "moderate")):
-        return False
-    return all(c.get("supports") == "claim" for c in compared)
+        return []
+    compared = {c.get("check"): c.get("supports") for c in result.claim_checks
+                if c.get("check") in ("date", "place")}
+    if compared.get("date", "claim") != "claim":
+        return []  # a date that does not agree (or cannot be compared) decides nothing
+    return [k for k in ("date", "place") if compared.get(k) == "claim"]
 
 
 def _what_where(m: Match) -> str:
@@ -67,12 +69,14 @@ def headline(result: CheckResult) -> str:
                 "is authentic)")
     if result.verdict == ERROR or top is None:
         return HEADLINE[ERROR]
-    if _claim_agrees(result):
+    agreeing = _claim_agrees(result)
+    if agreeing:
+        agreed = " and ".join(agreeing) + (" agree" if len(agreeing) > 1 else " agrees")
         if result.verdict == LIKELY:
-            return (f"MATCHES AN ARCHIVED PHOTO {_what_where(top)}, which agrees with the "
-                    "claim: no sign it was recycled from an earlier event")
-        return (f"POSSIBLY THE ARCHIVED PHOTO {_what_where(top)}, which agrees with the claim; "
-                "compare them by eye")
+            return (f"MATCHES AN ARCHIVED PHOTO {_what_where(top)}: the archived {agreed} "
+                    "with the claim")
+        return (f"POSSIBLY THE ARCHIVED PHOTO {_what_where(top)}: the archived {agreed} "
+                "with the claim; compare them by eye")
     if result.verdict == LIKELY:
         gap = top.days_before_claim
         if gap is not None and gap > 1:

@@ -155,7 +155,7 @@ def test_headline_when_the_claim_agrees_with_the_archive(
     assert r.verdict == "likely_recycled"
     line = headline(r)
     assert "published before" not in line and "RECYCLED" not in line
-    assert "agrees with the claim" in line and row["date"] in line
+    assert "the archived date and place agree with the claim" in line and row["date"] in line
     # the same photo claimed years later: recycled, with the gap
     later = imgverify.check(_jpeg(Image.open(photo), 70), archive, claimed_date="2024-01-01")
     assert headline(later).startswith("LIKELY RECYCLED") and "before the claimed date" in \
@@ -254,3 +254,22 @@ def test_chance_of_an_unrelated_match_in_words(archive: imgverify.Archive,
     assert "The chance that an unrelated photo matches" in to_text(r)
     assert "Chance of a false match" in to_html(r, None, {})
     assert r.to_dict()["matches"][0]["chance_unrelated"]["per_check"] < 1e-3
+
+
+def test_headline_weighs_each_claim_check() -> None:
+    m = Match("r1", 0.95, "likely", "2020-03-01", event="Flood", role="likely_original")
+
+    def with_checks(*checks: tuple[str, str, str]) -> str:
+        r = imgverify.CheckResult(input="x", verdict="likely_recycled", matches=[m],
+                                  claim_checks=[{"check": c, "strength": s, "supports": sup,
+                                                 "finding": "..."} for c, s, sup in checks])
+        return headline(r)
+
+    same_date = with_checks(("date", "weak", "claim"), ("place", "weak", "neutral"))
+    assert same_date.startswith("MATCHES AN ARCHIVED PHOTO") and "date agrees" in same_date
+    moved = with_checks(("date", "weak", "claim"), ("place", "strong", "recycled"))
+    assert moved.startswith("LIKELY RECYCLED")
+    older = with_checks(("date", "strong", "recycled"), ("place", "weak", "claim"))
+    assert older.startswith("LIKELY RECYCLED")
+    no_claim = with_checks()
+    assert no_claim.startswith("LIKELY RECYCLED") and "2020-03-01" in no_claim
