@@ -16,10 +16,12 @@ from typing import Any
 from .result import Match
 from .verdict import combined_distance
 
-#: log10(per-pair rate) = a + b * combined distance (bench/null_fit.py, global hashes)
-GLOBAL_NULL = (-18.0, 60.0)
+#: log10(per-pair rate) = a + b * combined distance (bench/null_fit.py, global hashes: the
+#: lowest 1 % of 171,125 unrelated pairs, the same fit bench/thresholds.py chose the
+#: thresholds with; rate 8e-10 at the "likely" threshold 0.15)
+GLOBAL_NULL = (-14.581, 36.656)
 #: the closest combined distance seen between unrelated photos, and how many pairs
-GLOBAL_MEASURED_MIN = 0.3
+GLOBAL_MEASURED_MIN = 0.264
 GLOBAL_PAIRS = 171_125
 #: log10 P(inliers >= n) per pair = c + e * n (bench/null_fit.py, local features: 14,400
 #: unrelated pairs, inliers median 3, 99th percentile 6, most 10)
