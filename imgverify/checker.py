@@ -20,7 +20,7 @@ from .chance import chance_of
 from .claims import check_claims, timeline
 from .errors import ArchiveError, ImgVerifyError
 from .evidence import ExifEvidence, read_exif
-from .features import FEATURE_SIDE, INSIDE_LARGER_IMAGE, GeometricMatch
+from .features import FEATURE_SIDE, INSIDE_LARGER_IMAGE, QUERY_FEATURES, GeometricMatch, extract
 from .fetch import is_url
 from .load import (
     Limits,
@@ -109,6 +109,8 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
     if thresholds.use_local_features and not any(m.strength == "likely" for m in matches):
         _add_local_matches(loaded, archive, thresholds, matches, claimed, query)
     matches = order_matches(matches)[:max_matches]
+    if thresholds.use_local_features and matches:
+        _align_top(loaded, archive, thresholds, matches[0])
     verdict = decide(matches)
     hs = query.default_hashset()
     findings = [f.to_dict() for f in check_claims(matches, exif, claimed, claimed_place)]
@@ -150,6 +152,36 @@ def _locate(loaded: LoadedImage, archive: Archive, g: GeometricMatch
         except (OSError, ValueError):
             pass  # an unreadable thumbnail: keep the fitted frame
     return region, reference_outline(g.matrix, region)
+
+
+def _align_top(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
+               top: Match) -> None:
+    """Where a match found by its global hashes sits, for the report: fit the local-feature
+    transform against that one reference. A crop matched by its hashes then outlines the
+    part of the archived photo it kept, and the HTML shows the alignment. Strength, score
+    and distances are left as the hashes decided them."""
+    if top.exact_copy or top.alignment is not None:
+        return
+    try:
+        features = archive.feature_index()
+    except ArchiveError:
+        return
+    picture = picture_for_features(loaded, FEATURE_SIDE)
+    side = max(FEATURE_SIDE, *picture.size)
+    best = None
+    for mirrored in (False, True):
+        pic = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirrored else picture
+        g = features.verify(extract(pic, QUERY_FEATURES, side=side), top.key,
+                            mirrored=mirrored)
+        if g is not None and g.inliers >= thresholds.local_possible and (
+                best is None or g.inliers > best.inliers):
+            best = g
+        if best is not None and not mirrored and best.inliers >= thresholds.local_likely:
+            break  # clearly aligned as it is: no need to try the mirror image
+    if best is None:
+        return
+    top.region, top.reference_region = _locate(loaded, archive, best)
+    top.alignment = _alignment(best)
 
 
 def _alignment(g: GeometricMatch) -> dict[str, Any] | None:

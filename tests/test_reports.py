@@ -273,3 +273,18 @@ def test_headline_weighs_each_claim_check() -> None:
     assert older.startswith("LIKELY RECYCLED")
     no_claim = with_checks()
     assert no_claim.startswith("LIKELY RECYCLED") and "2020-03-01" in no_claim
+
+
+def test_crop_found_by_its_hashes_still_outlines_the_part_used(
+        archive: imgverify.Archive, small_archive: SmallArchive) -> None:
+    photo = Image.open(small_archive.photos[6]).convert("RGB")
+    w, h = photo.size
+    window = (0.05, 0.05, 0.95, 0.95)  # 81 % of the area: the hashes find it
+    crop = photo.crop((int(w * window[0]), int(h * window[1]), int(w * window[2]),
+                       int(h * window[3])))
+    r = imgverify.check(_jpeg(crop, 85), archive)
+    top = r.top
+    assert top is not None and top.method == "global_hashes" and top.strength == "likely"
+    assert RR.iou(top.reference_region, window) >= 0.9, top.reference_region
+    assert top.alignment is not None and top.distances.keys() == {"pdq", "phash", "dhash",
+                                                                  "whash"}
