@@ -199,8 +199,11 @@ def _scan_one(item: str) -> dict[str, Any]:
             previous = signal.signal(signal.SIGALRM, _on_alarm)
             signal.setitimer(signal.ITIMER_REAL, config.limits.timeout_s)
         try:
+            # align=False: a scan reports each find's transform as found, without the
+            # extra local-feature fit that places a hash match for a person's report
             result = check(item, _scan_state["archive"], claimed_date=config.claimed_date,
-                           claimed_place=config.claimed_place, limits=config.limits, name=item)
+                           claimed_place=config.claimed_place, limits=config.limits, name=item,
+                           align=False)
         finally:
             if timed:
                 signal.setitimer(signal.ITIMER_REAL, 0)

@@ -50,12 +50,17 @@ from .verdict import (
 def check(source: Source, archive: Archive | None = None, *,
           claimed_date: str | dt.date | None = None, claimed_place: str | None = None,
           thresholds: Thresholds = DEFAULT_THRESHOLDS, limits: Limits | None = None,
-          max_matches: int = 10, name: str | None = None) -> CheckResult:
+          max_matches: int = 10, name: str | None = None, align: bool = True
+          ) -> CheckResult:
     """Check one image (path, URL, bytes, PIL image or '-') against the archive.
 
     Input problems do not raise: they come back as a result with verdict "error" and a typed
     `error`, so a batch can go on. Archive problems (ArchiveError) and a malformed claimed
     date (ValueError) do raise: they are the caller's to fix, not the input's.
+
+    `align` (default on) fits the local-feature transform of a match its hashes found, so a
+    report can outline the part of the archived photo a crop kept and show the alignment;
+    throughput-bound callers (scans) turn it off: it costs a feature extraction per find.
     """
     started = time.perf_counter()
     archive = archive if archive is not None else Archive.default()
@@ -75,12 +80,13 @@ def check(source: Source, archive: Archive | None = None, *,
         label = loaded.name
     return check_loaded(loaded, archive, label=label, claimed=claimed,
                         claimed_place=claimed_place, thresholds=thresholds,
-                        max_matches=max_matches, started=started)
+                        max_matches=max_matches, started=started, align=align)
 
 
 def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: dt.date | None,
                  claimed_place: str | None, thresholds: Thresholds = DEFAULT_THRESHOLDS,
-                 max_matches: int = 10, started: float | None = None) -> CheckResult:
+                 max_matches: int = 10, started: float | None = None, align: bool = True
+                 ) -> CheckResult:
     started = started if started is not None else time.perf_counter()
     exif = read_exif(loaded.data) if loaded.format != "PIL" else ExifEvidence()
     query = QueryHashes(loaded.image, loaded.scale)
@@ -109,7 +115,7 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
     if thresholds.use_local_features and not any(m.strength == "likely" for m in matches):
         _add_local_matches(loaded, archive, thresholds, matches, claimed, query)
     matches = order_matches(matches)[:max_matches]
-    if thresholds.use_local_features and matches:
+    if align and thresholds.use_local_features and matches:
         _align_top(loaded, archive, thresholds, matches[0])
     verdict = decide(matches)
     hs = query.default_hashset()

@@ -288,3 +288,6 @@ def test_crop_found_by_its_hashes_still_outlines_the_part_used(
     assert RR.iou(top.reference_region, window) >= 0.9, top.reference_region
     assert top.alignment is not None and top.distances.keys() == {"pdq", "phash", "dhash",
                                                                   "whash"}
+    fast = imgverify.check(_jpeg(crop, 85), archive, align=False)  # what a scan does
+    assert fast.top is not None and fast.top.alignment is None
+    assert (fast.verdict, fast.top.score) == (r.verdict, top.score)
