@@ -327,7 +327,7 @@ class FeatureIndex:
         full_box = max(1e-6, float((x1 - x0) * (y1 - y0)))
         # the outline drawn for people: the reference's frame where it falls in the query
         # (the inliers' box fell short of a photo whose keypoints bunch up in one part);
-        # match.find_local trims it to the photo band or collage tile it lies in
+        # outline.refine_region trims it to where the query still shows the photo
         region = (fx0 / qw, fy0 / qh, fx1 / qw, fy1 / qh)
         inl = inliers.ravel().astype(bool)
         src_in, dst_in = src[inl], dst[inl]
