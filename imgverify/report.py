@@ -249,6 +249,9 @@ def print_rich(result: CheckResult, console: Any) -> None:
                 Text(m.transform or "none detected"),
                 Text(f"{m.score:.2f} {m.strength}\n{_describe_distances(m.distances)}"))
         console.print(table)
+        top = result.matches[0]
+        if top.chance:
+            console.print(Text(top.chance["words"], style="dim"))
     if result.timeline and result.matches:
         console.print(Text("timeline", style="bold"))
         for t in result.timeline:
