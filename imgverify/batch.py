@@ -192,8 +192,11 @@ def _scan_one(item: str | ScanInput) -> dict[str, Any]:
             previous = signal.signal(signal.SIGALRM, _on_alarm)
             signal.setitimer(signal.ITIMER_REAL, config.limits.timeout_s)
         try:
+            # align=False: a scan reports each find's transform as found, without the
+            # extra local-feature fit that places a hash match for a person's report
             result = check(item, _scan_state["archive"], claimed_date=claimed_date,
-                           claimed_place=claimed_place, limits=config.limits, name=item)
+                           claimed_place=claimed_place, limits=config.limits, name=item,
+                           align=False)
         finally:
             if timed:
                 signal.setitimer(signal.ITIMER_REAL, 0)
@@ -201,12 +204,22 @@ def _scan_one(item: str | ScanInput) -> dict[str, Any]:
     except _Alarm:
         err = InputTimeoutError(f"{item} took longer than {config.limits.timeout_s:g} s "
                                 "(--timeout); skipped")
-        result = CheckResult(input=item, verdict="error", error=err.to_dict())
+        result = CheckResult(input=item, verdict="error", error=err.to_dict(),
+                             archive=_archive_summary())
     except Exception as exc:  # noqa: BLE001 - one input never stops the run
         result = CheckResult(input=item, verdict="error",
                              error={"kind": "internal_error",
-                                    "message": f"{type(exc).__name__}: {exc}"})
+                                    "message": f"{type(exc).__name__}: {exc}"},
+                             archive=_archive_summary())
     return result.to_dict()
+
+
+def _archive_summary() -> dict[str, Any] | None:
+    """What an error line was (to be) checked against, like every other line."""
+    try:
+        return _scan_state["archive"].summary()  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - the error line matters more than its audit fields
+        return None
 
 
 # -- output ---------------------------------------------------------------------------------

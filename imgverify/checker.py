@@ -7,12 +7,18 @@ it is safe to call from many threads on one open `Archive`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
+import os
 import time
+from typing import Any
 
-from imgverify.errors import ImgVerifyError
+from PIL import Image
+
+from imgverify.errors import ArchiveError, ImgVerifyError
 from imgverify.ingest.firstseen import add_first_seen, split_desk_checks
-from imgverify.match.result import ERROR, NOT_AUTHENTIC_NOTE, CheckResult, Match
-from imgverify.match.search import QueryHashes, find, find_local
+from imgverify.match.result import ERROR, CheckResult, Match
+from imgverify.match.search import QueryHashes, find, find_local, reference_outline
 from imgverify.match.verdict import (
     DEFAULT_THRESHOLDS,
     Thresholds,
@@ -24,6 +30,7 @@ from imgverify.match.verdict import (
     strength_of,
 )
 from imgverify.media.evidence import ExifEvidence, read_exif
+from imgverify.media.fetch import is_url
 from imgverify.media.load import (
     Limits,
     LoadedImage,
@@ -31,10 +38,19 @@ from imgverify.media.load import (
     describe_source,
     load,
     picture_for_features,
+    read_source,
 )
 from imgverify.media.provenance import read_credentials
+from imgverify.report.chance import chance_of
 from imgverify.report.claims import check_claims, timeline
-from imgverify.signals.features import FEATURE_SIDE
+from imgverify.report.outline import Box, keypoint_box, refine_region
+from imgverify.signals.features import (
+    FEATURE_SIDE,
+    INSIDE_LARGER_IMAGE,
+    QUERY_FEATURES,
+    GeometricMatch,
+    extract,
+)
 from imgverify.store.sqlite import Archive, shared_default_archive
 from imgverify.threads import native_threads
 
@@ -42,7 +58,7 @@ from imgverify.threads import native_threads
 def check(source: Source, archive: Archive | None = None, *,
           claimed_date: str | dt.date | None = None, claimed_place: str | None = None,
           thresholds: Thresholds = DEFAULT_THRESHOLDS, limits: Limits | None = None,
-          max_matches: int = 10, name: str | None = None,
+          max_matches: int = 10, name: str | None = None, align: bool = True,
           native_thread_limit: int | None = 1) -> CheckResult:
     """Check one image (path, URL, bytes, PIL image or '-') against the archive.
 
@@ -51,18 +67,23 @@ def check(source: Source, archive: Archive | None = None, *,
     date (ValueError) do raise: they are the caller's to fix, not the input's.
     Without an archive, the shipped default is used, opened once per process and reused.
 
+    `align` (default on) fits the local-feature transform of a match its hashes found, so a
+    report can outline the part of the archived photo a crop kept and show the alignment;
+    throughput-bound callers (scans) turn it off: it costs a feature extraction per find.
+
     While it runs, BLAS/OpenCV/OpenMP pools are held at `native_thread_limit` threads and
     the caller's settings are restored afterwards (`threads.native_threads`); None leaves
     them alone.
     """
     with native_threads(native_thread_limit):
         return _check(source, archive, claimed_date=claimed_date, claimed_place=claimed_place,
-                      thresholds=thresholds, limits=limits, max_matches=max_matches, name=name)
+                      thresholds=thresholds, limits=limits, max_matches=max_matches, name=name,
+                      align=align)
 
 
 def _check(source: Source, archive: Archive | None, *, claimed_date: str | dt.date | None,
            claimed_place: str | None, thresholds: Thresholds, limits: Limits | None,
-           max_matches: int, name: str | None) -> CheckResult:
+           max_matches: int, name: str | None, align: bool) -> CheckResult:
     started = time.perf_counter()
     archive = archive if archive is not None else shared_default_archive()
     claimed = parse_claimed_date(claimed_date)
@@ -70,21 +91,24 @@ def _check(source: Source, archive: Archive | None, *, claimed_date: str | dt.da
     try:
         loaded = load(source, limits)
     except ImgVerifyError as exc:
-        return CheckResult(input=label, verdict=ERROR, error=exc.to_dict(),
-                           notes=[NOT_AUTHENTIC_NOTE],
+        sha256, exif = _salvage(source, limits)
+        notes = notes_for(ERROR, [], exif, claimed, claimed_place)
+        return CheckResult(input=label, verdict=ERROR, error=exc.to_dict(), sha256=sha256,
+                           exif=exif.to_dict(), notes=notes,
                            claimed_date=claimed.isoformat() if claimed else None,
-                           claimed_place=claimed_place,
+                           claimed_place=claimed_place, archive=_summary(archive),
                            elapsed_ms=(time.perf_counter() - started) * 1000)
     if name is None and label in ("<bytes>", "<PIL image>", "-"):
         label = loaded.name
     return check_loaded(loaded, archive, label=label, claimed=claimed,
                         claimed_place=claimed_place, thresholds=thresholds,
-                        max_matches=max_matches, started=started)
+                        max_matches=max_matches, started=started, align=align)
 
 
 def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: dt.date | None,
                  claimed_place: str | None, thresholds: Thresholds = DEFAULT_THRESHOLDS,
-                 max_matches: int = 10, started: float | None = None) -> CheckResult:
+                 max_matches: int = 10, started: float | None = None, align: bool = True
+                 ) -> CheckResult:
     started = started if started is not None else time.perf_counter()
     exif = read_exif(loaded.data) if loaded.format != "PIL" else ExifEvidence()
     query = QueryHashes(loaded.image, loaded.scale)
@@ -105,6 +129,9 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         matches.append(_match(ref, 1.0 if is_exact else score_of(r.combined),
                               "likely" if is_exact else strength, r.distances,
                               "identical file" if is_exact else r.transform, claimed, is_exact))
+        if not is_exact and r.query_part != "full":
+            # the photo band, collage tile or bordered picture whose hashes matched
+            matches[-1].region = _part_box(query, r.query_part)
     if exact is not None and all(m.key != exact.key for m in matches):
         zero = {"pdq": 0, "phash": 0, "dhash": 0, "whash": 0}
         matches.append(_match(refs[exact.key], 1.0, "likely", zero, "identical file", claimed,
@@ -113,6 +140,8 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         _add_local_matches(loaded, archive, thresholds, matches, claimed, query)
     matches, desk_checks = split_desk_checks(matches)
     matches = order_matches(matches)[:max_matches]
+    if align and thresholds.use_local_features and matches:
+        _align_top(loaded, archive, thresholds, matches[0])
     verdict = decide(matches)
     hs = query.default_hashset()
     findings = [f.to_dict() for f in check_claims(matches, exif, claimed, claimed_place)]
@@ -123,17 +152,135 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
                             "strength": "strong" if broken else "info",
                             "supports": "neutral"})
     events = [e.to_dict() for e in timeline(matches, exif, claimed)]
+    summary = _summary(archive)
+    for m in matches:
+        m.chance = chance_of(m, summary.get("references") if summary else None)
     result = CheckResult(
         input=label, verdict=verdict, sha256=loaded.sha256, matches=matches,
-        exif=exif.to_dict(), notes=notes_for(verdict, matches, exif, claimed, claimed_place),
+        exif=exif.to_dict(),
+        notes=notes_for(verdict, matches, exif, claimed, claimed_place, summary),
         claimed_date=claimed.isoformat() if claimed else None, claimed_place=claimed_place,
         hashes=hs.to_hex(), image_size=loaded.original_size, claim_checks=findings,
         timeline=events,
         content_credentials=credentials.to_dict() if credentials is not None else None,
         elapsed_ms=(time.perf_counter() - started) * 1000, picture=loaded.image,
+        archive=summary,
     )
     add_first_seen(result, archive, desk_checks)
     return result
+
+
+def _locate(loaded: LoadedImage, archive: Archive, g: GeometricMatch
+            ) -> tuple[Box, Box | None]:
+    """The outline of the photo in the submitted image (the fitted frame trimmed to where
+    the image still shows the archived photo) and the part of the archived photo it shows."""
+    region: Box = g.region
+    core = keypoint_box(g.pairs or [])
+    thumb = archive.thumbnail(g.ref_key)
+    if g.matrix is not None and core is not None and thumb:
+        try:
+            with Image.open(io.BytesIO(thumb)) as im:
+                region = refine_region(loaded.image, im.convert("RGB"), g.matrix, g.region,
+                                       core)
+        except (OSError, ValueError):
+            pass  # an unreadable thumbnail: keep the fitted frame
+    return region, reference_outline(g.matrix, region)
+
+
+def _align_top(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
+               top: Match) -> None:
+    """Where a match found by its global hashes sits, for the report: fit the local-feature
+    transform against that one reference. A crop matched by its hashes then outlines the
+    part of the archived photo it kept, and the HTML shows the alignment. Strength, score
+    and distances are left as the hashes decided them."""
+    if top.exact_copy or top.alignment is not None:
+        return
+    try:
+        features = archive.feature_index()
+    except ArchiveError:
+        return
+    picture = picture_for_features(loaded, FEATURE_SIDE)
+    side = max(FEATURE_SIDE, *picture.size)
+    best = None
+    for mirrored in (False, True):
+        pic = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirrored else picture
+        g = features.verify(extract(pic, QUERY_FEATURES, side=side), top.key,
+                            mirrored=mirrored)
+        if g is not None and g.inliers >= thresholds.local_possible and (
+                best is None or g.inliers > best.inliers):
+            best = g
+        if best is not None and not mirrored and best.inliers >= thresholds.local_likely:
+            break  # clearly aligned as it is: no need to try the mirror image
+    if best is None:
+        return
+    top.region, top.reference_region = _locate(loaded, archive, best)
+    top.alignment = _alignment(best)
+
+
+def _alignment(g: GeometricMatch) -> dict[str, Any] | None:
+    """The fitted transform and inlier pairs, normalised, as the JSON carries them."""
+    if g.matrix is None:
+        return None
+    return {"reference_to_query": [[round(v, 6) for v in row] for row in g.matrix],
+            "coordinates": "normalised: x / width and y / height of each image",
+            "inliers": [[[round(q[0], 4), round(q[1], 4)], [round(r[0], 4), round(r[1], 4)]]
+                        for q, r in g.pairs or []]}
+
+
+def _in_tile(transform: str | None, region: Box | None, query: QueryHashes) -> str | None:
+    """Say "one tile of a collage" when the outline is one of the collage cells found."""
+    if not transform or region is None or INSIDE_LARGER_IMAGE not in transform:
+        return transform
+    for name, _box in query.boxes:
+        tile = _part_box(query, name) if name.startswith("tile-") else None
+        if tile is not None and _inside(region, tile) >= 0.9 and _inside(tile, region) >= 0.6:
+            return transform.replace(INSIDE_LARGER_IMAGE,
+                                     f"{INSIDE_LARGER_IMAGE}: one tile of a collage")
+    return transform
+
+
+def _inside(a: Box, b: Box) -> float:
+    """Share of box `a` that lies inside box `b` (a tile found with its gutters is a little
+    larger than the photo in it)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return ix * iy / area if area > 0 else 0.0
+
+
+def _part_box(query: QueryHashes, name: str) -> tuple[float, float, float, float] | None:
+    w, h = query.size
+    for part, (x0, y0, x1, y1) in query.boxes:
+        if part == name:
+            return (x0 / w, y0 / h, x1 / w, y1 / h)
+    return None
+
+
+def _summary(archive: Archive) -> dict[str, Any] | None:
+    """The archive a result was checked against, for the report; None if it cannot say."""
+    try:
+        return archive.summary()
+    except ArchiveError:
+        return None
+
+
+def _salvage(source: Source, limits: Limits | None) -> tuple[str | None, ExifEvidence]:
+    """The sha256 and the EXIF of an input that could not be decoded, when its bytes can be
+    read again cheaply (a local file or bytes; never a second download): an editor still
+    wants the camera metadata of a truncated or oversized file."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)) and not is_url(os.fspath(source)) \
+            and os.fspath(source) != "-":
+        try:
+            _name, data = read_source(source, limits or Limits())
+        except ImgVerifyError:
+            return None, ExifEvidence()
+    else:
+        return None, ExifEvidence()
+    if len(data) > (limits or Limits()).max_bytes:
+        return None, ExifEvidence()
+    return hashlib.sha256(data).hexdigest(), read_exif(data)
 
 
 def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
@@ -162,14 +309,17 @@ def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresh
             if existing.strength != "likely" and strength == "likely":
                 existing.strength = "likely"
             existing.score = max(existing.score, score)
-            existing.region = g.region
+            existing.region, existing.reference_region = _locate(loaded, archive, g)
+            existing.alignment = _alignment(g)
             existing.distances["local_inliers"] = g.inliers
-            existing.transform = g.describe()
+            existing.transform = _in_tile(g.describe(), existing.region, query)
             existing.method = "global_hashes+local_features"
             continue
         m = _match(ref, score, strength, {"local_inliers": g.inliers}, g.describe(), claimed,
                    False)
-        m.region = g.region
+        m.region, m.reference_region = _locate(loaded, archive, g)
+        m.transform = _in_tile(m.transform, m.region, query)
+        m.alignment = _alignment(g)
         m.method = "local_features"
         matches.append(m)
         by_key[g.ref_key] = m

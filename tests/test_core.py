@@ -311,7 +311,9 @@ def test_check_json_contract_and_exit_codes(tmp_path: Path) -> None:
     assert m["days_before_claim"] == (__import__("datetime").date(2024, 1, 1)
                                       - __import__("datetime").date(2012, 9, 25)).days
     assert set(d["exif"]) >= {"datetime_original", "camera", "software", "gps"}
-    assert any("not in this archive" in n for n in d["notes"])
+    # the "not in this archive" caveat belongs to no-match results only (issue 13, item 4)
+    assert not any("not in this archive" in n for n in d["notes"])
+    assert "compare the two images by eye" in d["notes"][-1]
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"garbage")
     assert runner.invoke(app, ["check", str(bad)]).exit_code == 3

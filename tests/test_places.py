@@ -19,10 +19,10 @@ import pytest
 from conftest import PHOTOS, require, write_manifest
 
 import imgverify
-from imgverify.report import places
 from imgverify.ingest import ingest_manifest
 from imgverify.match.result import Match
 from imgverify.media.evidence import ExifEvidence, read_exif
+from imgverify.report import places
 from imgverify.report.claims import Finding, check_claims
 
 GPS_PHOTO = PHOTOS / "camera_exif" / "exif-samples" / "gps" / "DSCN0010.jpg"  # Arezzo, 2008

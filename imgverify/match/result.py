@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,20 @@ VERDICTS = (LIKELY, POSSIBLY, NO_MATCH, ERROR)
 
 NOT_AUTHENTIC_NOTE = ("No match means not in this archive; it does not show the image is "
                       "authentic.")
+
+
+def utc_now() -> str:
+    """The time of a check as reports state it: UTC, to the second."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def tool_info() -> dict[str, Any]:
+    """Which imgverify made a result, and how it hashes (results from another pipeline
+    cannot be compared distance for distance)."""
+    from imgverify._version import __version__
+    from imgverify.signals.hashing import HASH_PIPELINE
+
+    return {"name": "imgverify", "version": __version__, "hash_pipeline": HASH_PIPELINE}
 
 
 @dataclass
@@ -39,6 +54,15 @@ class Match:
     #: where the archived photo sits in the submitted image (x0, y0, x1, y1 in 0..1), when
     #: found by local features
     region: tuple[float, float, float, float] | None = None
+    #: the part of the archived photo that appears in the submitted image (x0, y0, x1, y1 in
+    #: 0..1 of the archived photo), when only part of it was used (a crop)
+    reference_region: tuple[float, float, float, float] | None = None
+    #: estimated chance that an unrelated photo matches this closely (chance.chance_of):
+    #: {"per_pair", "per_check", "words"}
+    chance: dict[str, Any] | None = None
+    #: local-feature alignment, for other tools to redraw it: {"reference_to_query": 2x3
+    #: matrix, "coordinates": ..., "inliers": [[[qx, qy], [rx, ry]], ...]} (normalised)
+    alignment: dict[str, Any] | None = None
     method: str = "global_hashes"  # or "local_features" or "sha256"
     sha256: str | None = None
     key: int = 0  # archive row, for thumbnails; not serialised
@@ -54,7 +78,10 @@ class Match:
             "exact_copy": self.exact_copy, "days_before_claim": self.days_before_claim,
             "method": self.method,
             "region": [round(v, 4) for v in self.region] if self.region else None,
-            "sha256": self.sha256,
+            "reference_region": ([round(v, 4) for v in self.reference_region]
+                                 if self.reference_region else None),
+            "sha256": self.sha256, "chance_unrelated": self.chance,
+            "alignment": self.alignment,
         }
 
 
@@ -80,6 +107,13 @@ class CheckResult:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     image_size: tuple[int, int] | None = None
     elapsed_ms: float | None = None
+    #: what the image was checked against (`Archive.summary()`): id, name, backend,
+    #: references, earliest_date, latest_date, generation, hash_pipeline
+    archive: dict[str, Any] | None = None
+    #: what checked it: {"name", "version", "hash_pipeline"}
+    tool: dict[str, Any] = field(default_factory=lambda: tool_info())
+    #: when, in UTC (ISO 8601, second precision, "Z")
+    checked_at: str = field(default_factory=lambda: utc_now())
     #: the decoded (reduced) picture, for reports; never serialised
     picture: Any = field(default=None, repr=False, compare=False)
 
@@ -102,4 +136,6 @@ class CheckResult:
             "hashes": dict(self.hashes),
             "image_size": list(self.image_size) if self.image_size else None,
             "elapsed_ms": round(self.elapsed_ms, 1) if self.elapsed_ms is not None else None,
+            "archive": dict(self.archive) if self.archive is not None else None,
+            "tool": dict(self.tool), "checked_at": self.checked_at,
         }

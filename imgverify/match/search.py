@@ -15,6 +15,7 @@ from PIL import Image
 from imgverify.match.verdict import Thresholds, combined_distance
 from imgverify.signals.features import (
     FEATURE_SIDE,
+    INSIDE_LARGER_IMAGE,
     QUERY_FEATURES,
     FeatureIndex,
     GeometricMatch,
@@ -49,9 +50,9 @@ class RawMatch:
         if rotation:
             bits.append(rotation)
         if self.query_part == "photo":
-            bits.append("framed inside a larger layout (screenshot, story or caption bar)")
+            bits.append(INSIDE_LARGER_IMAGE)
         elif self.query_part.startswith("tile-"):
-            bits.append("inset as one tile of a collage")
+            bits.append(f"{INSIDE_LARGER_IMAGE}: one tile of a collage")
         elif self.query_part == "trimmed" and self.ref_part == "full":
             bits.append("framed with borders")
         elif self.query_part == "full" and self.ref_part == "trimmed":
@@ -145,6 +146,30 @@ def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresho
     return sorted(found.values(), key=lambda g: -g.inliers)
 
 
+def reference_outline(matrix: list[list[float]] | None,
+                      region: tuple[float, float, float, float]
+                      ) -> tuple[float, float, float, float] | None:
+    """The part of the archived photo that appears in `region` of the submitted image (both
+    normalised), through the inverse of the fitted reference -> query transform."""
+    if matrix is None:
+        return None
+    import numpy as np
+
+    m = np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
+    try:
+        inv = np.linalg.inv(m)
+    except np.linalg.LinAlgError:
+        return None
+    x0, y0, x1, y1 = region
+    corners = np.array([[x0, y0, 1.0], [x1, y0, 1.0], [x1, y1, 1.0], [x0, y1, 1.0]]).T
+    back = (inv @ corners)[:2]
+    rx0, ry0 = (max(0.0, float(v)) for v in back.min(axis=1))
+    rx1, ry1 = (min(1.0, float(v)) for v in back.max(axis=1))
+    if rx1 <= rx0 or ry1 <= ry0:
+        return None
+    return (rx0, ry0, rx1, ry1)
+
+
 def _in_parent(gm: GeometricMatch, box: tuple[float, float, float, float]) -> GeometricMatch:
     """Express a match found inside `box` (normalised) in whole-picture terms."""
     bx0, by0, bx1, by1 = box
@@ -152,4 +177,10 @@ def _in_parent(gm: GeometricMatch, box: tuple[float, float, float, float]) -> Ge
     rx0, ry0, rx1, ry1 = gm.region
     gm.region = (bx0 + rx0 * bw, by0 + ry0 * bh, bx0 + rx1 * bw, by0 + ry1 * bh)
     gm.region_fraction = gm.region_fraction * bw * bh
+    if gm.matrix is not None:
+        m = gm.matrix
+        gm.matrix = [[bw * m[0][0], bw * m[0][1], bx0 + bw * m[0][2]],
+                     [bh * m[1][0], bh * m[1][1], by0 + bh * m[1][2]]]
+    if gm.pairs is not None:
+        gm.pairs = [((bx0 + qx * bw, by0 + qy * bh), r) for (qx, qy), r in gm.pairs]
     return gm

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from imgverify.dates import date_problem, parse_claimed_date  # noqa: F401 - re-exported
-from imgverify.match.result import LIKELY, NO_MATCH, NOT_AUTHENTIC_NOTE, POSSIBLY, Match
+from imgverify.match.result import ERROR, LIKELY, NO_MATCH, NOT_AUTHENTIC_NOTE, POSSIBLY, Match
 from imgverify.media.evidence import ExifEvidence
 
 WEIGHTS = {"pdq": 0.25, "phash": 0.25, "dhash": 0.25, "whash": 0.25}
@@ -78,15 +79,40 @@ def order_matches(matches: list[Match]) -> list[Match]:
     possible = sorted((m for m in matches if m.strength != "likely"),
                       key=(lambda m: -m.score) if likely else (lambda m: (m.date, -m.score)))
     ordered = likely + possible
-    ordered[0].role = "likely_original"
+    # only a likely match is called the original: a possible one is a candidate, whatever
+    # its date (a report must not call a look-alike "likely original")
+    top_likely = ordered[0].strength == "likely"
+    ordered[0].role = "likely_original" if top_likely else "candidate"
     for m in ordered[1:]:
-        m.role = "later_publication" if m.strength == ordered[0].strength else "candidate"
+        m.role = "later_publication" if top_likely and m.strength == "likely" else "candidate"
     return ordered
 
 
+def archive_phrase(archive: dict[str, Any] | None) -> str:
+    """'this archive of 30 photos, dated 2012–2019': what a no-match was checked against."""
+    if not archive:
+        return "this archive"
+    n = archive.get("references")
+    first, last = (str(archive.get("earliest_date") or "")[:4],
+                   str(archive.get("latest_date") or "")[:4])
+    text = f"this archive of {n:,} photo{'s' if n != 1 else ''}" if isinstance(n, int) \
+        else "this archive"
+    if first and last:
+        text += f", dated {first}" + (f"–{last}" if last != first else "")
+    return text
+
+
+MATCH_CAVEAT = ("A match shows when and with what context this photo was archived before; "
+                "compare the two images by eye before stating a conclusion.")
+ERROR_CAVEAT = ("The input could not be checked, so this report says nothing about whether "
+                "the image is in the archive.")
+
+
 def notes_for(verdict: str, matches: list[Match], exif: ExifEvidence,
-              claimed_date: dt.date | None, claimed_place: str | None) -> list[str]:
-    """Plain-language findings; the authenticity caveat is always the last note."""
+              claimed_date: dt.date | None, claimed_place: str | None,
+              archive: dict[str, Any] | None = None) -> list[str]:
+    """Plain-language findings; the caveat that fits the verdict is always the last note
+    (the "not in this archive" one belongs to no-match results only)."""
     notes: list[str] = []
     top = matches[0] if matches else None
     if top is not None:
@@ -113,7 +139,14 @@ def notes_for(verdict: str, matches: list[Match], exif: ExifEvidence,
                      "with the archived context above.")
     if exif.software:
         notes.append(f"EXIF names editing or processing software: {exif.software}.")
-    notes.append(NOT_AUTHENTIC_NOTE)
+    if verdict == NO_MATCH:
+        notes.append(NOT_AUTHENTIC_NOTE if archive is None else
+                     f"No match means not in {archive_phrase(archive)}; it does not show the "
+                     "image is authentic.")
+    elif verdict == ERROR:
+        notes.append(ERROR_CAVEAT)
+    else:
+        notes.append(MATCH_CAVEAT)
     return notes
 
 

@@ -31,6 +31,8 @@ FEATURE_SIDE = 640
 SMALL_ARCHIVE = 64
 #: A descriptor pair further apart than this (of 256 bits) is no match.
 MAX_DESCRIPTOR_DISTANCE = 64
+#: The one wording of "the photo sits inside a layout", whichever stage found it.
+INSIDE_LARGER_IMAGE = "shown inside a larger image (screenshot, story, caption bar or collage)"
 
 
 @dataclass
@@ -122,6 +124,11 @@ class GeometricMatch:
     region: tuple[float, float, float, float]  # reference's box in the query, normalised
     region_fraction: float  # share of the query's area the photo occupies
     mirrored: bool = False
+    #: reference -> query in normalised coordinates (x/width, y/height of each picture):
+    #: [[a, b, tx], [c, d, ty]]; mirroring and inner regions already folded in
+    matrix: list[list[float]] | None = None
+    #: inlier pairs, normalised: ((query x, query y), (reference x, reference y))
+    pairs: list[tuple[tuple[float, float], tuple[float, float]]] | None = None
 
     def describe(self) -> str:
         bits = []
@@ -134,8 +141,8 @@ class GeometricMatch:
         if self.visible_fraction < 0.93:
             bits.append(f"cropped to about {self.visible_fraction * 100:.0f}% of the original")
         if self.region_fraction < 0.8:
-            bits.append(f"shown inside a larger image (screenshot, story frame, collage or "
-                        f"caption), filling about {self.region_fraction * 100:.0f}% of it")
+            bits.append(f"{INSIDE_LARGER_IMAGE}, filling about "
+                        f"{self.region_fraction * 100:.0f}% of it")
         return ", ".join(bits) or "matched by local features"
 
 
@@ -312,19 +319,29 @@ class FeatureIndex:
         fx1, fy1 = min(float(qw), float(x1)), min(float(qh), float(y1))
         visible_box = max(0.0, fx1 - fx0) * max(0.0, fy1 - fy0)
         full_box = max(1e-6, float((x1 - x0) * (y1 - y0)))
-        # the outline drawn for people: that frame, and around the matched keypoints (so a
-        # caption bar laid over a crop is left out of it)
-        pts = dst[inliers.ravel().astype(bool)]
-        pad_x, pad_y = 0.08 * qw, 0.08 * qh
-        cx0 = max(fx0, float(pts[:, 0].min()) - pad_x)
-        cy0 = max(fy0, float(pts[:, 1].min()) - pad_y)
-        cx1 = min(fx1, float(pts[:, 0].max()) + pad_x)
-        cy1 = min(fy1, float(pts[:, 1].max()) + pad_y)
-        region = (float(cx0 / qw), float(cy0 / qh), float(cx1 / qw), float(cy1 / qh))
+        # the outline drawn for people: the reference's frame where it falls in the query
+        # (the inliers' box fell short of a photo whose keypoints bunch up in one part);
+        # outline.refine_region trims it to where the query still shows the photo
+        region = (fx0 / qw, fy0 / qh, fx1 / qw, fy1 / qh)
+        inl = inliers.ravel().astype(bool)
+        src_in, dst_in = src[inl], dst[inl]
+        # reference -> query in normalised units: q_n = D_q^-1 M D_r r_n
+        dr = np.diag([ref.width, ref.height, 1.0])
+        dq_inv = np.diag([1.0 / qw, 1.0 / qh, 1.0])
+        m3 = np.vstack([model, [0.0, 0.0, 1.0]])
+        norm = (dq_inv @ m3 @ dr)[:2]
+        q_pts = dst_in / np.array([qw, qh], np.float32)
+        r_pts = src_in / np.array([ref.width, ref.height], np.float32)
         if mirrored:
             region = (1 - region[2], region[1], 1 - region[0], region[3])
             rotation = -rotation
+            norm = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]) @ np.vstack(
+                [norm, [0.0, 0.0, 1.0]])
+            q_pts = np.column_stack([1.0 - q_pts[:, 0], q_pts[:, 1]])
+        pair_list = [((float(a), float(b)), (float(c), float(d)))
+                     for (a, b), (c, d) in zip(q_pts, r_pts, strict=True)]
         return GeometricMatch(
             ref_key=ref_key, inliers=n_in, matches=len(pairs), rotation_deg=rotation,
             scale=scale, visible_fraction=float(min(1.0, visible_box / full_box)),
-            region=region, region_fraction=float(visible_box / (qw * qh)), mirrored=mirrored)
+            region=region, region_fraction=float(visible_box / (qw * qh)), mirrored=mirrored,
+            matrix=norm.tolist(), pairs=pair_list)

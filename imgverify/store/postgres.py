@@ -364,6 +364,29 @@ class PostgresArchive:
                 "index_bytes": self.index().nbytes, "hash_pipeline": self.hash_pipeline(),
                 "readonly": self.readonly}
 
+    def summary(self) -> dict[str, Any]:
+        """What a report names as "checked against" (see the SQLite archive's `summary`),
+        from one snapshot, cached per generation."""
+        generation = self.generation()
+        cached = getattr(self, "_summary_cache", None)
+        if cached is not None and cached["generation"] == generation:
+            return dict(cached)
+
+        def read(conn: Any) -> dict[str, Any]:
+            meta = {k: v for k, v in conn.execute(
+                "SELECT key, value FROM meta WHERE key IN ('archive_id', 'generation', "
+                "'hash_pipeline')")}
+            refs, first, last = conn.execute(
+                "SELECT COUNT(*), MIN(date), MAX(date) FROM refs").fetchone()
+            return {"id": meta.get("archive_id"), "name": self.location, "backend": BACKEND,
+                    "references": int(refs), "earliest_date": first, "latest_date": last,
+                    "generation": meta.get("generation", "0"),
+                    "hash_pipeline": int(meta.get("hash_pipeline", HASH_PIPELINE))}
+
+        summary: dict[str, Any] = self._snapshot(read)
+        self._summary_cache = summary
+        return dict(summary)
+
     # -- the derived indexes ------------------------------------------------------------------
     def _snapshot(self, work: Callable[[Any], Any]) -> Any:
         """Run `work(conn)` inside one REPEATABLE READ read-only transaction (one snapshot)."""

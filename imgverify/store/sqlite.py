@@ -983,6 +983,28 @@ class Archive:
             "NULL")[0][0])
         return out
 
+    _summary_cache: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """What a report names as "checked against": identity, backend, size, date range and
+        generation. Cheap (unlike `stats`, it builds no index) and cached per generation, so
+        a scan of millions of inputs asks SQLite one small query per input."""
+        generation = self.generation()
+        cached = self._summary_cache
+        if cached is not None and cached["generation"] == generation:
+            return dict(cached)
+        refs = int(self._query("SELECT COUNT(*) FROM refs")[0][0])
+        dates = self._query("SELECT MIN(date), MAX(date) FROM refs")[0]
+        identity = getattr(self, "archive_id", None)
+        summary: dict[str, Any] = {
+            "id": identity() if callable(identity) else None,
+            "name": self.path.name, "backend": self.backend, "references": refs,
+            "earliest_date": dates[0], "latest_date": dates[1],
+            "generation": generation, "hash_pipeline": self.hash_pipeline(),
+        }
+        self._summary_cache = summary
+        return dict(summary)
+
 
 @dataclass
 class RehashReport:
