@@ -377,7 +377,9 @@ def test_herat_walkthrough_end_to_end(tmp_path: Path) -> None:
         "commons", "2023-10-11T08:00:00", "moderate")
     assert any(n.startswith("Earliest known publication: 2023-10-11, uploaded to 127.0.0.1 "
                             "by Uploader") for n in out["notes"])
-    assert out["notes"][-1].startswith("No match means not in this archive")
+    # a match ends with the match caveat: "not in this archive" belongs to no-match results
+    assert out["notes"][-1].startswith("A match shows when and with what context")
+    assert not any("not in this archive" in n for n in out["notes"])
     hostile = runner.invoke(app, ["check", str(repost_of(photos[4], tmp_path / "h.jpg")),
                                   "--archive", archive, "--format", "html"]).stdout
     assert "likely_recycled" in hostile and "<script>" not in hostile

@@ -120,6 +120,9 @@ class MatchModel(BaseModel):
     days_before_claim: int | None
     method: str
     region: list[float] | None
+    reference_region: list[float] | None = None
+    chance_unrelated: dict[str, Any] | None = None
+    alignment: dict[str, Any] | None = None
     sha256: str | None
 
 
@@ -141,6 +144,11 @@ class CheckResponse(BaseModel):
     hashes: dict[str, Any]
     image_size: list[int] | None
     elapsed_ms: float | None
+    archive: dict[str, Any] | None = Field(
+        None, description="What the image was checked against: id, name, backend, reference "
+        "count, date range, generation, hash pipeline.")
+    tool: dict[str, Any] = Field(description="name, version and hash pipeline of imgverify")
+    checked_at: str = Field(description="UTC time of the check")
 
 
 class CheckUrlRequest(BaseModel):
