@@ -41,6 +41,8 @@ class Match:
     region: tuple[float, float, float, float] | None = None
     method: str = "global_hashes"  # or "local_features" or "sha256"
     sha256: str | None = None
+    #: the reference is a hash from a hash list: no image was available to verify against
+    hash_only: bool = False
     key: int = 0  # archive row, for thumbnails; not serialised
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,7 +56,7 @@ class Match:
             "exact_copy": self.exact_copy, "days_before_claim": self.days_before_claim,
             "method": self.method,
             "region": [round(v, 4) for v in self.region] if self.region else None,
-            "sha256": self.sha256,
+            "sha256": self.sha256, "hash_only": self.hash_only,
         }
 
 

@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from ..archive import IngestReport, PreparedReference, Reference, RehashReport
+    from ..archive import (
+        HashOnlyReference,
+        IngestReport,
+        PreparedReference,
+        Reference,
+        RehashReport,
+    )
     from ..features import FeatureIndex
     from ..hashing import HashSet
     from ..index import Candidate
@@ -66,6 +72,7 @@ class ArchiveStore(Protocol):
 
     # writing
     def write_batch(self, batch: list[PreparedReference]) -> tuple[int, int]: ...
+    def write_hashes(self, batch: list[HashOnlyReference]) -> tuple[int, int, int]: ...
     def remove(self, reference_ids: Iterable[str]) -> int: ...
     def ingest(self, manifest: str | os.PathLike[str], batch_size: int = 100,
                limits: Limits | None = None, workers: int = 1,
