@@ -389,12 +389,17 @@ class HashIndex:
             better = d < ph_best
             ph_best[better] = d[better]
             ph_var[better] = k
+        pdq_only = None
         if PDQ_ONLY_PART in self.part_names:  # their zero pHash must never look like a hit
-            ph_best[np.asarray(self.part_codes) == self.part_names.index(PDQ_ONLY_PART)] = 64
+            pdq_only = np.asarray(self.part_codes) == self.part_names.index(PDQ_ONLY_PART)
+            ph_best[pdq_only] = 64
         mask |= ph_best <= phash_radius
         rows = np.nonzero(mask)[0]
         if rows.size > limit:
-            order = np.argsort(pdq_best[rows] / 256.0 + ph_best[rows] / 64.0, kind="stable")
+            rank = pdq_best / 256.0 + ph_best / 64.0
+            if pdq_only is not None:  # ranked by PDQ alone, not pushed back by the unknown
+                rank[pdq_only] = 2 * pdq_best[pdq_only] / 256.0
+            order = np.argsort(rank[rows], kind="stable")
             rows = rows[order[:limit]]
         out = []
         for r in rows.tolist():

@@ -39,10 +39,12 @@ class Thresholds:
     local_likely: int = 35
     local_possible: int = 20
     #: hash-only references (PDQ from a hash list, no image): PDQ distance alone decides, so
-    #: it gets its own, stricter thresholds (bench/pdq_only.py), and a query part whose PDQ
-    #: quality is below Meta's floor of 50 is never matched against them
-    pdq_only_likely: int = 0
-    pdq_only_possible: int = 0
+    #: it gets its own thresholds (bench/pdq_only.py: no unrelated TUNE pair within 31, the
+    #: closest at 90; "possible" is Meta's match threshold, 31; "likely" only for
+    #: near-duplicates, as another photo of the same fixed scene can come within 31), and a
+    #: query part whose PDQ quality is below Meta's floor of 50 is never matched against them
+    pdq_only_likely: int = 20
+    pdq_only_possible: int = 31
     pdq_only_min_quality: int = 50
 
 

@@ -539,17 +539,28 @@ class PostgresArchive:
         marks = ", ".join(["%s"] * len(CONTEXT_FIELDS))
         sets = ", ".join(f"{k}=EXCLUDED.{k}" for k in CONTEXT_FIELDS)
         counts = [0, 0, 0]
+        current = (f"SELECT r.id, {', '.join('r.' + c for c in CONTEXT_FIELDS)}, "
+                   "h.pdq_quality FROM refs r LEFT JOIN hashes h ON h.ref_id = r.id "
+                   "AND h.variant = %s WHERE r.sha256 = %s")
+
+        def same(row: tuple[Any, ...] | None, ref: HashOnlyReference) -> bool:
+            return row is not None and list(row[1:-1]) == [
+                ref.context.get(k) for k in CONTEXT_FIELDS] and row[-1] == ref.pdq_quality
+
+        # a list imported again changes nothing: no transaction, no new generation, so
+        # matchers keep their index
+        todo = [ref for ref in batch
+                if not same(next(iter(self._query(current, (PDQ_ONLY_PART, ref.key))), None),
+                            ref)]
+        counts[2] = len(batch) - len(todo)
+        if not todo:
+            return 0, 0, counts[2]
 
         def work(conn: Any, gen: int) -> tuple[int, int]:
-            for ref in batch:
+            for ref in todo:
                 ctx = [ref.context.get(k) for k in CONTEXT_FIELDS]
-                row = conn.execute(
-                    f"SELECT r.id, {', '.join('r.' + c for c in CONTEXT_FIELDS)}, "
-                    "h.pdq_quality FROM refs r LEFT JOIN hashes h ON h.ref_id = r.id "
-                    "AND h.variant = %s WHERE r.sha256 = %s",
-                    (PDQ_ONLY_PART, ref.key)).fetchone()
-                if row is not None and list(row[1:-1]) == ctx and row[-1] == ref.pdq_quality:
-                    counts[2] += 1
+                if same(conn.execute(current, (PDQ_ONLY_PART, ref.key)).fetchone(), ref):
+                    counts[2] += 1  # another writer got there first
                     continue
                 key, inserted = conn.execute(
                     f"INSERT INTO refs (reference_id, sha256, {cols}, added_at, updated_at) "
