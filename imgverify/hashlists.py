@@ -159,8 +159,12 @@ def _read_pdq_lines(fh: TextIO, defaults: dict[str, str]) -> Iterator[Item]:
     for lineno, text in _lines(fh):
         parts = [p.strip() for p in re.split(r"[,\t]", text)] if re.search(r"[,\t]", text) \
             else text.split(None, 1)
-        if lineno == 1 and not re.fullmatch(r"[0-9a-fA-F]+", parts[0]):
+        if lineno == 1 and not any(_HEX64.match(p) for p in re.split(r"[\s,]+", text)):
             continue  # a header line (e.g. "hash,quality,file")
+        if parts[0].lower() in TE_SIGNAL_TYPES:
+            yield RowError(lineno, f"{_short(parts[0])} is a signal type, not a PDQ hash: "
+                           "for python-threatexchange lists use the te format", _short(text))
+            continue
         quality: str | None = None
         rest = parts[1:]
         if rest and re.fullmatch(r"-?\d{1,3}", rest[0]):
@@ -207,18 +211,20 @@ def _read_records(fh: TextIO, defaults: dict[str, str], csv_format: bool) -> Ite
 
 def _json_objects(fh: TextIO) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
     """(line number, object) per JSON line, or (item number, object) of one JSON array."""
-    text = fh.read()
-    if text.lstrip().startswith("["):
+    first = fh.read(1)
+    while first and first.isspace():
+        first = fh.read(1)
+    fh.seek(0)
+    numbered: Iterable[tuple[int, Any]]
+    if first == "[":  # one JSON array (a saved API answer): read whole, numbered by item
         try:
-            items = json.loads(text)
+            items = json.load(fh)
         except json.JSONDecodeError as exc:
             yield exc.lineno, RowError(exc.lineno, f"invalid JSON: {exc.msg}")
             return
-        numbered: Iterable[tuple[int, Any]] = enumerate(items, start=1)
-    else:
-        numbered = ((n, line) for n, line in enumerate(text.splitlines(), start=1)
-                    if line.strip())
-        numbered = _decoded(numbered)
+        numbered = enumerate(items, start=1)
+    else:  # JSON lines: streamed
+        numbered = _decoded((n, line) for n, line in enumerate(fh, start=1) if line.strip())
     for n, obj in numbered:
         if isinstance(obj, RowError):
             yield n, obj

@@ -111,6 +111,10 @@ def test_hasher_tool_output_shapes(tmp_path: Path) -> None:
            for i in items]
     assert got == [(a, 100, "bridge-1-original.jpg", 2), (b, UNKNOWN_QUALITY,
                    "bridge-2-rotate-90.jpg", 3), (c, 87, "bridge 3.jpg", 4)]
+    te = tmp_path / "te.txt"  # python-threatexchange output given as plain lines
+    te.write_text(f"pdq {a}\n")
+    (item,) = read_hash_list(te, "pdq-lines", {"date": "2021-06-01"})
+    assert isinstance(item, RowError) and item.line == 1 and "te format" in item.message
 
 
 def test_malformed_rows_are_reported_with_line_numbers_and_the_rest_imported(
