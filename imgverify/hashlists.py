@@ -16,14 +16,16 @@ Formats (`FORMATS`), as the tools that write them do, from reading their source
  * ``csv`` / ``jsonl``: imgverify's own reference manifest with a ``pdq`` column (and
    optionally ``pdq_quality``) instead of ``image``; ``archive export --format csv|jsonl``
    writes it, so an archive's hashes and context move to another archive in one step.
- * ``te``: python-threatexchange. Reads the ``threatexchange dataset -P`` output (``'collab'
-   <signal_type> <signal> <metadata>``, or ``<signal_type> <signal>`` / bare signals with
-   ``-S``), its ``--csv`` form (header ``collab,signal_type,signal_str,category,tags``) and
-   the local-file collaboration format (``exchanges/impl/file_api.py``: ``<signal_type>
-   <signal>`` per line). Signal type ``pdq``; other types (``video_md5``, ``url`` ...) are
-   skipped and listed. The collaboration becomes the source, category and tags the caption.
-   Exported in the local-file format, ``pdq <hex>`` per line, which
-   ``threatexchange`` loads as a collaboration.
+ * ``te``: python-threatexchange (``cli/dataset_cmd.py``, ``exchanges/impl/file_api.py``;
+   checked against the threatexchange 1.2 CLI itself). Reads ``threatexchange dataset -P``
+   output (``<signal_type> <signal> 'collab' <CATEGORY>``; older releases put the quoted
+   collaboration first), ``-S`` output and the local-file collaboration format
+   (``<signal_type> <signal>`` per line, or bare signals), and ``dataset -P --csv`` (header
+   with ``signal_type``, ``signal_str``, ``collab``, ``category``, ``tags``). Signal type
+   ``pdq``; other types (``video_md5``, ``url`` ...) are skipped and listed. The
+   collaboration becomes the source, category and tags the caption. Exported in the
+   local-file format, ``pdq <hex>`` per line, which ``threatexchange config collab edit
+   local_file`` takes as a collaboration.
  * ``hma``: hasher-matcher-actioner (OpenMediaMatch ``blueprints/curation.py``). One JSON
    object per line (or one JSON array): the body of ``POST /c/bank/{bank}/signal``
    (``{"pdq": "<hex>"}``), a bank content record (``GET /c/bank/{bank}/content/{id}
@@ -245,17 +247,35 @@ def _decoded(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
 _QUOTED = re.compile(r"""^('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\s+(.*)$""")
 
 
-def _te_tokens(text: str) -> list[str]:
-    """Whitespace-separated, except a leading quoted collaboration name (`dataset -P` prints
-    it with repr()); what follows the signal (metadata) is free text."""
-    m = _QUOTED.match(text)
+def _quoted(text: str) -> tuple[str | None, str]:
+    """(name, rest) when `text` starts with a repr()-quoted name, else (None, text)."""
+    m = _QUOTED.match(text + " ")
     if m is None:
-        return text.split()
+        return None, text
     try:
-        collab = ast.literal_eval(m.group(1))
+        return str(ast.literal_eval(m.group(1))), m.group(2).strip()
     except (ValueError, SyntaxError):
-        return text.split()
-    return [str(collab), *m.group(2).split()]
+        return None, text
+
+
+def _te_line(text: str) -> tuple[str | None, str, str, str | None] | None:
+    """(collab, signal type, signal, category) of one `threatexchange dataset -P` line, in
+    either order the CLI has printed it (``'collab' <type> <signal> <metadata>`` in older
+    releases, ``<type> <signal> 'collab' <CATEGORY>`` in 1.2), of a ``-S`` or local-file line
+    (``<type> <signal>``), or of a bare PDQ; None when it is none of these."""
+    collab, text = _quoted(text)
+    words = text.split(None, 2)
+    if words and _HEX64.match(words[0]):
+        stype, signal, rest = "pdq", words[0], " ".join(words[1:])
+    elif len(words) >= 2 and words[0] in TE_SIGNAL_TYPES:
+        stype, signal, rest = words[0], words[1], (words[2] if len(words) > 2 else "")
+    else:
+        return None
+    trailing, rest = _quoted(rest.strip())
+    collab = collab or trailing
+    first = rest.split()[0] if rest.split() else ""
+    category = first if re.fullmatch(r"[A-Z][A-Z_]+", first) else None
+    return collab, stype, signal, category
 
 
 def _read_te(fh: TextIO, defaults: dict[str, str]) -> Iterator[Item]:
@@ -266,24 +286,20 @@ def _read_te(fh: TextIO, defaults: dict[str, str]) -> Iterator[Item]:
         yield from _read_te_csv(fh, defaults)
         return
     for lineno, text in _lines(fh):
-        tokens = _te_tokens(text)
-        collab: str | None = None
-        if _HEX64.match(tokens[0]):
-            stype, signal = "pdq", tokens[0]
-        elif tokens[0] in TE_SIGNAL_TYPES and len(tokens) > 1:
-            stype, signal = tokens[0], tokens[1]
-        elif len(tokens) > 2 and tokens[1] in TE_SIGNAL_TYPES:
-            collab, stype, signal = tokens[0], tokens[1], tokens[2]
-        else:
-            yield RowError(lineno, "expected '[collab] <signal_type> <signal>' or a PDQ hash",
-                           _short(text))
+        parsed = _te_line(text)
+        if parsed is None:
+            yield RowError(lineno, "expected '<signal_type> <signal>' (as threatexchange "
+                           "prints it) or a PDQ hash", _short(text))
             continue
+        collab, stype, signal, category = parsed
         if stype != "pdq":
             yield SkippedRow(lineno, f"signal type {stype!r} is not a photo PDQ: skipped")
             continue
         raw: dict[str, Any] = {}
         if collab and not defaults.get("source"):
             raw["source"] = collab
+        if category and not defaults.get("caption"):
+            raw["caption"] = f"ThreatExchange: {category}"
         yield _item(lineno, signal, None, raw, defaults)
 
 

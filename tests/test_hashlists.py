@@ -198,6 +198,43 @@ def test_threatexchange_formats(tmp_path: Path) -> None:
     assert [i.line for i in items] == [2, 3, 4]
 
 
+def test_threatexchange_cli_reads_our_export_and_we_read_its_dataset(tmp_path: Path) -> None:
+    """Interoperability with python-threatexchange itself: its CLI loads our `te` export as
+    a local-file collaboration, and its `dataset -P` outputs (plain and --csv) come back as
+    the same hashes with the collaboration as source."""
+    pytest.importorskip("threatexchange", reason="python-threatexchange (test extra) absent")
+    import subprocess
+    import sys
+
+    src, hexes = _hash_only_archive(tmp_path / "src.sqlite")
+    exported = tmp_path / "desk.te"
+    with exported.open("w") as out:
+        write_hash_list(src.export(), "te", out)
+    src.close()
+    env = {"HOME": str(tmp_path), "PATH": str(Path(sys.executable).parent)}
+    cli = [sys.executable, "-c", "from threatexchange.cli.main import main; main()"]
+
+    def te(*args: str) -> str:
+        done = subprocess.run([*cli, *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    te("config", "collab", "edit", "local_file", "--create", "--filename", str(exported),
+       "Desk list")
+    te("fetch")
+    for name, output in (("plain.txt", te("dataset", "-P")),
+                         ("one-type.txt", te("dataset", "-P", "-s", "pdq")),
+                         ("table.csv", te("dataset", "-P", "--csv", "-c", "Desk list"))):
+        path = tmp_path / name
+        path.write_text(output)
+        items = [i for i in read_hash_list(path, "te", {"date": "2020-02-02"})
+                 if not isinstance(i, SkippedRow)]
+        assert all(isinstance(i, HashOnlyReference) for i in items), items
+        desk = [i for i in items if i.context["source"] == "Desk list"]  # type: ignore[union-attr]
+        assert sorted(hex_of(i.pdq, 256) for i in desk) == sorted(hexes), name  # type: ignore[union-attr]
+
+
 def test_hma_bank_content_shapes(tmp_path: Path) -> None:
     """The /c/bank/{bank}/signal body, a bank content record with include_signals, and a
     signals+metadata object; a JSON array is numbered by item."""
