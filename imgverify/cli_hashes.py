@@ -3,7 +3,9 @@ over `hashlists`). Registered on the `archive` command group by importing this m
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -31,9 +33,10 @@ def _opt(name: str, text: str) -> object:
 @archive_app.command("import-hashes")
 def import_hashes(
     hash_list: Annotated[Path, typer.Argument(
-        help="The hash list. pdq-lines: '<64 hex>[,quality[,label]]' per line; csv/jsonl: a "
-             "manifest with a 'pdq' column instead of 'image'; te: python-threatexchange "
-             "('[collab] pdq <hex>' lines, or `dataset --csv`); hma: HMA bank content JSON "
+        help="The hash list ('-' for standard input). pdq-lines: '<64 hex>[,quality[,label]]' "
+             "per line; csv/jsonl: a manifest with a 'pdq' column instead of 'image'; te: "
+             "python-threatexchange ('pdq <hex>' lines, `dataset -P [--csv]` output); hma: "
+             "HMA bank content JSON "
              "({'pdq': hex} or {'signals': {'pdq': hex}, 'metadata': {...}}).")],
     fmt: Annotated[str, typer.Option("--format", "-f",
                                      help=" | ".join(FORMATS))] = "pdq-lines",
@@ -60,9 +63,12 @@ def import_hashes(
         ("date", date), ("event", event), ("place", place), ("caption", caption),
         ("source", source), ("source_url", source_url), ("credit", credit),
         ("license", license_), ("published", published)) if v}
+    # standard input is read whole: the te and hma readers look at the start, then rewind
+    given: Path | io.StringIO = (io.StringIO(sys.stdin.read()) if str(hash_list) == "-"
+                                 else hash_list)
     arch = _open_archive(archive, writable=True)
     with _typed_errors_exit():
-        report = import_hash_list(arch, hash_list, fmt, defaults, batch_size=batch_size)
+        report = import_hash_list(arch, given, fmt, defaults, batch_size=batch_size)
     for err in report.errors:
         typer.echo(f"{hash_list}:{err.line}: {err.message}", err=True)
     for skip in report.skipped:

@@ -49,7 +49,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from .archive import HashImportReport, HashOnlyReference
 from .errors import ManifestError
@@ -356,10 +356,11 @@ def _read_hma(fh: TextIO, defaults: dict[str, str]) -> Iterator[Item]:
         yield _item(n, signals.get("pdq"), raw.get("pdq_quality"), raw, defaults)
 
 
-def read_hash_list(path: str | os.PathLike[str], fmt: str,
+def read_hash_list(source: str | os.PathLike[str] | TextIO, fmt: str,
                    defaults: dict[str, str] | None = None) -> Iterator[Item]:
     """Hash-only references (and row errors, and `SkippedRow`s) of a hash list, streaming.
 
+    `source` is a path or a seekable text stream (e.g. ``io.StringIO`` of standard input).
     `defaults` fill the context fields a row does not give (``date`` is required: lists
     without dates need a default date). Raises ManifestError when the file cannot be read at
     all or `fmt` is unknown.
@@ -367,23 +368,30 @@ def read_hash_list(path: str | os.PathLike[str], fmt: str,
     if fmt not in FORMATS:
         raise ManifestError(f"unknown hash list format {fmt!r}: use one of {', '.join(FORMATS)}")
     defaults = {k: v for k, v in (defaults or {}).items() if v is not None and k in CONTEXT_FIELDS}
-    path = Path(path)
+    if hasattr(source, "read"):
+        yield from _read(cast(TextIO, source), fmt, defaults)
+        return
+    path = Path(cast("str | os.PathLike[str]", source))
     try:
         fh = path.open("r", encoding="utf-8-sig", errors="replace", newline="")
     except OSError as exc:
         raise ManifestError(f"cannot open hash list {path}: {exc.strerror or exc}") from None
     with fh:
-        if fmt == "pdq-lines":
-            yield from _read_pdq_lines(fh, defaults)
-        elif fmt in ("csv", "jsonl"):
-            yield from _read_records(fh, defaults, csv_format=fmt == "csv")
-        elif fmt == "te":
-            yield from _read_te(fh, defaults)
-        else:
-            yield from _read_hma(fh, defaults)
+        yield from _read(fh, fmt, defaults)
 
 
-def import_hash_list(archive: Any, path: str | os.PathLike[str], fmt: str,
+def _read(fh: TextIO, fmt: str, defaults: dict[str, str]) -> Iterator[Item]:
+    if fmt == "pdq-lines":
+        yield from _read_pdq_lines(fh, defaults)
+    elif fmt in ("csv", "jsonl"):
+        yield from _read_records(fh, defaults, csv_format=fmt == "csv")
+    elif fmt == "te":
+        yield from _read_te(fh, defaults)
+    else:
+        yield from _read_hma(fh, defaults)
+
+
+def import_hash_list(archive: Any, path: str | os.PathLike[str] | TextIO, fmt: str,
                      defaults: dict[str, str] | None = None,
                      batch_size: int = 500) -> HashImportReport:
     """Import every good row of a hash list as hash-only references (`archive.write_hashes`,

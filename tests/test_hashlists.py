@@ -470,6 +470,10 @@ def test_cli_import_hashes(tmp_path: Path) -> None:
     assert summary["updated"] == 1 and [s["line"] for s in summary["skipped"]] == [2]
     res = runner.invoke(app, ["archive", "export", "--archive", str(archive), "--format", "te"])
     assert res.exit_code == 0 and res.stdout == f"pdq {pdq}\n"
+    res = runner.invoke(app, ["archive", "import-hashes", "-", "--format", "te", "--archive",
+                              str(tmp_path / "piped.sqlite"), "--date", "2019-03-01"],
+                        input=res.stdout)  # threatexchange ... | imgverify ... -
+    assert res.exit_code == 0 and json.loads(res.stdout)["added"] == 1, res.output
     res = runner.invoke(app, ["archive", "import-hashes", str(tmp_path / "absent.txt"),
                               "--archive", str(archive), "--date", "2019-03-01"])
     assert res.exit_code == 3 and "cannot open" in res.stderr
