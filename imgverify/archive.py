@@ -949,9 +949,8 @@ class Archive:
         for row in self._query("PRAGMA integrity_check"):
             if row[0] != "ok":
                 problems.append(f"sqlite: {row[0]}")
-        for row in self._query("SELECT reference_id FROM refs WHERE id NOT IN "
-                               "(SELECT ref_id FROM hashes WHERE variant IN (?, 'full'))",
-                               (PDQ_ONLY_PART,)):
+        for row in self._query(_NO_HASHES.replace("%s", "?"),
+                               (HASH_KEY_PREFIX + "%", PDQ_ONLY_PART)):
             problems.append(f"reference {row[0]} has no hashes")
         for row in self._query("SELECT DISTINCT ref_id FROM hashes WHERE ref_id NOT IN "
                                "(SELECT id FROM refs)"):
@@ -961,6 +960,10 @@ class Archive:
         return problems
 
 
+#: An image reference needs its full-frame hash row, a hash-only one its PDQ row.
+_NO_HASHES = ("SELECT reference_id FROM refs r WHERE NOT EXISTS (SELECT 1 FROM hashes h "
+              "WHERE h.ref_id = r.id AND h.variant = CASE WHEN r.sha256 LIKE %s THEN %s "
+              "ELSE 'full' END)")
 #: Image references need a thumbnail and a sha256; hash-only ones a key of prefix + 64 hex.
 _INCOMPLETE = ("SELECT reference_id FROM refs WHERE date IS NULL OR (sha256 NOT LIKE %s AND "
                "(thumbnail IS NULL OR length(sha256) != 64)) OR (sha256 LIKE %s AND "

@@ -428,6 +428,22 @@ def test_hash_only_row_keeps_its_place_among_many_candidates() -> None:
     assert found and 99 in {c.ref_key for c in found}
 
 
+def test_integrity_check_wants_the_right_hash_row(tmp_path: Path) -> None:
+    """A hash-only reference is healthy without a thumbnail, but not without its PDQ row."""
+    import sqlite3
+
+    path = tmp_path / "a.sqlite"
+    with imgverify.Archive.open(path) as arch:
+        arch.write_hashes([HashOnlyReference(int("ab" * 32, 16), 80, {"date": "2010-10-10"})])
+        assert arch.integrity_check() == []
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE hashes SET variant='full'")
+    conn.close()
+    with imgverify.Archive.open(path) as arch:
+        assert [p.endswith("has no hashes") for p in arch.integrity_check()] == [True]
+
+
 def test_hash_only_references_are_left_alone_by_rehash(tmp_path: Path) -> None:
     with imgverify.Archive.open(tmp_path / "a.sqlite") as arch:
         arch.write_hashes([HashOnlyReference(int("ab" * 32, 16), 80, {"date": "2010-10-10"})])

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..archive import (
     _INCOMPLETE,
+    _NO_HASHES,
     HASH_KEY_PREFIX,
     HashOnlyReference,
     IngestReport,
@@ -632,8 +633,7 @@ class PostgresArchive:
 
     def integrity_check(self) -> list[str]:
         problems = [f"reference {r[0]} has no hashes" for r in self._query(
-            "SELECT reference_id FROM refs r WHERE NOT EXISTS (SELECT 1 FROM hashes h "
-            "WHERE h.ref_id = r.id AND h.variant IN (%s, 'full'))", (PDQ_ONLY_PART,))]
+            _NO_HASHES, (HASH_KEY_PREFIX + "%", PDQ_ONLY_PART))]
         problems += [f"reference {r[0]} is incomplete" for r in self._query(
             _INCOMPLETE, (HASH_KEY_PREFIX + "%",) * 2)]
         return problems
