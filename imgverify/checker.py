@@ -26,6 +26,7 @@ from imgverify.match.verdict import (
     notes_for,
     order_matches,
     parse_claimed_date,
+    pdq_only_strength,
     score_of,
     strength_of,
 )
@@ -115,7 +116,8 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
     index = archive.index()
     raw = find(query, index, thresholds)
     exact = archive.find_sha256(loaded.sha256)
-    accepted = [(r, strength_of(r.combined, thresholds)) for r in raw]
+    accepted = [(r, pdq_only_strength(r.distances["pdq"], thresholds) if r.hash_only
+                 else strength_of(r.combined, thresholds)) for r in raw]
     kept = [(r, s) for r, s in accepted if s is not None][: max_matches * 3]
     refs = archive.references([r.ref_key for r, _ in kept] + ([exact.key] if exact else []))
     if exact is not None and exact.key not in refs:
@@ -337,5 +339,6 @@ def _match(ref, score, strength, distances, transform, claimed, exact):  # type:
         event=ref.event, place=ref.place, caption=ref.caption, source=ref.source,
         source_url=ref.source_url, credit=ref.credit, license=ref.license,
         published=ref.published, distances=dict(distances), transform=transform,
-        days_before_claim=days, exact_copy=exact, sha256=ref.sha256, key=ref.key,
+        days_before_claim=days, exact_copy=exact,
+        sha256=None if ref.hash_only else ref.sha256, hash_only=ref.hash_only, key=ref.key,
     )

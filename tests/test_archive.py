@@ -301,6 +301,10 @@ def test_missing_or_broken_archive_is_exit_code_4(tmp_path: Path) -> None:
 def test_default_archive_is_read_only(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "m.csv", manifest_rows(coco(1)))
     with pytest.raises(imgverify.ArchiveError):
+        ingest_manifest(imgverify.Archive.default(), manifest)
+    # the deprecated method still works as before, and says it is deprecated
+    with pytest.warns(DeprecationWarning, match="ingest_manifest"), \
+            pytest.raises(imgverify.ArchiveError):
         imgverify.Archive.default().ingest(manifest)
 
 

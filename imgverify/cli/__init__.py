@@ -775,15 +775,27 @@ def archive_remove(reference_ids: Annotated[list[str], typer.Argument(
 
 @archive_app.command("export")
 def archive_export(archive: ArchiveOpt = None,
-                   fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl | csv")] = "jsonl"
+                   fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl | csv, or a "
+                                                    "PDQ hash list: pdq-lines | te | hma")
+                                  ] = "jsonl"
                    ) -> None:
-    """Every reference with context and hashes (a manifest you can re-ingest)."""
+    """Every reference with context and hashes (a manifest you can re-ingest), or the PDQ
+    hashes as a list for python-threatexchange (te) or HMA banks (hma)."""
     import csv
 
-    if fmt not in ("jsonl", "csv"):
-        _fail(f"unknown --format {fmt!r}: use jsonl or csv", EXIT_USAGE)
+    from imgverify.ingest.hashlists import EXPORT_FORMATS, write_hash_list
+
+    if fmt not in ("jsonl", "csv", *EXPORT_FORMATS):
+        _fail(f"unknown --format {fmt!r}: use jsonl, csv, {', '.join(EXPORT_FORMATS)}",
+              EXIT_USAGE)
     arch = _open_archive(archive)
     rows = arch.export()
+    if fmt in EXPORT_FORMATS:
+        left_out = write_hash_list(rows, fmt, sys.stdout)[1]
+        if left_out:
+            typer.echo(f"imgverify: {left_out} reference(s) left out: PDQ quality below 50",
+                       err=True)
+        return
     if fmt == "csv":
         writer: Any = None
         for row in rows:
@@ -832,6 +844,7 @@ def archive_check(archive: ArchiveOpt = None) -> None:
 
 
 app.command("serve")(serve_cmd)
+from imgverify.cli import hashes  # noqa: E402,F401  (registers `archive import-hashes`)
 
 
 def _own_the_process() -> None:

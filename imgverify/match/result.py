@@ -65,6 +65,8 @@ class Match:
     alignment: dict[str, Any] | None = None
     method: str = "global_hashes"  # or "local_features" or "sha256"
     sha256: str | None = None
+    #: the reference is a hash from a hash list: no image was available to verify against
+    hash_only: bool = False
     key: int = 0  # archive row, for thumbnails; not serialised
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,8 +82,8 @@ class Match:
             "region": [round(v, 4) for v in self.region] if self.region else None,
             "reference_region": ([round(v, 4) for v in self.reference_region]
                                  if self.reference_region else None),
-            "sha256": self.sha256, "chance_unrelated": self.chance,
-            "alignment": self.alignment,
+            "sha256": self.sha256, "hash_only": self.hash_only,
+            "chance_unrelated": self.chance, "alignment": self.alignment,
         }
 
 

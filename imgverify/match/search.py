@@ -30,7 +30,7 @@ from imgverify.signals.hashing import (
     Scale,
 )
 from imgverify.signals.regions import find_parts
-from imgverify.store.index import HashIndex
+from imgverify.store.index import PDQ_ONLY_PART, HashIndex
 
 
 @dataclass
@@ -42,6 +42,11 @@ class RawMatch:
     query_part: str  # "full" | "trimmed"
     ref_part: str
     crop_fraction: float | None = None  # area of the query part relative to the query
+
+    @property
+    def hash_only(self) -> bool:
+        """Matched a reference known only by its PDQ (from a hash list): no image to verify."""
+        return self.ref_part == PDQ_ONLY_PART
 
     @property
     def transform(self) -> str | None:
@@ -95,6 +100,8 @@ def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
                              thresholds.pdq_radius, thresholds.phash_radius, limit)
         for c in cands:
             qh = hasher.hashset(c.dihedral)
+            if c.ref_part == PDQ_ONLY_PART and qh.pdq_quality < thresholds.pdq_only_min_quality:
+                continue  # PDQ alone is unreliable on flat pictures, and nothing else checks it
             distances = index.distances(c.row, qh)
             combined = combined_distance(distances)
             prev = best.get(c.ref_key)

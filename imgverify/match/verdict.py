@@ -18,6 +18,9 @@ from imgverify.dates import date_problem, parse_claimed_date  # noqa: F401 - re-
 from imgverify.match.result import ERROR, LIKELY, NO_MATCH, NOT_AUTHENTIC_NOTE, POSSIBLY, Match
 from imgverify.media.evidence import ExifEvidence
 
+HASH_ONLY_NOTE = ("no image was available for local verification; the match rests on the PDQ "
+                  "hash alone, so compare the pictures before relying on it.")
+
 WEIGHTS = {"pdq": 0.25, "phash": 0.25, "dhash": 0.25, "whash": 0.25}
 BITS = {"pdq": 256, "phash": 64, "dhash": 64, "whash": 64}
 
@@ -37,6 +40,14 @@ class Thresholds:
     use_local_features: bool = True
     local_likely: int = 35
     local_possible: int = 20
+    #: hash-only references (PDQ from a hash list, no image): PDQ distance alone decides, so
+    #: it gets its own thresholds (bench/pdq_only.py: no unrelated TUNE pair within 31, the
+    #: closest at 90; "possible" is Meta's match threshold, 31; "likely" only for
+    #: near-duplicates, as another photo of the same fixed scene can come within 31), and a
+    #: query part whose PDQ quality is below Meta's floor of 50 is never matched against them
+    pdq_only_likely: int = 20
+    pdq_only_possible: int = 31
+    pdq_only_min_quality: int = 50
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -56,6 +67,15 @@ def strength_of(combined: float, thresholds: Thresholds) -> str | None:
     if combined <= thresholds.likely:
         return "likely"
     if combined <= thresholds.possible:
+        return "possible"
+    return None
+
+
+def pdq_only_strength(distance: int, thresholds: Thresholds) -> str | None:
+    """Strength of a match against a hash-only reference, from its PDQ distance alone."""
+    if distance <= thresholds.pdq_only_likely:
+        return "likely"
+    if distance <= thresholds.pdq_only_possible:
         return "possible"
     return None
 
@@ -127,6 +147,11 @@ def notes_for(verdict: str, matches: list[Match], exif: ExifEvidence,
         later = [m for m in matches[1:] if m.role == "later_publication"]
         if later:
             notes.append(f"{len(later)} later publication(s) of the same photo are archived.")
+        hash_only = [m for m in matches if m.hash_only]
+        if hash_only:
+            which = ("The archived reference" if top.hash_only and len(hash_only) == 1 else
+                     f"{len(hash_only)} of the matched references")
+            notes.append(f"{which} came from a hash list: {HASH_ONLY_NOTE}")
     elif verdict == NO_MATCH:
         notes.append("No archived photo matches this image.")
     capture = exif.capture_date

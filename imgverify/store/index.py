@@ -39,6 +39,9 @@ MIH_MAX_RADIUS = 31  # exact with one-bit probes over 16 chunks
 LINEAR_MAX = 20_000
 #: Bumped whenever the cached arrays change meaning; older caches are rebuilt.
 CACHE_FORMAT = 3
+#: Part name of a hash row that holds only a PDQ (a hash-only reference imported from a hash
+#: list: no image, so no pHash/dHash/wHash; those columns hold zeros and are never compared).
+PDQ_ONLY_PART = "pdq-only"
 
 
 def pdq_words(value: int) -> np.ndarray:
@@ -280,8 +283,11 @@ class HashIndex:
         return base + (self._mih.nbytes if self._mih is not None else 0)
 
     def distances(self, row: int, query: HashSet) -> dict[str, int]:
-        """Hamming distance per hash family between a row and a query hash set."""
+        """Hamming distance per hash family between a row and a query hash set (PDQ alone
+        for a hash-only row: its other families are unknown, not zero)."""
         pdq = int.from_bytes(np.asarray(self.pdq[row]).astype(">u8").tobytes(), "big")
+        if self.part_names[self.part_codes[row]] == PDQ_ONLY_PART:
+            return {"pdq": hamming(query.pdq, pdq)}
         return {"pdq": hamming(query.pdq, pdq),
                 "phash": hamming(query.phash, int(self.phash[row])),
                 "dhash": hamming(query.dhash, int(self.dhash[row])),
@@ -383,10 +389,17 @@ class HashIndex:
             better = d < ph_best
             ph_best[better] = d[better]
             ph_var[better] = k
+        pdq_only = None
+        if PDQ_ONLY_PART in self.part_names:  # their zero pHash must never look like a hit
+            pdq_only = np.asarray(self.part_codes) == self.part_names.index(PDQ_ONLY_PART)
+            ph_best[pdq_only] = 64
         mask |= ph_best <= phash_radius
         rows = np.nonzero(mask)[0]
         if rows.size > limit:
-            order = np.argsort(pdq_best[rows] / 256.0 + ph_best[rows] / 64.0, kind="stable")
+            rank = pdq_best / 256.0 + ph_best / 64.0
+            if pdq_only is not None:  # ranked by PDQ alone, not pushed back by the unknown
+                rank[pdq_only] = 2 * pdq_best[pdq_only] / 256.0
+            order = np.argsort(rank[rows], kind="stable")
             rows = rows[order[:limit]]
         out = []
         for r in rows.tolist():

@@ -38,11 +38,22 @@ from imgverify.errors import ArchiveError
 from imgverify.media.load import Limits
 from imgverify.signals.features import FeatureIndex, LocalFeatures, empty_copy
 from imgverify.signals.hashing import HASH_PIPELINE, HashSet
-from imgverify.store.index import HashIndex
+from imgverify.store.index import PDQ_ONLY_PART, HashIndex
 from imgverify.store.layered import LayeredIndex
 from imgverify.store.manifest import CONTEXT_FIELDS
 from imgverify.store.sightings import Sighting
-from imgverify.store.sqlite import IngestReport, PreparedReference, Reference, RehashReport
+from imgverify.store.sqlite import (
+    _INCOMPLETE,
+    _NO_HASHES,
+    HASH_KEY_PREFIX,
+    HashOnlyReference,
+    IngestReport,
+    PreparedReference,
+    Reference,
+    RehashReport,
+    export_row,
+    hash_reference_id,
+)
 
 BACKEND = "postgresql"
 
@@ -358,8 +369,11 @@ class PostgresArchive:
         refs = len(self)
         dates = self._query("SELECT MIN(date), MAX(date) FROM refs")[0]
         hash_rows = int(self._query("SELECT COUNT(*) FROM hashes")[0][0])
+        hash_only = int(self._query("SELECT COUNT(*) FROM refs WHERE sha256 LIKE %s",
+                                    (HASH_KEY_PREFIX + "%",))[0][0])
         return {"archive": self.location, "backend": BACKEND, "archive_id": self.archive_id(),
                 "generation": self.generation(), "references": refs, "hash_rows": hash_rows,
+                "hash_only_references": hash_only,
                 "earliest_date": dates[0], "latest_date": dates[1],
                 "index_bytes": self.index().nbytes, "hash_pipeline": self.hash_pipeline(),
                 "readonly": self.readonly}
@@ -562,6 +576,55 @@ class PostgresArchive:
 
         return self._write(work)
 
+    def write_hashes(self, batch: list[HashOnlyReference]) -> tuple[int, int, int]:
+        """Insert or update hash-only references in one transaction, keyed by their PDQ;
+        returns (added, updated, unchanged). Only changed references enter the change log."""
+        now = _now()
+        cols = ", ".join(CONTEXT_FIELDS)
+        marks = ", ".join(["%s"] * len(CONTEXT_FIELDS))
+        sets = ", ".join(f"{k}=EXCLUDED.{k}" for k in CONTEXT_FIELDS)
+        counts = [0, 0, 0]
+        current = (f"SELECT r.id, {', '.join('r.' + c for c in CONTEXT_FIELDS)}, "
+                   "h.pdq_quality FROM refs r LEFT JOIN hashes h ON h.ref_id = r.id "
+                   "AND h.variant = %s WHERE r.sha256 = %s")
+
+        def same(row: tuple[Any, ...] | None, ref: HashOnlyReference) -> bool:
+            return row is not None and list(row[1:-1]) == [
+                ref.context.get(k) for k in CONTEXT_FIELDS] and row[-1] == ref.pdq_quality
+
+        # a list imported again changes nothing: no transaction, no new generation, so
+        # matchers keep their index
+        todo = [ref for ref in batch
+                if not same(next(iter(self._query(current, (PDQ_ONLY_PART, ref.key))), None),
+                            ref)]
+        counts[2] = len(batch) - len(todo)
+        if not todo:
+            return 0, 0, counts[2]
+
+        def work(conn: Any, gen: int) -> tuple[int, int]:
+            for ref in todo:
+                ctx = [ref.context.get(k) for k in CONTEXT_FIELDS]
+                if same(conn.execute(current, (PDQ_ONLY_PART, ref.key)).fetchone(), ref):
+                    counts[2] += 1  # another writer got there first
+                    continue
+                key, inserted = conn.execute(
+                    f"INSERT INTO refs (reference_id, sha256, {cols}, added_at, updated_at) "
+                    f"VALUES (%s, %s, {marks}, %s, %s) ON CONFLICT (sha256) DO UPDATE SET "
+                    f"{sets}, updated_at=EXCLUDED.updated_at RETURNING id, (xmax = 0)",
+                    (hash_reference_id(ref.pdq), ref.key, *ctx, now, now)).fetchone()
+                counts[0 if inserted else 1] += 1
+                conn.execute("DELETE FROM hashes WHERE ref_id=%s", (key,))
+                for name, hs in ref.hashes:
+                    conn.execute("INSERT INTO hashes VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                                 (key, name, hs.pdq.to_bytes(32, "big"), hs.pdq_quality,
+                                  _u64(hs.phash), _u64(hs.dhash), _u64(hs.whash)))
+                conn.execute("INSERT INTO changes (generation, ref_id) VALUES (%s, %s)",
+                             (gen, key))
+            return 0, 0
+
+        self._write(work)
+        return counts[0], counts[1], counts[2]
+
     def remove(self, reference_ids: Iterable[str]) -> int:
         ids = list(reference_ids)
 
@@ -598,19 +661,13 @@ class PostgresArchive:
 
     def export(self) -> Iterator[dict[str, Any]]:
         for ref in self.iter_references():
-            d = ref.to_dict()
-            d["image"] = ref.image_uri
-            for name, hs in self.hashes_of(ref.key):
-                if name == "full":
-                    d.update(hs.to_hex())
-            yield d
+            yield export_row(ref, self.hashes_of(ref.key))
 
     def integrity_check(self) -> list[str]:
         problems = [f"reference {r[0]} has no hashes" for r in self._query(
-            "SELECT reference_id FROM refs r WHERE NOT EXISTS (SELECT 1 FROM hashes h "
-            "WHERE h.ref_id = r.id AND h.variant = 'full')")]
+            _NO_HASHES, (HASH_KEY_PREFIX + "%", PDQ_ONLY_PART))]
         problems += [f"reference {r[0]} is incomplete" for r in self._query(
-            "SELECT reference_id FROM refs WHERE thumbnail IS NULL OR length(sha256) != 64")]
+            _INCOMPLETE, (HASH_KEY_PREFIX + "%",) * 2)]
         return problems
 
     # -- sightings (store/sightings.py) -------------------------------------------------------

@@ -16,7 +16,13 @@ if TYPE_CHECKING:
     from imgverify.signals.features import FeatureIndex
     from imgverify.signals.hashing import HashSet
     from imgverify.store.index import Candidate
-    from imgverify.store.sqlite import IngestReport, PreparedReference, Reference, RehashReport
+    from imgverify.store.sqlite import (
+        HashOnlyReference,
+        IngestReport,
+        PreparedReference,
+        Reference,
+        RehashReport,
+    )
 
 
 class HashSearch(Protocol):
@@ -66,6 +72,7 @@ class ArchiveStore(Protocol):
 
     # writing
     def write_batch(self, batch: list[PreparedReference]) -> tuple[int, int]: ...
+    def write_hashes(self, batch: list[HashOnlyReference]) -> tuple[int, int, int]: ...
     def remove(self, reference_ids: Iterable[str]) -> int: ...
     def ingest(self, manifest: str | os.PathLike[str], batch_size: int = 100,
                limits: Limits | None = None, workers: int = 1,

@@ -40,7 +40,7 @@ from imgverify.signals.hashing import (
 )
 from imgverify.signals.regions import picture_variants
 from imgverify.store.cache import CacheKey, open_cache, publish_cache
-from imgverify.store.index import CACHE_FORMAT, LINEAR_MAX, HashIndex
+from imgverify.store.index import CACHE_FORMAT, LINEAR_MAX, PDQ_ONLY_PART, HashIndex
 from imgverify.store.manifest import CONTEXT_FIELDS, RowError
 from imgverify.store.sightings import Sighting
 
@@ -51,6 +51,9 @@ READABLE_SCHEMA_VERSIONS = (1, 2)
 #: Archives with at least this many hash rows keep their index cached beside the file.
 CACHE_MIN_ROWS = 20_000
 THUMBNAIL_SIDE = 256
+#: The key (in the sha256 column) of a hash-only reference is this prefix + its PDQ in hex:
+#: deterministic, so re-importing a hash list updates instead of duplicating.
+HASH_KEY_PREFIX = "pdq:"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -136,12 +139,84 @@ class Reference:
     def context(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in CONTEXT_FIELDS}
 
+    @property
+    def hash_only(self) -> bool:
+        """Known only by a PDQ from a hash list: no image, thumbnail or local features."""
+        return self.sha256.startswith(HASH_KEY_PREFIX)
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"reference_id": self.reference_id, "sha256": self.sha256}
         d.update(self.context())
         d.update(image_uri=self.image_uri, width=self.width, height=self.height,
-                 format=self.format, added_at=self.added_at, updated_at=self.updated_at)
+                 format=self.format, added_at=self.added_at, updated_at=self.updated_at,
+                 hash_only=self.hash_only)
         return d
+
+
+def hash_key(pdq: int) -> str:
+    """The sha256-column key of the hash-only reference with this PDQ."""
+    return HASH_KEY_PREFIX + hex_of(pdq, 256)
+
+
+def hash_reference_id(pdq: int) -> str:
+    """A short stable id for a hash-only reference (hashed: two near-identical PDQs share
+    long prefixes, so a prefix of the PDQ itself would collide)."""
+    import hashlib
+
+    return "pdq-" + hashlib.sha256(hex_of(pdq, 256).encode()).hexdigest()[:16]
+
+
+@dataclass
+class HashOnlyReference:
+    """A reference imported from a hash list: a PDQ and its context, no image."""
+
+    pdq: int
+    pdq_quality: int
+    context: dict[str, str | None]
+    line: int = 0
+
+    @property
+    def key(self) -> str:
+        return hash_key(self.pdq)
+
+    @property
+    def hashes(self) -> list[tuple[str, HashSet]]:
+        """The one stored hash row; the other families are unknown, stored as zeros and never
+        compared (the row's part name says so, see index.PDQ_ONLY_PART)."""
+        return [(PDQ_ONLY_PART, HashSet(pdq=self.pdq, pdq_quality=self.pdq_quality,
+                                        phash=0, dhash=0, whash=0))]
+
+
+@dataclass
+class HashImportReport:
+    """What importing a hash list did; `skipped` are rows of other signal types."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: list[RowError] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
+                "skipped": [e.to_dict() for e in self.skipped],
+                "errors": [e.to_dict() for e in self.errors]}
+
+
+def export_row(ref: Reference, hashes: list[tuple[str, HashSet]]) -> dict[str, Any]:
+    """One exported reference: a manifest row plus its full-frame hashes (PDQ alone for a
+    hash-only reference; the other families then stay empty, the columns stay the same)."""
+    d = ref.to_dict()
+    d["image"] = ref.image_uri
+    for name, hs in hashes:
+        if name == "full":
+            d.update(hs.to_hex())
+        elif name == PDQ_ONLY_PART:
+            d.update(hs.to_hex())
+            d.update(phash=None, dhash=None, whash=None)
+            if hs.pdq_quality < 0:  # the list gave none
+                d["pdq_quality"] = None
+    return d
 
 
 @dataclass
@@ -536,8 +611,11 @@ class Archive:
         thumb = self._query("SELECT COALESCE(SUM(LENGTH(thumbnail)),0) FROM refs")[0][0]
         size = self.path.stat().st_size if self.path.exists() else 0
         pipeline = self.hash_pipeline()
+        hash_only = int(self._query("SELECT COUNT(*) FROM refs WHERE sha256 LIKE ?",
+                                    (HASH_KEY_PREFIX + "%",))[0][0])
         return {
             "archive": str(self.path), "references": refs, "hash_rows": hash_rows,
+            "hash_only_references": hash_only,
             "earliest_date": dates[0], "latest_date": dates[1],
             "file_bytes": size, "thumbnail_bytes": int(thumb),
             "bytes_per_reference": round(size / refs) if refs else None,
@@ -706,6 +784,51 @@ class Archive:
             raise ArchiveError(f"archive {self.path}: {exc}") from None
         return added, updated
 
+    def write_hashes(self, batch: list[HashOnlyReference]) -> tuple[int, int, int]:
+        """Insert or update hash-only references in one transaction, keyed by their PDQ;
+        returns (added, updated, unchanged). Nothing changes when nothing differs, so
+        re-importing the same list leaves the archive (and its index) as it was."""
+        self._require_writable()
+        added = updated = unchanged = 0
+        conn = self._conn()
+        now = _now()
+        cols = ", ".join(CONTEXT_FIELDS)
+        try:
+            with self._write_lock, conn:
+                for ref in batch:
+                    ctx = [ref.context.get(k) for k in CONTEXT_FIELDS]
+                    row = conn.execute(f"SELECT id, {cols} FROM refs WHERE sha256=?",
+                                       (ref.key,)).fetchone()
+                    if row is not None:
+                        key = row[0]
+                        quality = conn.execute(
+                            "SELECT pdq_quality FROM hashes WHERE ref_id=? AND variant=?",
+                            (key, PDQ_ONLY_PART)).fetchone()
+                        if list(row[1:]) == ctx and quality is not None \
+                                and quality[0] == ref.pdq_quality:
+                            unchanged += 1
+                            continue
+                        sets = ", ".join(f"{k}=?" for k in CONTEXT_FIELDS)
+                        conn.execute(f"UPDATE refs SET {sets}, updated_at=? WHERE id=?",
+                                     (*ctx, now, key))
+                        conn.execute("DELETE FROM hashes WHERE ref_id=?", (key,))
+                        updated += 1
+                    else:
+                        marks = ", ".join("?" * len(CONTEXT_FIELDS))
+                        key = conn.execute(
+                            f"INSERT INTO refs (reference_id, sha256, {cols}, added_at, "
+                            f"updated_at) VALUES (?, ?, {marks}, ?, ?)",
+                            (hash_reference_id(ref.pdq), ref.key, *ctx, now, now)).lastrowid
+                        added += 1
+                    _insert_hashes(conn, key, ref.hashes)
+                if added or updated:
+                    self._bump_generation(conn)
+        except sqlite3.OperationalError as exc:
+            raise ArchiveError(_explain_write_error(self.path, exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise ArchiveError(f"archive {self.path}: {exc}") from None
+        return added, updated, unchanged
+
     @staticmethod
     def _bump_generation(conn: sqlite3.Connection) -> None:
         """Every change moves the counter and draws a new random token: two archives (a
@@ -760,7 +883,9 @@ class Archive:
         self._require_writable()
         limits = limits or Limits()
         report = RehashReport()
-        rows = self._query("SELECT id, sha256, image_uri, width, height FROM refs ORDER BY id")
+        # hash-only references have no image to re-read: their PDQ is kept as imported
+        rows = self._query("SELECT id, sha256, image_uri, width, height FROM refs "
+                           "WHERE sha256 NOT LIKE ? ORDER BY id", (HASH_KEY_PREFIX + "%",))
         conn = self._conn()
         for start in range(0, len(rows), batch_size):
             updates: list[tuple[int, list[tuple[str, HashSet]]]] = []
@@ -811,12 +936,7 @@ class Archive:
     def export(self) -> Iterator[dict[str, Any]]:
         """Every reference with its context and hashes, as manifest-compatible dicts."""
         for ref in self.iter_references():
-            d = ref.to_dict()
-            d["image"] = ref.image_uri
-            for name, hs in self.hashes_of(ref.key):
-                if name == "full":
-                    d.update(hs.to_hex())
-            yield d
+            yield export_row(ref, self.hashes_of(ref.key))
 
     def integrity_check(self) -> list[str]:
         """Problems found (empty when healthy): SQLite's own check plus our invariants."""
@@ -824,14 +944,13 @@ class Archive:
         for row in self._query("PRAGMA integrity_check"):
             if row[0] != "ok":
                 problems.append(f"sqlite: {row[0]}")
-        for row in self._query("SELECT reference_id FROM refs WHERE id NOT IN "
-                               "(SELECT ref_id FROM hashes WHERE variant='full')"):
+        for row in self._query(_NO_HASHES.replace("%s", "?"),
+                               (HASH_KEY_PREFIX + "%", PDQ_ONLY_PART)):
             problems.append(f"reference {row[0]} has no hashes")
         for row in self._query("SELECT DISTINCT ref_id FROM hashes WHERE ref_id NOT IN "
                                "(SELECT id FROM refs)"):
             problems.append(f"orphan hashes for ref key {row[0]}")
-        for row in self._query("SELECT reference_id FROM refs WHERE thumbnail IS NULL OR "
-                               "length(sha256) != 64 OR date IS NULL"):
+        for row in self._query(_INCOMPLETE.replace("%s", "?"), (HASH_KEY_PREFIX + "%",) * 2):
             problems.append(f"reference {row[0]} is incomplete")
         return problems
 
@@ -1006,6 +1125,16 @@ class Archive:
         return dict(summary)
 
 
+#: An image reference needs its full-frame hash row, a hash-only one its PDQ row.
+_NO_HASHES = ("SELECT reference_id FROM refs r WHERE NOT EXISTS (SELECT 1 FROM hashes h "
+              "WHERE h.ref_id = r.id AND h.variant = CASE WHEN r.sha256 LIKE %s THEN %s "
+              "ELSE 'full' END)")
+#: Image references need a thumbnail and a sha256; hash-only ones a key of prefix + 64 hex.
+_INCOMPLETE = ("SELECT reference_id FROM refs WHERE date IS NULL OR (sha256 NOT LIKE %s AND "
+               "(thumbnail IS NULL OR length(sha256) != 64)) OR (sha256 LIKE %s AND "
+               f"length(sha256) != {len(HASH_KEY_PREFIX) + 64})")
+
+
 @dataclass
 class RehashReport:
     """What `Archive.rehash` did: sources re-read, thumbnails used, references it could not."""
@@ -1134,4 +1263,6 @@ def _is_shipped(path: Path) -> bool:
 
 
 __all__ = ["Archive", "Reference", "PreparedReference", "IngestReport", "hex_of",
+           "HashOnlyReference", "HashImportReport", "hash_key", "hash_reference_id",
+           "export_row",
            "resolve_archive", "default_archive_path"]
