@@ -278,6 +278,11 @@ def scan_cmd(
     timeout: TimeoutOpt = Limits().timeout_s,
     allow_private_urls: PrivateOpt = False,
     use_env_proxy: EnvProxyOpt = False,
+    cluster: Annotated[Optional[str], typer.Option(
+        "--cluster", help="Run the checks on a Dask cluster: the scheduler's address, e.g. "
+        "tcp://scheduler:8786 (needs imgverify[cluster]; workers need imgverify, the archive at "
+        "the same path or on PostgreSQL, and the inputs). Exit code 4 if it cannot be used.")
+    ] = None,
 ) -> None:
     """Check many images: one JSONL/CSV line per input; bad files become error lines."""
     if fmt not in ("jsonl", "csv"):
@@ -298,6 +303,14 @@ def scan_cmd(
     arch = _open_archive(archive)  # fail early, before any worker starts
     arch_path = str(arch.path)
     arch.close()
+    executor: Any = None
+    if cluster:
+        from .cluster import ClusterError, ClusterExecutor
+
+        try:
+            executor = ClusterExecutor(cluster)  # fail before the output is opened
+        except ClusterError as exc:
+            _fail(exc.message, EXIT_ARCHIVE)
     walk_errors: list[tuple[str, str]] = []
 
     def inputs(errors: list[tuple[str, str]] | None = walk_errors) -> Any:
@@ -341,7 +354,7 @@ def scan_cmd(
                 collect(r)
                 bar.advance()
 
-            summary = scan(inputs(), config, writer, nworkers, skip, tick)
+            summary = scan(inputs(), config, writer, nworkers, skip, tick, cluster=executor)
     except KeyboardInterrupt:
         _fail("interrupted; every line written is complete: re-run with --resume to continue",
               130)
@@ -352,6 +365,8 @@ def scan_cmd(
     finally:
         if stream is not sys.stdout:
             stream.close()
+        if executor is not None:
+            executor.close()
     summary.walk_errors = walk_errors
     if report is not None:
         _write_batch_report(report, summary.to_dict(), finds, failures, arch_path)
