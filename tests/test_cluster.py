@@ -1,0 +1,270 @@
+"""`imgverify scan --cluster`: the same scan on a real Dask LocalCluster (two worker processes
+on loopback) as on local processes, line for line, with resume, retry-errors and bad files;
+plus the clear failures (missing extra, unreachable scheduler).
+
+Needs the cluster extra (`distributed`): on CI these tests fail without it; elsewhere they
+skip with a message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import coco, manifest_rows, needs_shared, write_manifest
+from PIL import Image
+from typer.testing import CliRunner
+
+from imgverify.cli import app
+
+pytestmark = needs_shared
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "fixtures"
+TIMING = ("elapsed_ms",)
+
+
+def _distributed_or_skip() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        message = "the cluster extra is not installed: pip install 'imgverify[cluster]'"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return distributed
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    distributed = _distributed_or_skip()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, host="127.0.0.1") as cluster:
+        yield cluster.scheduler_address
+
+
+@dataclass
+class Desk:
+    root: Path
+    archive: Path
+    scan_dir: Path  # relative to root: the scans run with root as working directory
+    broken: dict[str, str]  # input as written in the output -> error kind
+
+
+@pytest.fixture(scope="module")
+def desk(tmp_path_factory: pytest.TempPathFactory) -> Desk:
+    """A small archive of 6 real photos; a folder with edited copies of 3 of them, 3 of the
+    others as they are, 4 photos not archived, the shipped fixture examples, and a truncated
+    and an empty file in the middle of the walk."""
+    root = tmp_path_factory.mktemp("cluster")
+    originals = coco(6, start=60)
+    manifest = write_manifest(root / "M.csv", manifest_rows(originals))
+    archive = root / "A.sqlite"
+    res = runner.invoke(app, ["archive", "add", str(manifest), "--archive", str(archive),
+                              "--workers", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    scan_dir = root / "DIR"
+    (scan_dir / "sub").mkdir(parents=True)
+    for i, src in enumerate(originals):
+        if i % 2:
+            im = Image.open(src).convert("RGB")
+            im.resize((im.width // 2, im.height // 2)).save(scan_dir / f"edit{i}.jpg",
+                                                            quality=40)
+        else:
+            shutil.copyfile(src, scan_dir / "sub" / f"same{i}.jpg")
+    for j, src in enumerate(coco(4, split="val2017")):
+        shutil.copyfile(src, scan_dir / f"fresh{j}.jpg")
+    for src in sorted((FIXTURES / "examples").glob("*.jpg")):
+        shutil.copyfile(src, scan_dir / "sub" / src.name)
+    data = originals[0].read_bytes()
+    (scan_dir / "m_truncated.jpg").write_bytes(data[: len(data) // 3])
+    (scan_dir / "m_empty.jpg").write_bytes(b"")
+    broken = {os.path.join("DIR", "m_truncated.jpg"): "truncated_image",
+              os.path.join("DIR", "m_empty.jpg"): "empty_input"}
+    return Desk(root, archive, Path("DIR"), broken)
+
+
+def scan(desk: Desk, out: Path, *extra: str) -> Any:
+    return runner.invoke(app, ["scan", str(desk.scan_dir), "--archive", str(desk.archive),
+                               "--out", str(out), "--no-progress", *extra])
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    """The output without its timing fields, which differ from run to run."""
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    for r in records:
+        for field in TIMING:
+            r.pop(field, None)
+    return records
+
+
+@pytest.fixture(scope="module")
+def local(desk: Desk, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    out = tmp_path_factory.mktemp("local") / "local.jsonl"
+    cwd = os.getcwd()
+    os.chdir(desk.root)
+    try:
+        res = scan(desk, out, "--workers", "2")
+    finally:
+        os.chdir(cwd)
+    assert res.exit_code == 3, res.output  # completed; two inputs failed
+    return lines(out)
+
+
+@pytest.fixture()
+def in_desk(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> Desk:
+    """Relative inputs, as a user types them: the workers' working directory is not this
+    one, so the cluster path has to resolve them."""
+    monkeypatch.chdir(desk.root)
+    return desk
+
+
+def test_cluster_scan_is_the_local_scan_line_for_line(in_desk: Desk, scheduler: str,
+                                                      local: list[dict[str, Any]],
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "cluster.jsonl"
+    res = scan(in_desk, out, "--cluster", scheduler)
+    assert res.exit_code == 3, res.output
+    got = lines(out)
+    assert got == local
+    assert len(got) == 15
+    verdicts = {r["input"]: r["verdict"] for r in got}
+    assert sum(v == "likely_recycled" for v in verdicts.values()) >= 6, verdicts
+    for name, kind in in_desk.broken.items():  # the bad files are error lines, in place
+        line = next(r for r in got if r["input"] == name)
+        assert line["error"]["kind"] == kind
+        assert str(in_desk.root) not in line["error"]["message"]  # named as given
+    assert got[-1]["input"].endswith("viral_space_repost.jpg")  # the run went on past them
+    assert "15 checked" in res.stderr
+
+
+def test_cluster_resume_finishes_a_partial_output(in_desk: Desk, scheduler: str,
+                                                  local: list[dict[str, Any]],
+                                                  tmp_path: Path) -> None:
+    out = tmp_path / "partial.jsonl"
+    text = "".join(json.dumps(r) + "\n" for r in local[:7])
+    out.write_text(text + json.dumps(local[7])[:40], encoding="utf-8")  # a crash mid-line
+    res = scan(in_desk, out, "--resume", "--cluster", scheduler)
+    assert res.exit_code == 3, res.output
+    assert "8 checked" in res.stderr and "7 skipped" in res.stderr
+    assert lines(out) == local
+
+
+def test_cluster_retry_errors_rechecks_the_failed_inputs(in_desk: Desk, scheduler: str,
+                                                         local: list[dict[str, Any]],
+                                                         tmp_path: Path) -> None:
+    """A file that was still being copied (empty) is checked again once it is whole."""
+    fixed = in_desk.root / "DIR2"
+    shutil.copytree(in_desk.root / in_desk.scan_dir, fixed)
+    out = tmp_path / "retry.jsonl"
+    res = runner.invoke(app, ["scan", "DIR2", "--archive", str(in_desk.archive), "--out",
+                              str(out), "--no-progress", "--cluster", scheduler])
+    assert res.exit_code == 3, res.output
+    first = lines(out)
+    shutil.copyfile(in_desk.root / "DIR" / "sub" / "same0.jpg", fixed / "m_empty.jpg")
+    res = runner.invoke(app, ["scan", "DIR2", "--archive", str(in_desk.archive), "--out",
+                              str(out), "--no-progress", "--cluster", scheduler, "--resume",
+                              "--retry-errors"])
+    assert "2 checked" in res.stderr, res.output  # only the two error lines
+    after = lines(out)
+    assert after[: len(first)] == first
+    assert [r["input"] for r in after[len(first):]] == [os.path.join("DIR2", "m_empty.jpg"),
+                                                         os.path.join("DIR2", "m_truncated.jpg")]
+    assert after[-2]["verdict"] == "likely_recycled"  # the fixed file: its last line counts
+    assert after[-1]["error"]["kind"] == "truncated_image"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_scheduler_is_one_message_and_exit_4(desk: Desk, tmp_path: Path) -> None:
+    _distributed_or_skip()
+    import dask
+
+    address = f"tcp://127.0.0.1:{_closed_port()}"
+    out = tmp_path / "never.jsonl"
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        res = scan(desk, out, "--cluster", address)
+    assert res.exit_code == 4, res.output
+    assert f"cannot reach the Dask scheduler at {address}" in res.stderr
+    assert "Traceback" not in res.output
+    assert not out.exists()  # failed before the output was opened
+
+
+BLOCK_DISTRIBUTED = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "distributed" or name.startswith("distributed."):
+            raise ImportError("blocked for the test: " + name)
+        return None
+
+sys.meta_path.insert(0, Block())
+sys.argv = ["imgverify", *sys.argv[1:]]
+from imgverify.cli import run
+run()
+"""
+
+
+def test_missing_extra_says_how_to_install_it(desk: Desk, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-c", BLOCK_DISTRIBUTED, "scan", str(desk.scan_dir),
+                          "--archive", str(desk.archive), "--no-progress", "--cluster",
+                          "tcp://127.0.0.1:8786"], cwd=desk.root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 4, res.stderr
+    assert ("scanning on a cluster needs the cluster extra: pip install 'imgverify[cluster]'"
+            in res.stderr)
+    assert "Traceback" not in res.stderr
+    assert res.stdout == ""
+
+
+def test_time_limit_reaches_a_worker_thread() -> None:
+    """Dask runs tasks on worker threads, where SIGALRM cannot go: --timeout still applies."""
+    from imgverify.batch import _Alarm, _time_limit
+
+    outcome: list[str] = []
+
+    def spin() -> None:
+        try:
+            with _time_limit(0.2):
+                while True:
+                    pass
+        except _Alarm:
+            outcome.append("timed out")
+
+    worker = threading.Thread(target=spin, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert outcome == ["timed out"]
+
+
+def test_time_limit_does_not_fire_after_the_block(tmp_path: Path) -> None:
+    from imgverify.batch import _time_limit
+
+    outcome: list[str] = []
+
+    def quick() -> None:
+        with _time_limit(0.05):
+            pass
+        threading.Event().wait(0.3)  # past the deadline: nothing may land here
+        outcome.append("finished")
+
+    worker = threading.Thread(target=quick, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert outcome == ["finished"]
