@@ -268,3 +268,61 @@ def test_time_limit_does_not_fire_after_the_block(tmp_path: Path) -> None:
     worker.start()
     worker.join(30)
     assert outcome == ["finished"]
+
+
+def test_a_worker_killed_mid_scan_loses_no_line(in_desk: Desk, local: list[dict[str, Any]]
+                                                ) -> None:
+    """A worker dies (SIGKILL: out of memory, a crashing decoder) while it checks a batch.
+    With no retries allowed on the scheduler, Dask fails that batch at once: its inputs are
+    checked again one by one, and the output is still the local scan's."""
+    import io
+    import signal
+
+    distributed = _distributed_or_skip()
+    import dask
+
+    from imgverify.batch import LineWriter, ScanConfig, iter_inputs, scan
+    from imgverify.cluster import ClusterExecutor
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     dashboard_address=None, host="127.0.0.1") as cluster, \
+            ClusterExecutor(cluster.scheduler_address, batch_size=2) as executor:
+        killed: list[int] = []
+
+        def kill_a_busy_worker(_result: dict[str, Any]) -> None:
+            if killed:
+                return
+            busy = [w for w, keys in executor.client.processing().items() if keys]
+            if busy:
+                pid = executor.client.run(os.getpid, workers=busy[:1])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+        stream = io.StringIO()
+        summary = scan(iter_inputs([str(in_desk.scan_dir)]),
+                       ScanConfig(archive_path=str(in_desk.archive)),
+                       LineWriter(stream, "jsonl", True), cluster=executor,
+                       on_result=kill_a_busy_worker)
+    assert killed, "no worker was busy after the first result: nothing was tested"
+    got = [json.loads(line) for line in stream.getvalue().splitlines()]
+    for r in got:
+        r.pop("elapsed_ms", None)
+    assert got == local
+    assert summary.total == len(local)
+
+
+def test_an_archive_the_workers_cannot_open_stops_the_run(scheduler: str,
+                                                           tmp_path: Path) -> None:
+    """Every line would fail alike (the archive is not at the same path on the workers):
+    one ArchiveError (exit 4 on the command line) instead of an error line per input."""
+    from imgverify.batch import ScanConfig
+    from imgverify.cluster import ClusterExecutor
+    from imgverify.errors import ArchiveError
+
+    missing = tmp_path / "not-on-the-workers.sqlite"
+    with ClusterExecutor(scheduler) as executor:
+        lines_out = executor.map(ScanConfig(archive_path=str(missing)),
+                                 [str(p) for p in coco(3, split="val2017")])
+        with pytest.raises(ArchiveError, match="cannot open the archive.*same path"):
+            next(lines_out)
