@@ -22,6 +22,7 @@ from .batch import (
     iter_url_file,
     scan,
 )
+from .cluster import ClusterError  # distributed itself is imported only for --cluster
 from .errors import ArchiveError, ImgVerifyError, ManifestError
 from .fetch import FetchPolicy
 from .load import Limits
@@ -305,7 +306,7 @@ def scan_cmd(
     arch.close()
     executor: Any = None
     if cluster:
-        from .cluster import ClusterError, ClusterExecutor
+        from .cluster import ClusterExecutor
 
         try:
             executor = ClusterExecutor(cluster)  # fail before the output is opened
@@ -359,7 +360,7 @@ def scan_cmd(
         _fail("interrupted; every line written is complete: re-run with --resume to continue",
               130)
         return
-    except ArchiveError as exc:
+    except (ArchiveError, ClusterError) as exc:
         _fail(exc.message, EXIT_ARCHIVE)
         return
     finally:

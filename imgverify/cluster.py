@@ -160,6 +160,10 @@ class ClusterExecutor:
                                        f"{exc.message} (the archive must be at the same path "
                                        "on every worker, or on PostgreSQL)") from None
                 except Exception as exc:  # noqa: BLE001 - one batch never stops the run
+                    if self._lost(exc):
+                        raise ClusterError(f"lost the connection to the Dask scheduler at "
+                                           f"{self.address}; every line written is complete: "
+                                           "re-run with --resume to continue") from None
                     if part is None and len(batch) > 1:
                         parts[number] = [None] * len(batch)
                         for j, one in enumerate(batch):
@@ -186,8 +190,16 @@ class ClusterExecutor:
                 future.cancel()
             completed.clear()
 
+    def _lost(self, exc: BaseException) -> bool:
+        """The scheduler is gone (every outstanding task is cancelled with this reason), not
+        just one task: retrying or writing error lines would only fail every input."""
+        return (getattr(exc, "reason", None) == "scheduler-connection-lost"
+                or self.client.status not in ("running", "newly-created"))
+
     def release(self, config: ScanConfig) -> None:
         """Let the workers close the archive and drop its index (the scan is over)."""
+        if self.client.status != "running":
+            return  # gone with the scheduler: nothing to ask the workers, no wait for it
         try:
             self.client.run(_release, _worker_location(config.archive_path))
         except Exception:  # noqa: BLE001 - a courtesy; a worker that is gone has nothing open

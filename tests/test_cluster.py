@@ -326,3 +326,35 @@ def test_an_archive_the_workers_cannot_open_stops_the_run(scheduler: str,
                                  [str(p) for p in coco(3, split="val2017")])
         with pytest.raises(ArchiveError, match="cannot open the archive.*same path"):
             next(lines_out)
+
+
+def test_losing_the_scheduler_stops_the_run_with_one_message(in_desk: Desk) -> None:
+    """The scheduler goes away mid-scan: every outstanding task is cancelled. That is one
+    ClusterError (exit 4), with the lines written so far whole, never an error line per
+    input that a --resume would then skip."""
+    import io
+
+    distributed = _distributed_or_skip()
+    import dask
+
+    from imgverify.batch import LineWriter, ScanConfig, iter_inputs, scan
+    from imgverify.cluster import ClusterError, ClusterExecutor
+
+    stream = io.StringIO()
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     dashboard_address=None, host="127.0.0.1") as cluster, \
+            ClusterExecutor(cluster.scheduler_address, batch_size=1) as executor:
+
+        def stop_the_cluster(_result: dict[str, Any]) -> None:
+            if cluster.status.name == "running":
+                cluster.close()
+
+        with pytest.raises(ClusterError, match="lost the connection.*--resume"):
+            scan(iter_inputs([str(in_desk.scan_dir)]),
+                 ScanConfig(archive_path=str(in_desk.archive)),
+                 LineWriter(stream, "jsonl", True), cluster=executor,
+                 on_result=stop_the_cluster)
+    written = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert 1 <= len(written) < 15
+    assert all(r["verdict"] != "error" or r["input"] in in_desk.broken for r in written)
