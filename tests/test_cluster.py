@@ -358,3 +358,36 @@ def test_losing_the_scheduler_stops_the_run_with_one_message(in_desk: Desk) -> N
     written = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert 1 <= len(written) < 15
     assert all(r["verdict"] != "error" or r["input"] in in_desk.broken for r in written)
+
+
+def test_inputs_are_read_only_a_bounded_window_ahead(desk: Desk, scheduler: str) -> None:
+    """Millions of inputs: the scan reads them lazily, a few batches per worker thread ahead
+    of the output, so memory stays flat. Here the inputs never end; the run is stopped after
+    its first line."""
+    import io
+    import itertools
+
+    from imgverify.batch import LineWriter, ScanConfig, scan
+    from imgverify.cluster import WINDOW_PER_THREAD, ClusterExecutor
+
+    class Enough(Exception):
+        pass
+
+    pulled = 0
+
+    def endless() -> Iterator[str]:
+        nonlocal pulled
+        for _ in itertools.count():
+            pulled += 1
+            yield str(FIXTURES / "not_archived" / "coffee.jpg")
+
+    def stop(_result: dict[str, Any]) -> None:
+        raise Enough()
+
+    with ClusterExecutor(scheduler, batch_size=4) as executor:
+        bound = (WINDOW_PER_THREAD * executor.threads() + 1) * 4
+        with pytest.raises(Enough):
+            scan(endless(), ScanConfig(archive_path=str(desk.archive)),
+                 LineWriter(io.StringIO(), "jsonl", True), cluster=executor, on_result=stop)
+        assert executor.threads() == 2
+    assert 4 <= pulled <= bound
