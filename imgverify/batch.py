@@ -16,13 +16,21 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from imgverify.match.result import CheckResult
 from imgverify.media.load import Limits
 from imgverify.workers import one_native_thread, ordered_map, quiet_worker
+
+
+class Executor(Protocol):
+    """Where a scan's checks run instead of local worker processes (`cluster.
+    ClusterExecutor`): the result lines of `items`, in input order."""
+
+    def run(self, config: ScanConfig, items: Iterable[Any]) -> Iterator[dict[str, Any]]: ...
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -163,13 +171,67 @@ def _on_alarm(_signum: int, _frame: object) -> None:
 
 
 def _scan_one(item: str | ScanInput) -> dict[str, Any]:
+    return check_input(item, _scan_state["archive"], _scan_state["config"])
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise _Alarm in this thread once `seconds` have passed (0: no limit).
+
+    On the main thread, SIGALRM (the previous handler is restored). On other threads (a Dask
+    worker runs tasks on its own threads, where signals cannot go), a timer thread raises
+    _Alarm asynchronously in this one. Either way the alarm lands between Python bytecodes,
+    never inside a C call.
+    """
     import signal
     import threading
 
+    if seconds <= 0:
+        yield
+        return
+    if threading.current_thread() is threading.main_thread():
+        if not hasattr(signal, "setitimer"):  # pragma: no cover - not POSIX
+            yield
+            return
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        return
+    import ctypes
+
+    target = ctypes.c_ulong(threading.get_ident())
+    lock = threading.Lock()
+    armed = [True]
+
+    def fire() -> None:
+        with lock:
+            if armed[0]:
+                armed[0] = False
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(target, ctypes.py_object(_Alarm))
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            armed[0] = False
+        timer.cancel()
+
+
+def check_input(item: str | ScanInput, archive: Any, config: ScanConfig,
+                source: str | None = None) -> dict[str, Any]:
+    """The result line for one scanned input (read from `source`, default its name): input
+    problems, a bad per-input claim, a time-out and unexpected failures all become error
+    results; only the line's `input` names it."""
     from imgverify.checker import check
     from imgverify.errors import InputTimeoutError
 
-    config: ScanConfig = _scan_state["config"]
     claimed_date, claimed_place = config.claimed_date, config.claimed_place
     if isinstance(item, ScanInput):
         own_date = item.claimed_date
@@ -183,41 +245,33 @@ def _scan_one(item: str | ScanInput) -> dict[str, Any]:
                 parse_claimed_date(own_date)
             except ValueError as exc:
                 return CheckResult(input=item, verdict="error", error={
-                    "kind": "invalid_claim", "message": str(exc)}).to_dict()
-    timed = (config.limits.timeout_s > 0 and hasattr(signal, "setitimer")
-             and threading.current_thread() is threading.main_thread())
+                    "kind": "invalid_claim", "message": str(exc)},
+                    archive=_archive_summary(archive)).to_dict()
+    name = item
     try:
-        previous: Any = None
-        if timed:
-            previous = signal.signal(signal.SIGALRM, _on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, config.limits.timeout_s)
-        try:
+        with _time_limit(config.limits.timeout_s):
             # align=False: a scan reports each find's transform as found, without the
             # extra local-feature fit that places a hash match for a person's report
-            result = check(item, _scan_state["archive"], claimed_date=claimed_date,
-                           claimed_place=claimed_place, limits=config.limits, name=item,
-                           align=False)
-        finally:
-            if timed:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
+            result = check(name if source is None else source, archive,
+                           claimed_date=claimed_date, claimed_place=claimed_place,
+                           limits=config.limits, name=name, align=False)
     except _Alarm:
-        err = InputTimeoutError(f"{item} took longer than {config.limits.timeout_s:g} s "
+        err = InputTimeoutError(f"{name} took longer than {config.limits.timeout_s:g} s "
                                 "(--timeout); skipped")
-        result = CheckResult(input=item, verdict="error", error=err.to_dict(),
-                             archive=_archive_summary())
+        result = CheckResult(input=name, verdict="error", error=err.to_dict(),
+                             archive=_archive_summary(archive))
     except Exception as exc:  # noqa: BLE001 - one input never stops the run
-        result = CheckResult(input=item, verdict="error",
+        result = CheckResult(input=name, verdict="error",
                              error={"kind": "internal_error",
                                     "message": f"{type(exc).__name__}: {exc}"},
-                             archive=_archive_summary())
+                             archive=_archive_summary(archive))
     return result.to_dict()
 
 
-def _archive_summary() -> dict[str, Any] | None:
+def _archive_summary(archive: Any) -> dict[str, Any] | None:
     """What an error line was (to be) checked against, like every other line."""
     try:
-        return _scan_state["archive"].summary()  # type: ignore[no-any-return]
+        return archive.summary()  # type: ignore[no-any-return]
     except Exception:  # noqa: BLE001 - the error line matters more than its audit fields
         return None
 
@@ -522,8 +576,13 @@ class ScanSummary:
 
 def scan(inputs: Iterable[str | ScanInput], config: ScanConfig, writer: LineWriter,
          workers: int = 1, skip: set[str] | None = None,
-         on_result: Callable[[dict[str, Any]], None] | None = None) -> ScanSummary:
-    """Check every input, writing one line each; returns counts. Never stops on an input."""
+         on_result: Callable[[dict[str, Any]], None] | None = None,
+         cluster: Executor | None = None) -> ScanSummary:
+    """Check every input, writing one line each; returns counts. Never stops on an input.
+
+    With `cluster` (a connected `cluster.ClusterExecutor`), the checks run on its Dask
+    workers instead of `workers` local processes; the lines and their order are the same.
+    """
     summary = ScanSummary()
     started = time.perf_counter()
     skip = skip or set()
@@ -535,14 +594,24 @@ def scan(inputs: Iterable[str | ScanInput], config: ScanConfig, writer: LineWrit
                 continue
             yield item
 
-    if workers > 1:
-        _warm_caches(config)
-    for result in ordered_map(_scan_one, todo(), workers, _init_scan,
-                              (config, workers > 1)):
-        writer.write(result)
-        summary.total += 1
-        summary.verdicts[result["verdict"]] += 1
-        if on_result is not None:
-            on_result(result)
+    results: Iterator[dict[str, Any]]
+    if cluster is not None:
+        _warm_caches(config)  # workers that share the archive's folder load the caches
+        results = cluster.run(config, todo())
+    else:
+        if workers > 1:
+            _warm_caches(config)
+        results = ordered_map(_scan_one, todo(), workers, _init_scan, (config, workers > 1))
+    try:
+        for result in results:
+            writer.write(result)
+            summary.total += 1
+            summary.verdicts[result["verdict"]] += 1
+            if on_result is not None:
+                on_result(result)
+    finally:
+        close = getattr(results, "close", None)  # a generator: on Ctrl-C too, stop the
+        if close is not None:                     # workers and their outstanding tasks now
+            close()
     summary.elapsed_s = time.perf_counter() - started
     return summary

@@ -29,6 +29,7 @@ from imgverify.batch import (
     source_of,
 )
 from imgverify.cli.serve import serve_cmd
+from imgverify.cluster import ClusterError  # distributed itself is imported only for --cluster
 from imgverify.errors import ArchiveError, ImgVerifyError, ManifestError
 from imgverify.ingest import ingest_manifest
 from imgverify.media.fetch import FetchPolicy
@@ -411,6 +412,11 @@ def scan_cmd(
     timeout: TimeoutOpt = Limits().timeout_s,
     allow_private_urls: PrivateOpt = False,
     use_env_proxy: EnvProxyOpt = False,
+    cluster: Annotated[Optional[str], typer.Option(
+        "--cluster", help="Run the checks on a Dask cluster: the scheduler's address, e.g. "
+        "tcp://scheduler:8786 (needs imgverify[cluster]; workers need imgverify, the archive at "
+        "the same path or on PostgreSQL, and the inputs). Exit code 4 if it cannot be used.")
+    ] = None,
 ) -> None:
     """Check many images: one JSONL/CSV line per input; bad files become error lines."""
     if fmt not in ("jsonl", "csv"):
@@ -442,6 +448,14 @@ def scan_cmd(
     arch = _open_archive(archive)  # fail early, before any worker starts
     arch_path = str(arch.path)
     arch.close()
+    executor: Any = None
+    if cluster:
+        from imgverify.cluster import ClusterExecutor
+
+        try:
+            executor = ClusterExecutor(cluster)  # fail before the output is opened
+        except ClusterError as exc:
+            _fail(exc.message, EXIT_ARCHIVE)
     walk_errors: list[tuple[str, str]] = []
 
     def inputs(errors: list[tuple[str, str]] | None = walk_errors) -> Any:
@@ -491,12 +505,15 @@ def scan_cmd(
                 run.collect(r)
                 bar.advance()
 
-            summary = scan(inputs(), config, writer, nworkers, skip, tick)
+            summary = scan(inputs(), config, writer, nworkers, skip, tick, cluster=executor)
     except KeyboardInterrupt:
         pass
-    except ArchiveError as exc:
+    except (ArchiveError, ClusterError) as exc:
         _finish_output(stream, out, retrying, fmt)
         _fail(exc.message, EXIT_ARCHIVE)
+    finally:
+        if executor is not None:
+            executor.close()
     _finish_output(stream, out, retrying, fmt)
     if report is not None:
         _write_batch_report(report, *run.report_data(out, fmt, summary, walk_errors),
