@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from imgverify.cli import (
+from imgverify.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
     EXIT_USAGE,

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from imgverify.cli import (
+from imgverify.cli.common import (
     EXIT_ARCHIVE,
     EXIT_BAD_INPUT,
     EXIT_OK,

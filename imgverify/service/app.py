@@ -123,6 +123,8 @@ class MatchModel(BaseModel):
     reference_region: list[float] | None = None
     chance_unrelated: dict[str, Any] | None = None
     alignment: dict[str, Any] | None = None
+    hash_only: bool = Field(False, description="Matched through an imported PDQ hash list: no "
+                            "image was available for local verification.")
     sha256: str | None
 
 
