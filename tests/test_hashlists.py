@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +16,7 @@ import numpy as np
 import pytest
 from conftest import (
     PDQ_REF,
-    PG_URL,
     PHOTOS,
-    _server_or_skip,
     coco,
     manifest_rows,
     require,
@@ -78,15 +74,9 @@ def jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 @pytest.fixture()
-def pg_location() -> Iterator[str]:
-    """A fresh PostgreSQL schema (as tests/test_postgres.py's pg_url), dropped afterwards."""
-    admin = _server_or_skip()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        yield f"{PG_URL}?schema={schema}"
-    finally:
-        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.close()
+def pg_location(pg_url: str) -> str:
+    """A fresh PostgreSQL schema (conftest's pg_url), dropped afterwards."""
+    return pg_url
 
 
 def import_file(archive: Any, path: Path, fmt: str, **defaults: str) -> Any:
