@@ -8,11 +8,20 @@ part and orientation per reference is kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
-from .features import FEATURE_SIDE, QUERY_FEATURES, FeatureIndex, GeometricMatch, extract
+from .features import (
+    FEATURE_SIDE,
+    QUERY_FEATURES,
+    FeatureIndex,
+    GeometricMatch,
+    aligned_agreement,
+    extract,
+)
 from .hashing import (
     DIHEDRAL_TRANSPOSE,
     EDIT_DESCRIPTION,
@@ -99,13 +108,19 @@ def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
 
 
 def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresholds,
-               regions: list[tuple[str, tuple[float, float, float, float]]] | None = None
+               regions: list[tuple[str, tuple[float, float, float, float]]] | None = None,
+               reference_picture: Callable[[int], Image.Image | None] | None = None
                ) -> list[GeometricMatch]:
     """References found by local features + RANSAC, strongest first.
 
     The whole picture is tried first, then (if nothing verified) its mirror image, then each
     inner region (photo band, collage tiles) on its own so the photo's keypoints are not
     crowded out by the rest of the layout. Regions are reported in whole-picture terms.
+
+    A verified match whose inliers sit in one small patch of the matched region (a shared
+    logo, badge or ticker) is dropped. `reference_picture(key)` gives a reference's pixels
+    (the archive's thumbnail) to measure how well the aligned query reproduces them
+    (`GeometricMatch.agreement`), which tells a copy from another photo of the same place.
     """
     if len(features) == 0:
         return []
@@ -119,6 +134,13 @@ def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresho
             gm = features.verify(query, key, mirrored=mirrored)
             if gm is None or gm.inliers < thresholds.local_possible:
                 continue
+            if gm.coverage < thresholds.local_min_coverage:
+                continue  # clustered in one patch: an overlay or a logo, not the photo
+            ref_pic = reference_picture(key) if reference_picture is not None else None
+            if ref_pic is not None and gm.matrix is not None:
+                # the matrix already maps onto the unmirrored picture
+                gm.agreement = aligned_agreement(picture if mirrored else pic, ref_pic,
+                                                 gm.matrix)
             if box is not None:
                 gm = _in_parent(gm, box)
             if key not in found or gm.inliers > found[key].inliers:
@@ -146,4 +168,10 @@ def _in_parent(gm: GeometricMatch, box: tuple[float, float, float, float]) -> Ge
     rx0, ry0, rx1, ry1 = gm.region
     gm.region = (bx0 + rx0 * bw, by0 + ry0 * bh, bx0 + rx1 * bw, by0 + ry1 * bh)
     gm.region_fraction = gm.region_fraction * bw * bh
+    if gm.matrix is not None:
+        to_parent = np.array([[bw, 0.0, bx0], [0.0, bh, by0], [0.0, 0.0, 1.0]])
+        gm.matrix = (to_parent @ np.vstack([np.asarray(gm.matrix), [0.0, 0.0, 1.0]]))[
+            :2].tolist()
+    if gm.pairs is not None:
+        gm.pairs = [((bx0 + qx * bw, by0 + qy * bh), r) for (qx, qy), r in gm.pairs]
     return gm
