@@ -44,7 +44,6 @@ import hashlib
 import io
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -193,17 +192,17 @@ def main_precision(args: argparse.Namespace) -> None:
           f"built in {time.perf_counter() - t0:.0f} s", flush=True)
     results: list[dict[str, Any]] = []
     for j, p in enumerate(built["negatives"]):
-        overlay = names[j % len(names)]
+        mark = names[j % len(names)]
         rnd = random.Random(stable_key(f"neg{j}"))
-        data = jpeg(OVERLAYS[overlay](rgb(p), 1000 + j), rnd)
-        results.append(run("overlay_negative", overlay, data, archive, None))
+        data = jpeg(OVERLAYS[mark](rgb(p), 1000 + j), rnd)
+        results.append(run("overlay_negative", mark, data, archive, None))
     for g, files in built["groups"].items():
         for f in files[1:]:
             results.append(run("same_scene", g, f.read_bytes(), archive, None))
     for i, p in enumerate(built["refs"]):
         rnd = random.Random(stable_key(f"pos{i}"))
         own = i % len(names)
-        overlay = None
+        overlay: str | None = None
         if i % 2:
             overlay = names[(own + 1 + rnd.randrange(len(names) - 1)) % len(names)]
         pic = rgb(p)
@@ -270,13 +269,15 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
 
 
 def main_large(args: argparse.Namespace) -> None:
+    import faiss
+
+    from imgverify.checker import classify_local
     from imgverify.features import REF_FEATURES, FeatureIndex, LocalFeatures, extract
     from imgverify.load import load, picture_for_features
     from imgverify.match import QueryHashes, find_local
 
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="overlays-large-"))
-    args.distractors = 150
     built = build_archive(args, work)
     archive = built["archive"]
     names = list(OVERLAYS)
@@ -293,19 +294,20 @@ def main_large(args: argparse.Namespace) -> None:
         if rnd.random() < 0.3:
             pic = OVERLAYS[names[k % len(names)]](pic, k)
         pic.thumbnail((640, 640))
-        feats = extract(pic, REF_FEATURES * 2)
+        lf = extract(pic, REF_FEATURES * 2)
         thumb = pic.copy()
         thumb.thumbnail((256, 256))
-        pool.append((feats, thumb))
+        pool.append((lf, thumb))
     print(f"pool: {len(pool)} real photos (30 % with an overlay), "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
     real = archive.feature_index()
     keys = list(real.by_key)
     feats = [real.by_key[k] for k in keys]
-    mosaics: dict[int, tuple[int, int, int, int]] = {}
+    mosaics: dict[int, tuple[int, ...]] = {}
     base = max(keys) + 1
     n_syn = max(0, args.large_refs - len(keys))
     quads = ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5))
+    nprng = np.random.default_rng(20261127)
     for s in range(n_syn):
         chosen = tuple(rnd.randrange(len(pool)) for _ in range(4))
         pts_l, desc_l = [], []
@@ -317,24 +319,36 @@ def main_large(args: argparse.Namespace) -> None:
             pts_l.append(f.points[inside][: REF_FEATURES // 4])
             desc_l.append(f.descriptors[inside][: REF_FEATURES // 4])
         pts = np.concatenate(pts_l).astype(np.float32)
-        desc = np.concatenate(desc_l).copy()
-        bits = np.unpackbits(desc, axis=1)
-        for row in range(bits.shape[0]):
-            flip = rnd.sample(range(256), rnd.randint(4, 12))
-            bits[row, flip] ^= 1
-        desc = np.packbits(bits, axis=1)
+        desc = np.concatenate(desc_l)
+        # flip each bit with probability 1/16 (about 16 of 256): no two synthetic references
+        # share identical descriptors, yet they keep real ORB statistics
+        noise = nprng.integers(0, 256, (4, *desc.shape), dtype=np.uint8)
+        desc = desc ^ (noise[0] & noise[1] & noise[2] & noise[3])
         keys.append(base + s)
         feats.append(LocalFeatures(pts, desc, 640, 480))
         mosaics[base + s] = chosen
     t1 = time.perf_counter()
-    index = FeatureIndex(keys, feats)
+    data = np.ascontiguousarray(np.concatenate([f.descriptors for f in feats]))
+    # the product would train nlist = 8192 lists here; a 2048-list IVF (trained on 40 x 2048
+    # descriptors) builds in minutes on this machine and puts 4x more descriptors in each
+    # probed list, so voting sees at least as many chance neighbours as the product's index
+    nlist = args.large_nlist
+    quantizer = faiss.IndexBinaryFlat(256)
+    ivf = faiss.IndexBinaryIVF(quantizer, 256, nlist)
+    sample = data[nprng.choice(data.shape[0], size=min(data.shape[0], 40 * nlist),
+                               replace=False)]
+    ivf.train(sample)
+    ivf.add(data)
+    ivf.nprobe = 8
+    index = FeatureIndex(keys, feats, prebuilt=ivf)
     print(f"large feature index: {len(keys)} references ({n_syn} synthetic), {len(index)} "
-          f"descriptors, built in {time.perf_counter() - t1:.0f} s", flush=True)
+          f"descriptors, IVF {nlist} lists, built in {time.perf_counter() - t1:.0f} s",
+          flush=True)
 
     def mosaic(key: int) -> Image.Image | None:
         if key not in mosaics:
-            data = archive.thumbnail(key)
-            return rgb_bytes(data) if data else None
+            blob = archive.thumbnail(key)
+            return rgb_bytes(blob) if blob else None
         out = Image.new("RGB", (256, 192))
         for q, src in enumerate(mosaics[key]):
             thumb = pool[src][1].resize((256, 192))
@@ -345,53 +359,52 @@ def main_large(args: argparse.Namespace) -> None:
 
     th = imgverify.Thresholds()
     photos = built["negatives"]
-    edit_names = [e for e in E.EDITS if e not in ("collage",)]
-    E.set_pool([rgb(p) for p in photos[:20]])
+    edit_names = [e for e in E.EDITS if e != "collage"]
     counts: Counter[str] = Counter()
     lat_local: list[float] = []
-    lat_check: list[float] = []
+    examples: list[str] = []
     for qn in range(args.large_queries):
         p = photos[qn % len(photos)]
         r = random.Random(stable_key(f"large{qn}"))
         pic = rgb(p)
         if qn % 2:
-            pic = OVERLAYS[names[qn % len(names)]](pic, qn)
-        pic = E.EDITS[edit_names[(qn // len(photos)) % len(edit_names)]](pic, r)
-        data, _ = E.query_bytes(pic, r)
+            pic = OVERLAYS[names[(qn // 2) % len(names)]](pic, qn)
+        edit = edit_names[(qn // len(photos)) % len(edit_names)]
+        pic = E.EDITS[edit](pic, r)
+        blob, _ = E.query_bytes(pic, r)
         t = time.perf_counter()
-        res = imgverify.check(data, archive)
-        lat_check.append((time.perf_counter() - t) * 1000)
-        counts["global " + res.verdict] += 1
-        t = time.perf_counter()
-        loaded = load(data)
+        loaded = load(blob)
         qh = QueryHashes(loaded.image, loaded.scale)
         feat_pic = picture_for_features(loaded, 640)
         found = find_local(feat_pic, index, th, qh.inner_regions(), mosaic)
+        kinds = [classify_local(g, th) for g in found]
         lat_local.append((time.perf_counter() - t) * 1000)
-        verdict = NO_MATCH
-        for g in found:
-            if g.agreement is not None and g.agreement < th.copy_agreement:
-                counts["local same_scene"] += 1 if verdict == NO_MATCH else 0
-                continue
-            v = LIKELY if g.inliers >= th.local_likely else POSSIBLY
-            if verdict != LIKELY:
-                verdict = v
-            counts["synthetic " if g.ref_key in mosaics else "real "] += 0
-        counts["local " + verdict] += 1
+        verdict = (LIKELY if "likely" in kinds else POSSIBLY if "possible" in kinds
+                   else "same_scene" if "same_scene" in kinds else NO_MATCH)
+        counts[verdict] += 1
+        if verdict != NO_MATCH and len(examples) < 20:
+            g = found[kinds.index({LIKELY: "likely", POSSIBLY: "possible"}.get(
+                verdict, "same_scene"))]
+            examples.append(f"{rel(p)} {edit} overlay={bool(qn % 2)} -> {verdict} "
+                            f"{'synthetic' if g.ref_key in mosaics else 'real'} ref, "
+                            f"{g.inliers} inliers, coverage {g.coverage:.2f}, agreement "
+                            f"{g.agreement}")
         if (qn + 1) % 500 == 0:
             print(f"  {qn + 1}/{args.large_queries} queries, {dict(counts)}", flush=True)
     n = args.large_queries
-    likely = counts["global " + LIKELY] + counts["local " + LIKELY]
-    print(f"\nlarge run: {len(keys)} references in the local index, {n} negative queries "
-          f"({len(photos)} photos x edits, half with overlays)")
-    for k in sorted(counts):
-        print(f"  {k}: {counts[k]}")
-    print(f"false likely (global or local): {likely} of {n} = {likely / n:.2e}; target <= 1e-4: "
-          f"{'MET' if likely / n <= 1e-4 else 'NOT MET'}")
-    print(f"latency: check on the real archive p50 {pct(lat_check, 50):.0f} ms / p95 "
-          f"{pct(lat_check, 95):.0f} ms; local stage on the large index p50 "
-          f"{pct(lat_local, 50):.0f} ms / p95 {pct(lat_local, 95):.0f} ms")
-    _ = statistics  # keep the import for callers extending the summary
+    print(f"\nlarge run (split={args.split}): {len(keys)} references in the local-feature "
+          f"index ({n_syn} synthetic), {n} negative queries ({len(photos)} unarchived photos "
+          f"x {len(edit_names)} edits, half with overlays); local stage with the checker's "
+          f"rule (classify_local)")
+    for name in sorted(counts):
+        print(f"  {name}: {counts[name]}")
+    for line in examples:
+        print(f"    {line}")
+    likely = counts[LIKELY]
+    print(f"false likely: {likely} of {n} = {likely / n:.2e}; target <= 1e-4: "
+          f"{'MET' if likely / n <= 1e-4 else 'NOT MET'}; false possible {counts[POSSIBLY]}")
+    print(f"latency of the local stage on the large index: p50 {pct(lat_local, 50):.0f} ms, "
+          f"p95 {pct(lat_local, 95):.0f} ms")
 
 
 def rgb_bytes(data: bytes) -> Image.Image:
@@ -410,6 +423,7 @@ def main() -> None:
                     help="false alarms on a large archive (synthetic distractor features)")
     ap.add_argument("--large-refs", type=int, default=100_000)
     ap.add_argument("--large-queries", type=int, default=5_000)
+    ap.add_argument("--large-nlist", type=int, default=2048)
     args = ap.parse_args()
     if not PHOTOS.is_dir():
         print(f"overlays: {PHOTOS} not found; nothing was run.")

@@ -19,7 +19,7 @@ from .archive import Archive
 from .claims import check_claims, timeline
 from .errors import ImgVerifyError
 from .evidence import ExifEvidence, read_exif
-from .features import FEATURE_SIDE, aligned_agreement
+from .features import FEATURE_SIDE, GeometricMatch, aligned_agreement
 from .hashing import DIHEDRAL_TRANSPOSE
 from .load import Limits, LoadedImage, Source, describe_source, load, picture_for_features
 from .match import QueryHashes, RawMatch, find, find_local
@@ -155,16 +155,15 @@ def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresh
         ref = refs.get(g.ref_key)
         if ref is None:
             continue
-        if g.agreement is not None and g.agreement < thresholds.copy_agreement:
-            if g.agreement >= thresholds.scene_agreement or (
-                    g.coverage >= 2 * thresholds.local_min_coverage
-                    and g.inliers >= thresholds.local_likely):
+        kind = classify_local(g, thresholds)
+        if kind is None or kind == "same_scene":
+            if kind == "same_scene":
                 scenes.append(_scene(ref, {"method": "local_features",
                                            "local_inliers": g.inliers,
                                            "coverage": round(g.coverage, 3),
-                                           "agreement": round(g.agreement, 3)}))
+                                           "agreement": round(g.agreement or 0.0, 3)}))
             continue  # the keypoints agree, the photo does not
-        strength = "likely" if g.inliers >= thresholds.local_likely else "possible"
+        strength = kind
         score = min(1.0, 0.5 + g.inliers / (4.0 * thresholds.local_likely))
         existing = by_key.get(g.ref_key)
         if existing is not None:
@@ -185,6 +184,27 @@ def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresh
         m.agreement = g.agreement
         matches.append(m)
         by_key[g.ref_key] = m
+
+
+def classify_local(g: GeometricMatch, thresholds: Thresholds) -> str | None:
+    """"likely" or "possible" (a copy), "same_scene" (same place, another photo) or None
+    for a verified local-feature match.
+
+    The aligned pixels decide copy versus not-a-copy; the inliers decide the strength.
+    Without the reference's pixels (no thumbnail) the inliers decide alone, as before.
+    """
+    if g.agreement is not None and g.agreement < thresholds.copy_agreement:
+        if g.agreement >= thresholds.scene_agreement or (
+                g.coverage >= 2 * thresholds.local_min_coverage
+                and g.inliers >= thresholds.local_likely):
+            return "same_scene"
+        return None
+    if g.inliers >= thresholds.local_likely:
+        return "likely"
+    if g.agreement is not None and g.agreement >= thresholds.confirmed_agreement \
+            and g.inliers >= thresholds.local_possible:
+        return "likely"
+    return "possible"
 
 
 class _ReferencePictures:

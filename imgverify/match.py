@@ -132,7 +132,8 @@ def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresho
         query = extract(pic, QUERY_FEATURES, side=max(FEATURE_SIDE, *pic.size))
         for key, _votes in features.vote(query):
             gm = features.verify(query, key, mirrored=mirrored)
-            if gm is None or gm.inliers < thresholds.local_possible:
+            if gm is None or gm.inliers < min(thresholds.local_possible,
+                                              thresholds.local_confirmed):
                 continue
             if gm.coverage < thresholds.local_min_coverage:
                 continue  # clustered in one patch: an overlay or a logo, not the photo
@@ -141,6 +142,9 @@ def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresho
                 # the matrix already maps onto the unmirrored picture
                 gm.agreement = aligned_agreement(picture if mirrored else pic, ref_pic,
                                                  gm.matrix)
+            if gm.inliers < thresholds.local_possible and (
+                    gm.agreement is None or gm.agreement < thresholds.copy_agreement):
+                continue  # few inliers count only when the pixels confirm them
             if box is not None:
                 gm = _in_parent(gm, box)
             if key not in found or gm.inliers > found[key].inliers:

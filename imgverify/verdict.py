@@ -45,6 +45,11 @@ class Thresholds:
     #: as a same-place finding, never as a match. Set on the TUNE split of bench/overlays.py.
     copy_agreement: float = 0.88
     scene_agreement: float = 0.3
+    #: once the aligned pixels confirm a copy, fewer inliers are needed (heavy crops and
+    #: collage tiles keep few keypoints): possible from this many, likely from
+    #: `local_possible` when the agreement reaches `confirmed_agreement`
+    local_confirmed: int = 12
+    confirmed_agreement: float = 0.93
 
 
 DEFAULT_THRESHOLDS = Thresholds()
