@@ -91,9 +91,11 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
                 thresholds.scene_agreement <= agreement < thresholds.copy_agreement:
             # the hashes agree (same framing, same place) but the pixels do not: another
             # frame of a fixed camera, or another shot from the same spot
-            scenes.append(_scene(ref, {"method": "global_hashes", "agreement": agreement,
-                                       **r.distances}))
+            scenes.append(_scene(ref, {"method": "global_hashes",
+                                       "agreement": round(agreement, 3), **r.distances}))
             continue
+        if agreement is not None and agreement < thresholds.scene_agreement:
+            continue  # hashes collided by chance: laid over each other, nothing agrees
         m = _match(ref, 1.0 if is_exact else score_of(r.combined),
                    "likely" if is_exact else strength, r.distances,
                    "identical file" if is_exact else r.transform, claimed, is_exact)
