@@ -389,7 +389,7 @@ def main_large(args: argparse.Namespace) -> None:
                             f"{'synthetic' if g.ref_key in mosaics else 'real'} ref, "
                             f"{g.inliers} inliers, coverage {g.coverage:.2f}, agreement "
                             f"{g.agreement}")
-        if (qn + 1) % 500 == 0:
+        if (qn + 1) % 100 == 0:
             print(f"  {qn + 1}/{args.large_queries} queries, {dict(counts)}", flush=True)
     n = args.large_queries
     print(f"\nlarge run (split={args.split}): {len(keys)} references in the local-feature "
