@@ -363,7 +363,7 @@ def main_large(args: argparse.Namespace) -> None:
     counts: Counter[str] = Counter()
     lat_local: list[float] = []
     examples: list[str] = []
-    for qn in range(args.large_queries):
+    for qn in range(args.large_offset, args.large_offset + args.large_queries):
         p = photos[qn % len(photos)]
         r = random.Random(stable_key(f"large{qn}"))
         pic = rgb(p)
@@ -389,7 +389,7 @@ def main_large(args: argparse.Namespace) -> None:
                             f"{'synthetic' if g.ref_key in mosaics else 'real'} ref, "
                             f"{g.inliers} inliers, coverage {g.coverage:.2f}, agreement "
                             f"{g.agreement}")
-        if (qn + 1) % 100 == 0:
+        if (qn + 1 - args.large_offset) % 100 == 0:
             print(f"  {qn + 1}/{args.large_queries} queries, {dict(counts)}", flush=True)
     n = args.large_queries
     print(f"\nlarge run (split={args.split}): {len(keys)} references in the local-feature "
@@ -424,6 +424,8 @@ def main() -> None:
     ap.add_argument("--large-refs", type=int, default=100_000)
     ap.add_argument("--large-queries", type=int, default=5_000)
     ap.add_argument("--large-nlist", type=int, default=2048)
+    ap.add_argument("--large-offset", type=int, default=0,
+                    help="first query number (to share a large run between processes)")
     args = ap.parse_args()
     if not PHOTOS.is_dir():
         print(f"overlays: {PHOTOS} not found; nothing was run.")

@@ -31,7 +31,7 @@ from .hashing import (
     Scale,
 )
 from .index import HashIndex
-from .regions import find_parts
+from .regions import find_parts, photo_region
 from .verdict import Thresholds, combined_distance
 
 
@@ -150,18 +150,33 @@ def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresho
             if key not in found or gm.inliers > found[key].inliers:
                 found[key] = gm
 
+    def strong() -> bool:
+        # a few pixel-confirmed inliers are kept, but the inner regions may do better
+        return any(g.inliers >= thresholds.local_likely for g in found.values())
+
     attempt(picture, False, None)
     if not found:
         attempt(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), True, None)
-    if not found:
+    if not strong():
         w, h = picture.size
-        for _name, (x0, y0, x1, y1) in regions or []:
+        todo = list(regions or [])
+        while todo and not strong():
+            name, (x0, y0, x1, y1) = todo.pop(0)
             box = (int(x0 * w), int(y0 * h), int(x1 * w), int(y1 * h))
             if box[2] - box[0] < 48 or box[3] - box[1] < 48:
                 continue
-            attempt(picture.crop(box), False, (x0, y0, x1, y1))
-            if found:
-                break
+            crop = picture.crop(box)
+            attempt(crop, False, (x0, y0, x1, y1))
+            if not strong() and name == "photo":
+                # a screenshot of a screenshot: the photo band holds another layout, with
+                # the photo inside it; one level deeper is enough in practice
+                inner = photo_region(crop)
+                if inner is not None and (inner[2] - inner[0]) * (inner[3] - inner[1]) \
+                        < 0.8 * crop.width * crop.height:
+                    bw, bh = x1 - x0, y1 - y0
+                    todo.insert(0, ("photo-inner", (
+                        x0 + inner[0] / crop.width * bw, y0 + inner[1] / crop.height * bh,
+                        x0 + inner[2] / crop.width * bw, y0 + inner[3] / crop.height * bh)))
     return sorted(found.values(), key=lambda g: -g.inliers)
 
 
