@@ -196,7 +196,7 @@ def classify_local(g: GeometricMatch, thresholds: Thresholds) -> str | None:
     Without the reference's pixels (no thumbnail) the inliers decide alone, as before.
     """
     if g.agreement is not None and g.agreement < thresholds.copy_agreement:
-        if g.agreement >= thresholds.scene_agreement or (
+        if (g.similarity_agreement or 0.0) >= thresholds.scene_agreement or (
                 g.coverage >= 2 * thresholds.local_min_coverage
                 and g.inliers >= thresholds.local_likely):
             return "same_scene"

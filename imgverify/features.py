@@ -150,6 +150,12 @@ class GeometricMatch:
     #: photometric agreement of the aligned overlap (see `aligned_agreement`), or None when
     #: the reference's pixels were not available
     agreement: float | None = None
+    #: homography refined on the inliers (normalised, 3x3), for aligning pixels: a photo of
+    #: a screen is a perspective view that a similarity only approximates
+    homography: list[list[float]] | None = None
+    #: agreement under the similarity alone: "same place" is judged on it, since a
+    #: homography fitted to a strip of inliers can stretch anything over anything
+    similarity_agreement: float | None = None
 
     def to_evidence(self) -> dict[str, Any]:
         """What other tools need to redraw the match: transform and inlier coordinates."""
@@ -393,19 +399,27 @@ class FeatureIndex:
         norm = (dq_inv @ m3 @ dr)[:2]
         q_pts = dst_in / np.array([qw, qh], np.float32)
         r_pts = src_in / np.array([ref.width, ref.height], np.float32)
+        hom = None
+        if n_in >= 8:
+            h_pix, _mask = cv2.findHomography(src_in, dst_in, cv2.RANSAC, max(3.0, tol))
+            if h_pix is not None and abs(float(h_pix[2, 2])) > 1e-9:
+                hom = dq_inv @ h_pix @ dr
         if mirrored:
             region = (1 - region[2], region[1], 1 - region[0], region[3])
             rotation = -rotation
             norm = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]) @ np.vstack(
                 [norm, [0.0, 0.0, 1.0]])
             q_pts = np.column_stack([1.0 - q_pts[:, 0], q_pts[:, 1]])
+            if hom is not None:
+                hom = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ hom
         pairs = [((float(a), float(b)), (float(c), float(d)))
                  for (a, b), (c, d) in zip(q_pts, r_pts, strict=True)]
         return GeometricMatch(
             ref_key=ref_key, inliers=n_in, matches=len(pairs_all), rotation_deg=rotation,
             scale=scale, visible_fraction=float(min(1.0, visible_box / full_box)),
             region=region, region_fraction=float(visible_box / (qw * qh)), mirrored=mirrored,
-            coverage=coverage, spread=spread, matrix=norm.tolist(), pairs=pairs)
+            coverage=coverage, spread=spread, matrix=norm.tolist(), pairs=pairs,
+            homography=None if hom is None else hom.tolist())
 
 
 #: Grid laid over the matched region to tell spread-out inliers from one small patch.
@@ -438,10 +452,17 @@ def hull_fraction(points: np.ndarray, box: tuple[float, float, float, float]) ->
 
 #: Blocks per side of the aligned overlap compared by `aligned_agreement`.
 AGREEMENT_GRID = 8
+#: Share of the archived photo the aligned overlap must cover for its pixels to confirm a
+#: copy (a crop keeping 40 % does; a ticker strip or a corner logo does not).
+MIN_AGREEMENT_OVERLAP = 0.25
+#: Gaussian blur (thumbnail pixels) before comparing: JPEG blocks and resampling cost little.
+AGREEMENT_BLUR = 1.0
 
 
 def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image,
-                      matrix: list[list[float]]) -> float | None:
+                      matrix: list[list[float]],
+                      query_box: tuple[float, float, float, float] | None = None
+                      ) -> float | None:
     """How well the query, warped onto the reference by the fitted transform, reproduces the
     reference's pixels: the median normalised cross-correlation of textured blocks of the
     aligned overlap (grey levels, each block normalised on its own, so colour grades, gamma
@@ -450,33 +471,46 @@ def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image
     A copy of the photo agrees almost everywhere. Another photograph of the same place
     does not: parallax moves every block that is not on the fitted plane, and light, people
     and weather change the rest. None when the overlap is too small to say.
+
+    `matrix` maps normalised reference coordinates to normalised query coordinates (2x3
+    affine or 3x3 homography: a photo of a screen is a perspective view); `query_box`
+    (normalised) limits the comparison to where the photo sits in the query, so the other
+    tiles of a collage or the layout of a screenshot are not compared with the photo.
     """
     import cv2
 
     ref = np.asarray(reference_picture.convert("L"), dtype=np.float32)
     th, tw = ref.shape
     qry_im = query_picture.convert("L")
-    m = np.vstack([np.asarray(matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape == (2, 3):
+        m = np.vstack([m, [0.0, 0.0, 1.0]])
     # reference thumbnail pixels -> query pixels
     a = (np.diag([qry_im.width, qry_im.height, 1.0]) @ m
          @ np.diag([1.0 / tw, 1.0 / th, 1.0]))
-    lin = math.sqrt(abs(np.linalg.det(a[:2, :2])))
+    lin = math.sqrt(abs(np.linalg.det(a[:2, :2] / a[2, 2])))
     if lin > 1.5:  # shrink the query to about the thumbnail's scale first: no aliasing
         f = 1.0 / lin
         qry_im = qry_im.resize((max(1, round(qry_im.width * f)), max(1, round(qry_im.height * f))),
                                Image.Resampling.BOX)
         a = np.diag([f, f, 1.0]) @ a
     qry = np.asarray(qry_im, dtype=np.float32)
-    warped = cv2.warpAffine(qry, a[:2], (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    valid = cv2.warpAffine(np.ones_like(qry), a[:2], (tw, th),
-                           flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.5
+    inside = np.ones_like(qry)
+    if query_box is not None:  # only where the photo is: not the tiles or layout around it
+        qh_, qw_ = qry.shape
+        inside[:] = 0
+        inside[max(0, int(query_box[1] * qh_)):int(math.ceil(query_box[3] * qh_)),
+               max(0, int(query_box[0] * qw_)):int(math.ceil(query_box[2] * qw_))] = 1
+    flags = cv2.WARP_INVERSE_MAP
+    warped = cv2.warpPerspective(qry, a, (tw, th), flags=cv2.INTER_LINEAR | flags,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    valid = cv2.warpPerspective(inside, a, (tw, th), flags=cv2.INTER_NEAREST | flags,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.5
     ys, xs = np.nonzero(valid)
-    if ys.size < 0.05 * tw * th or ys.size < 1024:
-        return None
-    ref = np.asarray(cv2.GaussianBlur(ref, (0, 0), 1.0), dtype=np.float32)
-    warped = np.asarray(cv2.GaussianBlur(warped, (0, 0), 1.0), dtype=np.float32)
+    if ys.size < MIN_AGREEMENT_OVERLAP * tw * th or ys.size < 1024:
+        return 0.0  # a strip or a corner (a ticker, a logo) cannot confirm a copy
+    ref = np.asarray(cv2.GaussianBlur(ref, (0, 0), AGREEMENT_BLUR), dtype=np.float32)
+    warped = np.asarray(cv2.GaussianBlur(warped, (0, 0), AGREEMENT_BLUR), dtype=np.float32)
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     scores = []
     for by in range(AGREEMENT_GRID):
@@ -497,5 +531,5 @@ def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image
                 continue
             scores.append(float(((r - r.mean()) * (q - q.mean())).mean() / (rs * qs)))
     if len(scores) < 6:
-        return None
+        return None  # flat almost everywhere: the pixels cannot tell
     return float(np.median(scores))

@@ -139,23 +139,35 @@ def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresho
                 continue  # clustered in one patch: an overlay or a logo, not the photo
             ref_pic = reference_picture(key) if reference_picture is not None else None
             if ref_pic is not None and gm.matrix is not None:
-                # the matrix already maps onto the unmirrored picture
-                gm.agreement = aligned_agreement(picture if mirrored else pic, ref_pic,
-                                                 gm.matrix)
+                # the matrices already map onto the unmirrored picture
+                base = picture if mirrored else pic
+                gm.similarity_agreement = aligned_agreement(base, ref_pic, gm.matrix)
+                gm.agreement = gm.similarity_agreement
+                if gm.homography is not None:
+                    perspective = aligned_agreement(base, ref_pic, gm.homography)
+                    if perspective is not None and (gm.agreement is None
+                                                    or perspective > gm.agreement):
+                        gm.agreement = perspective
             if gm.inliers < thresholds.local_possible and (
                     gm.agreement is None or gm.agreement < thresholds.copy_agreement):
                 continue  # few inliers count only when the pixels confirm them
             if box is not None:
                 gm = _in_parent(gm, box)
-            if key not in found or gm.inliers > found[key].inliers:
+            prev = found.get(key)
+            if prev is None or (confirmed(gm), gm.inliers) > (confirmed(prev), prev.inliers):
                 found[key] = gm
 
+    def confirmed(g: GeometricMatch) -> bool:
+        return g.agreement is None or g.agreement >= thresholds.copy_agreement
+
     def strong() -> bool:
-        # a few pixel-confirmed inliers are kept, but the inner regions may do better
-        return any(g.inliers >= thresholds.local_likely for g in found.values())
+        # a few pixel-confirmed inliers are kept, but the inner regions may do better; a
+        # match the pixels reject (the whole collage laid over one photo) stops nothing
+        return any(g.inliers >= thresholds.local_likely and confirmed(g)
+                   for g in found.values())
 
     attempt(picture, False, None)
-    if not found:
+    if not any(confirmed(g) for g in found.values()):
         attempt(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), True, None)
     if not strong():
         w, h = picture.size
@@ -187,10 +199,12 @@ def _in_parent(gm: GeometricMatch, box: tuple[float, float, float, float]) -> Ge
     rx0, ry0, rx1, ry1 = gm.region
     gm.region = (bx0 + rx0 * bw, by0 + ry0 * bh, bx0 + rx1 * bw, by0 + ry1 * bh)
     gm.region_fraction = gm.region_fraction * bw * bh
+    to_parent = np.array([[bw, 0.0, bx0], [0.0, bh, by0], [0.0, 0.0, 1.0]])
     if gm.matrix is not None:
-        to_parent = np.array([[bw, 0.0, bx0], [0.0, bh, by0], [0.0, 0.0, 1.0]])
         gm.matrix = (to_parent @ np.vstack([np.asarray(gm.matrix), [0.0, 0.0, 1.0]]))[
             :2].tolist()
     if gm.pairs is not None:
         gm.pairs = [((bx0 + qx * bw, by0 + qy * bh), r) for (qx, qy), r in gm.pairs]
+    if gm.homography is not None:
+        gm.homography = (to_parent @ np.asarray(gm.homography)).tolist()
     return gm
