@@ -19,7 +19,7 @@ from .archive import Archive
 from .claims import check_claims, timeline
 from .errors import ImgVerifyError
 from .evidence import ExifEvidence, read_exif
-from .features import FEATURE_SIDE, GeometricMatch, aligned_agreement
+from .features import FEATURE_SIDE, QUERY_FEATURES, GeometricMatch, aligned_agreement, extract
 from .hashing import DIHEDRAL_TRANSPOSE
 from .load import Limits, LoadedImage, Source, describe_source, load, picture_for_features
 from .match import QueryHashes, RawMatch, find, find_local
@@ -86,7 +86,8 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         if ref is None or strength is None:
             continue  # removed since the index snapshot
         is_exact = exact is not None and exact.key == ref.key
-        agreement = None if is_exact else _global_agreement(query, r, pictures(ref.key))
+        agreement = None if is_exact else _global_agreement(query, r, pictures(ref.key),
+                                                            archive, thresholds)
         if agreement is not None and \
                 thresholds.scene_agreement <= agreement < thresholds.copy_agreement:
             # the hashes agree (same framing, same place) but the pixels do not: another
@@ -230,10 +231,14 @@ class _ReferencePictures:
         return self.cache[key]
 
 
-def _global_agreement(query: QueryHashes, r: RawMatch, reference: Image.Image | None
-                      ) -> float | None:
+def _global_agreement(query: QueryHashes, r: RawMatch, reference: Image.Image | None,
+                      archive: Archive, thresholds: Thresholds) -> float | None:
     """Pixel agreement of a global-hash match: the query part turned as it matched, laid
     over the archived photo (only when both are the whole frame, so they align as they are).
+
+    Global hashes also accept light crops and shifts, which misalign the frames: when the
+    frames as they are do not agree, the part is aligned on its keypoints (as the local
+    stage does) and the better agreement counts.
     """
     if reference is None or r.ref_part != "full":
         return None
@@ -246,7 +251,19 @@ def _global_agreement(query: QueryHashes, r: RawMatch, reference: Image.Image | 
                                                          / max(1, reference.height))
     if abs(math.log(max(ratio, 1e-6))) > 0.15:
         return None  # framed differently: no identity alignment to check
-    return aligned_agreement(oriented, reference, [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    plain = aligned_agreement(oriented, reference, [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    if plain is None or plain >= thresholds.copy_agreement:
+        return plain
+    gm = archive.feature_index().verify(extract(oriented, QUERY_FEATURES), r.ref_key)
+    if gm is None or gm.matrix is None or gm.inliers < thresholds.local_confirmed:
+        return plain
+    best = plain
+    for matrix in (gm.matrix, gm.homography):
+        if matrix is not None:
+            aligned = aligned_agreement(oriented, reference, matrix)
+            if aligned is not None and aligned > best:
+                best = aligned
+    return best
 
 
 def _scene(ref, evidence: dict[str, Any]) -> SceneMatch:  # type: ignore[no-untyped-def]
