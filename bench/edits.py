@@ -546,6 +546,84 @@ def watermark(im: Image.Image, r: random.Random) -> Image.Image:
     return _done(out, "watermark", text=text, mode=mode, alpha=alpha, size=size, **extra)
 
 
+def heavy_grade(im: Image.Image, r: random.Random) -> Image.Image:
+    """A heavy colour grade (film look, teal-and-orange, faded matte, crushed contrast):
+    a tone curve per channel plus a desaturation or saturation push, far beyond a filter."""
+    look = r.choice(["teal_orange", "faded", "crushed", "cross_process"])
+    arr = np.asarray(im, dtype=np.float32) / 255.0
+    if look == "teal_orange":
+        lum = arr.mean(axis=2, keepdims=True)
+        shadows = np.array([0.0, 0.35, 0.45], dtype=np.float32)
+        highs = np.array([1.0, 0.62, 0.3], dtype=np.float32)
+        toned = lum * highs + (1 - lum) * shadows * lum * 2
+        arr = 0.35 * arr + 0.65 * toned
+    elif look == "faded":
+        arr = 0.18 + 0.68 * arr  # lifted blacks, dimmed whites
+        arr = arr.mean(axis=2, keepdims=True) * 0.5 + arr * 0.5
+    elif look == "crushed":
+        arr = np.clip((arr - 0.5) * r.uniform(1.8, 2.4) + 0.5, 0, 1)
+    else:
+        arr = np.stack([arr[..., 0] ** 0.6, arr[..., 1] ** 1.1, arr[..., 2] ** 1.7], axis=2)
+    out = Image.fromarray(np.clip(arr * 255 + 0.5, 0, 255).astype(np.uint8), "RGB")
+    return _done(out, "heavy_grade", look=look)
+
+
+def screen_photo(im: Image.Image, r: random.Random) -> Image.Image:
+    """A phone photo of the picture shown on a monitor or TV: perspective (the screen is not
+    facing the camera), a dark bezel and room around it, screen glow and gamma, slight blur
+    and sensor noise."""
+    w, h = im.width, im.height
+    screen = ImageEnhance.Brightness(im).enhance(r.uniform(0.85, 1.15))
+    screen = screen.point([min(255, int(255 * (v / 255) ** r.uniform(0.8, 1.2)))
+                           for v in range(256)] * 3)
+    margin = r.uniform(0.12, 0.25)
+    cw, ch = int(w * (1 + 2 * margin)), int(h * (1 + 2 * margin))
+    canvas = Image.new("RGB", (cw, ch), tuple(r.randint(10, 60) for _ in range(3)))
+    bezel = int(min(w, h) * 0.03)
+    x0, y0 = int(w * margin), int(h * margin)
+    ImageDraw.Draw(canvas).rectangle((x0 - bezel, y0 - bezel, x0 + w + bezel, y0 + h + bezel),
+                                     fill=(8, 8, 8))
+    canvas.paste(screen, (x0, y0))
+    j = r.uniform(0.03, 0.08)  # corner displacement as a share of the photo's size
+
+    def jit() -> tuple[float, float]:
+        return r.uniform(-j, j) * w, r.uniform(-j, j) * h
+
+    src = [(0.0, 0.0), (cw, 0.0), (cw, ch), (0.0, ch)]
+    dst = [(x + dx, y + dy) for (x, y), (dx, dy) in zip(src, [jit() for _ in range(4)],
+                                                          strict=True)]
+    coeffs = _perspective_coeffs(dst, src)
+    warped = canvas.transform((cw, ch), Image.Transform.PERSPECTIVE, coeffs,
+                              Image.Resampling.BICUBIC)
+    warped = warped.filter(ImageFilter.GaussianBlur(r.uniform(0.6, 1.4)))
+    arr = np.asarray(warped, dtype=np.float32)
+    arr += np.random.default_rng(r.randrange(2**32)).normal(0, r.uniform(3, 8), arr.shape)
+    out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    return _done(out, "screen_photo", corner_jitter=j, margin=margin)
+
+
+def _perspective_coeffs(dst: Sequence[tuple[float, float]], src: Sequence[tuple[float, float]]
+                        ) -> tuple[float, ...]:
+    """PIL's 8 perspective coefficients mapping output points `dst` to input points `src`."""
+    rows = []
+    for (x, y), (u, v) in zip(dst, src, strict=True):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+    a = np.array(rows, dtype=np.float64)
+    b = np.array([c for pt in src for c in pt], dtype=np.float64)
+    return tuple(float(v) for v in np.linalg.solve(a, b))
+
+
+def screenshot_of_screenshot(im: Image.Image, r: random.Random) -> Image.Image:
+    """A screenshot of a feed post that itself shows a screenshot of the photo (reposted
+    from another app): the photo ends up small, twice framed and twice re-encoded."""
+    first = screenshot(im, r)
+    size = first.size
+    first = Image.open(io.BytesIO(encode_jpeg(first, r.randint(70, 90)))).convert("RGB")
+    second = screenshot(first, r)
+    return _done(second, "screenshot_of_screenshot", inner=size, outer=second.size)
+
+
 def make_collage(pool: Sequence[Image.Image]) -> Edit:
     """The photo as one tile of a 2x2 or 3x3 grid (1080 px square, cells crop-to-fill as
     collage apps do, optional gutters); the other tiles are photos from `pool`."""
@@ -602,6 +680,8 @@ def build_edits(pool: Sequence[Image.Image]) -> dict[str, Edit]:
         "crop_40": crop(0.40),
         "letterbox": letterbox, "padding": padding, "story": story, "screenshot": screenshot,
         "caption_bar": caption_bar, "watermark": watermark, "collage": make_collage(pool),
+        "heavy_grade": heavy_grade, "screen_photo": screen_photo,
+        "screenshot_of_screenshot": screenshot_of_screenshot,
     }
 
     def chain3(im: Image.Image, r: random.Random) -> Image.Image:

@@ -68,9 +68,15 @@ class Match:
     #: the reference is a hash from a hash list: no image was available to verify against
     hash_only: bool = False
     key: int = 0  # archive row, for thumbnails; not serialised
+    #: local-feature evidence (see features.GeometricMatch.to_evidence): the transform
+    #: reference -> submitted image and the inlier pairs, in normalised coordinates
+    local_evidence: dict[str, Any] | None = None
+    #: median block correlation of the submitted image aligned onto the archived photo
+    #: (None when it could not be aligned, e.g. a differently framed global match)
+    agreement: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "reference_id": self.reference_id, "score": round(self.score, 4),
             "strength": self.strength, "role": self.role,
             "event": self.event, "date": self.date, "place": self.place,
@@ -85,6 +91,42 @@ class Match:
             "sha256": self.sha256, "hash_only": self.hash_only,
             "chance_unrelated": self.chance, "alignment": self.alignment,
         }
+        if self.agreement is not None:
+            out["agreement"] = round(self.agreement, 3)
+        if self.local_evidence is not None:
+            out["local_evidence"] = self.local_evidence
+        return out
+
+
+#: How a "same place, different photo" finding is worded (date, then the archive's context).
+SAME_SCENE_NOTE = ("This image shows the same place as an archived photo dated {date}{ctx}; "
+                   "it is not a copy of it (the pixels differ where a copy would agree).")
+
+
+@dataclass
+class SceneMatch:
+    """An archived photo of the same place or object that the submitted image is NOT a copy
+    of: many keypoints agree, but aligned on it the pixels do not (another viewpoint,
+    another day, a fixed camera's other frame). Never raises the verdict."""
+
+    reference_id: str
+    date: str
+    event: str | None = None
+    place: str | None = None
+    source_url: str | None = None
+    #: the signals behind the call: local_inliers, coverage, agreement (median block NCC of
+    #: the aligned overlap), method ("local_features" or "global_hashes")
+    evidence: dict[str, Any] = field(default_factory=dict)
+    key: int = 0  # archive row; not serialised
+
+    def note(self) -> str:
+        ctx = ", ".join(x for x in (self.event, self.place) if x)
+        return SAME_SCENE_NOTE.format(date=self.date, ctx=f" ({ctx})" if ctx else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference_id": self.reference_id, "date": self.date, "event": self.event,
+                "place": self.place, "source_url": self.source_url,
+                "evidence": dict(self.evidence)}
 
 
 @dataclass
@@ -116,6 +158,8 @@ class CheckResult:
     tool: dict[str, Any] = field(default_factory=lambda: tool_info())
     #: when, in UTC (ISO 8601, second precision, "Z")
     checked_at: str = field(default_factory=lambda: utc_now())
+    #: archived photos of the same place that this image is not a copy of (SceneMatch)
+    same_scene: list[SceneMatch] = field(default_factory=list)
     #: the decoded (reduced) picture, for reports; never serialised
     picture: Any = field(default=None, repr=False, compare=False)
 
@@ -137,6 +181,7 @@ class CheckResult:
             "content_credentials": self.content_credentials,
             "hashes": dict(self.hashes),
             "image_size": list(self.image_size) if self.image_size else None,
+            "same_scene": [s.to_dict() for s in self.same_scene],
             "elapsed_ms": round(self.elapsed_ms, 1) if self.elapsed_ms is not None else None,
             "archive": dict(self.archive) if self.archive is not None else None,
             "tool": dict(self.tool), "checked_at": self.checked_at,

@@ -8,8 +8,10 @@ part and orientation per reference is kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
 from imgverify.match.verdict import Thresholds, combined_distance
@@ -19,6 +21,7 @@ from imgverify.signals.features import (
     QUERY_FEATURES,
     FeatureIndex,
     GeometricMatch,
+    aligned_agreement,
     extract,
 )
 from imgverify.signals.hashing import (
@@ -29,7 +32,7 @@ from imgverify.signals.hashing import (
     PictureHasher,
     Scale,
 )
-from imgverify.signals.regions import find_parts
+from imgverify.signals.regions import find_parts, photo_region
 from imgverify.store.index import PDQ_ONLY_PART, HashIndex
 
 
@@ -113,13 +116,19 @@ def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
 
 
 def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresholds,
-               regions: list[tuple[str, tuple[float, float, float, float]]] | None = None
+               regions: list[tuple[str, tuple[float, float, float, float]]] | None = None,
+               reference_picture: Callable[[int], Image.Image | None] | None = None
                ) -> list[GeometricMatch]:
     """References found by local features + RANSAC, strongest first.
 
     The whole picture is tried first, then (if nothing verified) its mirror image, then each
     inner region (photo band, collage tiles) on its own so the photo's keypoints are not
     crowded out by the rest of the layout. Regions are reported in whole-picture terms.
+
+    A verified match whose inliers sit in one small patch of the matched region (a shared
+    logo, badge or ticker) is dropped. `reference_picture(key)` gives a reference's pixels
+    (the archive's thumbnail) to measure how well the aligned query reproduces them
+    (`GeometricMatch.agreement`), which tells a copy from another photo of the same place.
     """
     if len(features) == 0:
         return []
@@ -131,25 +140,63 @@ def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresho
         query = extract(pic, QUERY_FEATURES, side=max(FEATURE_SIDE, *pic.size))
         for key, _votes in features.vote(query):
             gm = features.verify(query, key, mirrored=mirrored)
-            if gm is None or gm.inliers < thresholds.local_possible:
+            if gm is None or gm.inliers < min(thresholds.local_possible,
+                                              thresholds.local_confirmed):
                 continue
+            if gm.coverage < thresholds.local_min_coverage:
+                continue  # clustered in one patch: an overlay or a logo, not the photo
+            ref_pic = reference_picture(key) if reference_picture is not None else None
+            if ref_pic is not None and gm.matrix is not None:
+                # the matrices already map onto the unmirrored picture
+                base = picture if mirrored else pic
+                gm.similarity_agreement = aligned_agreement(base, ref_pic, gm.matrix)
+                gm.agreement = gm.similarity_agreement
+                if gm.homography is not None:
+                    perspective = aligned_agreement(base, ref_pic, gm.homography)
+                    if perspective is not None and (gm.agreement is None
+                                                    or perspective > gm.agreement):
+                        gm.agreement = perspective
+            if gm.inliers < thresholds.local_possible and (
+                    gm.agreement is None or gm.agreement < thresholds.copy_agreement):
+                continue  # few inliers count only when the pixels confirm them
             if box is not None:
                 gm = _in_parent(gm, box)
-            if key not in found or gm.inliers > found[key].inliers:
+            prev = found.get(key)
+            if prev is None or (confirmed(gm), gm.inliers) > (confirmed(prev), prev.inliers):
                 found[key] = gm
 
+    def confirmed(g: GeometricMatch) -> bool:
+        return g.agreement is None or g.agreement >= thresholds.copy_agreement
+
+    def strong() -> bool:
+        # a few pixel-confirmed inliers are kept, but the inner regions may do better; a
+        # match the pixels reject (the whole collage laid over one photo) stops nothing
+        return any(g.inliers >= thresholds.local_likely and confirmed(g)
+                   for g in found.values())
+
     attempt(picture, False, None)
-    if not found:
+    if not any(confirmed(g) for g in found.values()):
         attempt(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), True, None)
-    if not found:
+    if not strong():
         w, h = picture.size
-        for _name, (x0, y0, x1, y1) in regions or []:
+        todo = list(regions or [])
+        while todo and not strong():
+            name, (x0, y0, x1, y1) = todo.pop(0)
             box = (int(x0 * w), int(y0 * h), int(x1 * w), int(y1 * h))
             if box[2] - box[0] < 48 or box[3] - box[1] < 48:
                 continue
-            attempt(picture.crop(box), False, (x0, y0, x1, y1))
-            if found:
-                break
+            crop = picture.crop(box)
+            attempt(crop, False, (x0, y0, x1, y1))
+            if not strong() and name == "photo":
+                # a screenshot of a screenshot: the photo band holds another layout, with
+                # the photo inside it; one level deeper is enough in practice
+                inner = photo_region(crop)
+                if inner is not None and (inner[2] - inner[0]) * (inner[3] - inner[1]) \
+                        < 0.8 * crop.width * crop.height:
+                    bw, bh = x1 - x0, y1 - y0
+                    todo.insert(0, ("photo-inner", (
+                        x0 + inner[0] / crop.width * bw, y0 + inner[1] / crop.height * bh,
+                        x0 + inner[2] / crop.width * bw, y0 + inner[3] / crop.height * bh)))
     return sorted(found.values(), key=lambda g: -g.inliers)
 
 
@@ -184,10 +231,12 @@ def _in_parent(gm: GeometricMatch, box: tuple[float, float, float, float]) -> Ge
     rx0, ry0, rx1, ry1 = gm.region
     gm.region = (bx0 + rx0 * bw, by0 + ry0 * bh, bx0 + rx1 * bw, by0 + ry1 * bh)
     gm.region_fraction = gm.region_fraction * bw * bh
+    to_parent = np.array([[bw, 0.0, bx0], [0.0, bh, by0], [0.0, 0.0, 1.0]])
     if gm.matrix is not None:
-        m = gm.matrix
-        gm.matrix = [[bw * m[0][0], bw * m[0][1], bx0 + bw * m[0][2]],
-                     [bh * m[1][0], bh * m[1][1], by0 + bh * m[1][2]]]
+        gm.matrix = (to_parent @ np.vstack([np.asarray(gm.matrix), [0.0, 0.0, 1.0]]))[
+            :2].tolist()
     if gm.pairs is not None:
         gm.pairs = [((bx0 + qx * bw, by0 + qy * bh), r) for (qx, qy), r in gm.pairs]
+    if gm.homography is not None:
+        gm.homography = (to_parent @ np.asarray(gm.homography)).tolist()
     return gm

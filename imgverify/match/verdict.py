@@ -48,6 +48,21 @@ class Thresholds:
     pdq_only_likely: int = 20
     pdq_only_possible: int = 31
     pdq_only_min_quality: int = 50
+    #: share of a 4x4 grid over the matched region (in both images) the inliers must reach:
+    #: a shared logo, badge or ticker fills one or two cells whatever its inlier count
+    local_min_coverage: float = 0.25
+    #: "same photo" versus "same place": the median block correlation of the submitted
+    #: image aligned onto the archived one (features.aligned_agreement). A copy, however
+    #: graded, compressed or cropped, agrees at or above `copy_agreement`; another photo of
+    #: the same place at or above `scene_agreement` but below `copy_agreement` is reported
+    #: as a same-place finding, never as a match. Set on the TUNE split of bench/overlays.py.
+    copy_agreement: float = 0.88
+    scene_agreement: float = 0.3
+    #: once the aligned pixels confirm a copy, fewer inliers are needed (heavy crops and
+    #: collage tiles keep few keypoints): possible from this many, likely from
+    #: `local_possible` when the agreement reaches `confirmed_agreement`
+    local_confirmed: int = 12
+    confirmed_agreement: float = 0.93
 
 
 DEFAULT_THRESHOLDS = Thresholds()

@@ -35,6 +35,22 @@ MAX_DESCRIPTOR_DISTANCE = 64
 INSIDE_LARGER_IMAGE = "shown inside a larger image (screenshot, story, caption bar or collage)"
 
 
+#: Burstiness: neighbours looked at per query descriptor, and how close (bits) a neighbour
+#: must be to count its reference as sharing the descriptor.
+BURST_NEIGHBOURS = 8
+BURST_DISTANCE = 32
+
+
+def burst_weights(dist: np.ndarray, idx: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """1/sqrt(distinct references holding a near-identical descriptor) per query descriptor
+    (rows of a k-nearest-neighbour answer); 1 for a descriptor only one reference shares."""
+    close = (idx >= 0) & (dist <= BURST_DISTANCE)
+    own = np.where(close, owner[np.maximum(idx, 0)], -1)
+    own.sort(axis=1)
+    distinct = ((own[:, 1:] != own[:, :-1]) & (own[:, 1:] >= 0)).sum(axis=1) + (own[:, 0] >= 0)
+    return 1.0 / np.sqrt(np.maximum(1, distinct))
+
+
 @dataclass
 class LocalFeatures:
     """Keypoint positions normalised to [0, 1] of the picture, and ORB descriptors."""
@@ -124,11 +140,36 @@ class GeometricMatch:
     region: tuple[float, float, float, float]  # reference's box in the query, normalised
     region_fraction: float  # share of the query's area the photo occupies
     mirrored: bool = False
+    #: share of a 4x4 grid over the matched region holding inliers, the smaller of the two
+    #: images: a logo, badge or ticker shared by two photos fills one or two cells
+    coverage: float = 0.0
+    #: convex hull of the inliers over the matched region's area (smaller of the two images)
+    spread: float = 0.0
     #: reference -> query in normalised coordinates (x/width, y/height of each picture):
     #: [[a, b, tx], [c, d, ty]]; mirroring and inner regions already folded in
     matrix: list[list[float]] | None = None
     #: inlier pairs, normalised: ((query x, query y), (reference x, reference y))
     pairs: list[tuple[tuple[float, float], tuple[float, float]]] | None = None
+    #: photometric agreement of the aligned overlap (see `aligned_agreement`), or None when
+    #: the reference's pixels were not available
+    agreement: float | None = None
+    #: homography refined on the inliers (normalised, 3x3), for aligning pixels: a photo of
+    #: a screen is a perspective view that a similarity only approximates
+    homography: list[list[float]] | None = None
+    #: agreement under the similarity alone: "same place" is judged on it, since a
+    #: homography fitted to a strip of inliers can stretch anything over anything
+    similarity_agreement: float | None = None
+
+    def to_evidence(self) -> dict[str, Any]:
+        """What other tools need to redraw the match: transform and inlier coordinates."""
+        return {
+            "reference_to_query": [[round(v, 6) for v in row] for row in self.matrix or []],
+            "coordinates": "normalised: x / width and y / height of each image",
+            "inliers": [[[round(q[0], 4), round(q[1], 4)], [round(r[0], 4), round(r[1], 4)]]
+                        for q, r in self.pairs or []],
+            "coverage": round(self.coverage, 3), "spread": round(self.spread, 3),
+            "agreement": None if self.agreement is None else round(self.agreement, 3),
+        }
 
     def describe(self) -> str:
         bits = []
@@ -260,23 +301,33 @@ class FeatureIndex:
     def vote(self, query: LocalFeatures, top: int = 5, min_votes: int = 8
              ) -> list[tuple[int, int]]:
         """[(ref_key, votes)] of the references that get clearly more nearest-neighbour votes
-        than chance would give them (so verification cost does not grow with the archive)."""
+        than chance would give them (so verification cost does not grow with the archive).
+
+        Burstiness control, as in instance retrieval: a query descriptor that lies close to
+        descriptors of several different references (a channel bug, a ticker, a badge or a
+        UI glyph the archive carries on many photos) votes with weight 1/sqrt(references),
+        so marks shared across the archive cannot lift a reference on their own.
+        """
         if self.size == 0 or len(query) == 0:
             return []
-        dist, idx = self._faiss.search(np.ascontiguousarray(query.descriptors), 1)
+        k = min(BURST_NEIGHBOURS, self.size)
+        dist, idx = self._faiss.search(np.ascontiguousarray(query.descriptors), k)
         ok = (idx[:, 0] >= 0) & (dist[:, 0] <= MAX_DESCRIPTOR_DISTANCE)
         if not ok.any():
             return []
+        weight = burst_weights(dist[ok], idx[ok], self.owner)
         owners = self.owner[idx[ok, 0]]
-        keys, votes = np.unique(owners, return_counts=True)
+        keys, inverse = np.unique(owners, return_inverse=True)
+        votes = np.bincount(inverse, weights=weight)
+        total = float(weight.sum())
         order = np.argsort(-votes)[:top]
         out = []
         small = len(self.by_key) <= SMALL_ARCHIVE  # every reference gets many chance votes
         for i in order:
             key = int(keys[i])
-            expected = owners.size * len(self.by_key[key]) / max(1, self.size)
+            expected = total * len(self.by_key[key]) / max(1, self.size)
             if votes[i] >= min_votes and (small or votes[i] >= 3.0 * expected + 4.0):
-                out.append((key, int(votes[i])))
+                out.append((key, int(round(votes[i]))))
         return out
 
     def verify(self, query: LocalFeatures, ref_key: int, mirrored: bool = False
@@ -288,13 +339,13 @@ class FeatureIndex:
         if ref is None or len(ref) < 4 or len(query) < 4:
             return None
         matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
-        pairs = [m for m in matcher.match(ref.descriptors, query.descriptors)
-                 if m.distance <= MAX_DESCRIPTOR_DISTANCE]
-        if len(pairs) < 6:
+        pairs_all = [m for m in matcher.match(ref.descriptors, query.descriptors)
+                     if m.distance <= MAX_DESCRIPTOR_DISTANCE]
+        if len(pairs_all) < 6:
             return None
         # work in pixel units of each picture so that rotation and scale are meaningful
-        ref_idx = np.array([m.queryIdx for m in pairs])
-        qry_idx = np.array([m.trainIdx for m in pairs])
+        ref_idx = np.array([m.queryIdx for m in pairs_all])
+        qry_idx = np.array([m.trainIdx for m in pairs_all])
         src = ref.points[ref_idx] * np.array([ref.width, ref.height], dtype=np.float32)
         dst = query.points[qry_idx] * np.array([query.width, query.height], dtype=np.float32)
         tol = 0.02 * max(query.width, query.height)
@@ -325,6 +376,15 @@ class FeatureIndex:
         region = (fx0 / qw, fy0 / qh, fx1 / qw, fy1 / qh)
         inl = inliers.ravel().astype(bool)
         src_in, dst_in = src[inl], dst[inl]
+        # the matched region in the reference: its part the query's frame covers
+        back = cv2.transform(np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], np.float32)
+                             .reshape(-1, 1, 2), cv2.invertAffineTransform(model)).reshape(-1, 2)
+        rbox = (max(0.0, float(back[:, 0].min())), max(0.0, float(back[:, 1].min())),
+                min(float(ref.width), float(back[:, 0].max())),
+                min(float(ref.height), float(back[:, 1].max())))
+        qbox = (fx0, fy0, fx1, fy1)
+        coverage = min(grid_coverage(src_in, rbox), grid_coverage(dst_in, qbox))
+        spread = min(hull_fraction(src_in, rbox), hull_fraction(dst_in, qbox))
         # reference -> query in normalised units: q_n = D_q^-1 M D_r r_n
         dr = np.diag([ref.width, ref.height, 1.0])
         dq_inv = np.diag([1.0 / qw, 1.0 / qh, 1.0])
@@ -332,16 +392,137 @@ class FeatureIndex:
         norm = (dq_inv @ m3 @ dr)[:2]
         q_pts = dst_in / np.array([qw, qh], np.float32)
         r_pts = src_in / np.array([ref.width, ref.height], np.float32)
+        hom = None
+        if n_in >= 8:
+            h_pix, _mask = cv2.findHomography(src_in, dst_in, cv2.RANSAC, max(3.0, tol))
+            if h_pix is not None and abs(float(h_pix[2, 2])) > 1e-9:
+                hom = dq_inv @ h_pix @ dr
         if mirrored:
             region = (1 - region[2], region[1], 1 - region[0], region[3])
             rotation = -rotation
             norm = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]) @ np.vstack(
                 [norm, [0.0, 0.0, 1.0]])
             q_pts = np.column_stack([1.0 - q_pts[:, 0], q_pts[:, 1]])
-        pair_list = [((float(a), float(b)), (float(c), float(d)))
-                     for (a, b), (c, d) in zip(q_pts, r_pts, strict=True)]
+            if hom is not None:
+                hom = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ hom
+        pairs = [((float(a), float(b)), (float(c), float(d)))
+                 for (a, b), (c, d) in zip(q_pts, r_pts, strict=True)]
         return GeometricMatch(
-            ref_key=ref_key, inliers=n_in, matches=len(pairs), rotation_deg=rotation,
+            ref_key=ref_key, inliers=n_in, matches=len(pairs_all), rotation_deg=rotation,
             scale=scale, visible_fraction=float(min(1.0, visible_box / full_box)),
             region=region, region_fraction=float(visible_box / (qw * qh)), mirrored=mirrored,
-            matrix=norm.tolist(), pairs=pair_list)
+            coverage=coverage, spread=spread, matrix=norm.tolist(), pairs=pairs,
+            homography=None if hom is None else hom.tolist())
+
+
+#: Grid laid over the matched region to tell spread-out inliers from one small patch.
+COVERAGE_GRID = 4
+
+
+def grid_coverage(points: np.ndarray, box: tuple[float, float, float, float],
+                  grid: int = COVERAGE_GRID) -> float:
+    """Share of a grid x grid partition of `box` that holds at least one of `points`: a shared
+    logo or ticker puts every inlier into one or two cells, a copied photo into most."""
+    x0, y0, x1, y1 = box
+    if x1 - x0 <= 1 or y1 - y0 <= 1 or len(points) == 0:
+        return 0.0
+    gx = np.clip(((points[:, 0] - x0) * grid / (x1 - x0)).astype(int), 0, grid - 1)
+    gy = np.clip(((points[:, 1] - y0) * grid / (y1 - y0)).astype(int), 0, grid - 1)
+    return float(np.unique(gy * grid + gx).size / (grid * grid))
+
+
+def hull_fraction(points: np.ndarray, box: tuple[float, float, float, float]) -> float:
+    """Area of the inliers' convex hull over the box's area (0 for fewer than 3 points)."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    area = (x1 - x0) * (y1 - y0)
+    if area <= 1 or len(points) < 3:
+        return 0.0
+    hull = cv2.convexHull(np.ascontiguousarray(points, dtype=np.float32))
+    return float(min(1.0, cv2.contourArea(hull) / area))
+
+
+#: Blocks per side of the aligned overlap compared by `aligned_agreement`.
+AGREEMENT_GRID = 8
+#: Share of the archived photo the aligned overlap must cover for its pixels to confirm a
+#: copy (a crop keeping 40 % does; a ticker strip or a corner logo does not).
+MIN_AGREEMENT_OVERLAP = 0.25
+#: Gaussian blur (thumbnail pixels) before comparing: JPEG blocks and resampling cost little.
+AGREEMENT_BLUR = 1.0
+
+
+def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image,
+                      matrix: list[list[float]],
+                      query_box: tuple[float, float, float, float] | None = None
+                      ) -> float | None:
+    """How well the query, warped onto the reference by the fitted transform, reproduces the
+    reference's pixels: the median normalised cross-correlation of textured blocks of the
+    aligned overlap (grey levels, each block normalised on its own, so colour grades, gamma
+    and JPEG loss cost little).
+
+    A copy of the photo agrees almost everywhere. Another photograph of the same place
+    does not: parallax moves every block that is not on the fitted plane, and light, people
+    and weather change the rest. None when the overlap is too small to say.
+
+    `matrix` maps normalised reference coordinates to normalised query coordinates (2x3
+    affine or 3x3 homography: a photo of a screen is a perspective view); `query_box`
+    (normalised) limits the comparison to where the photo sits in the query, so the other
+    tiles of a collage or the layout of a screenshot are not compared with the photo.
+    """
+    import cv2
+
+    ref = np.asarray(reference_picture.convert("L"), dtype=np.float32)
+    th, tw = ref.shape
+    qry_im = query_picture.convert("L")
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape == (2, 3):
+        m = np.vstack([m, [0.0, 0.0, 1.0]])
+    # reference thumbnail pixels -> query pixels
+    a = (np.diag([qry_im.width, qry_im.height, 1.0]) @ m
+         @ np.diag([1.0 / tw, 1.0 / th, 1.0]))
+    lin = math.sqrt(abs(np.linalg.det(a[:2, :2] / a[2, 2])))
+    if lin > 1.5:  # shrink the query to about the thumbnail's scale first: no aliasing
+        f = 1.0 / lin
+        qry_im = qry_im.resize((max(1, round(qry_im.width * f)), max(1, round(qry_im.height * f))),
+                               Image.Resampling.BOX)
+        a = np.diag([f, f, 1.0]) @ a
+    qry = np.asarray(qry_im, dtype=np.float32)
+    inside = np.ones_like(qry)
+    if query_box is not None:  # only where the photo is: not the tiles or layout around it
+        qh_, qw_ = qry.shape
+        inside[:] = 0
+        inside[max(0, int(query_box[1] * qh_)):int(math.ceil(query_box[3] * qh_)),
+               max(0, int(query_box[0] * qw_)):int(math.ceil(query_box[2] * qw_))] = 1
+    flags = cv2.WARP_INVERSE_MAP
+    warped = cv2.warpPerspective(qry, a, (tw, th), flags=cv2.INTER_LINEAR | flags,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    valid = cv2.warpPerspective(inside, a, (tw, th), flags=cv2.INTER_NEAREST | flags,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.5
+    ys, xs = np.nonzero(valid)
+    if ys.size < MIN_AGREEMENT_OVERLAP * tw * th or ys.size < 1024:
+        return 0.0  # a strip or a corner (a ticker, a logo) cannot confirm a copy
+    ref = np.asarray(cv2.GaussianBlur(ref, (0, 0), AGREEMENT_BLUR), dtype=np.float32)
+    warped = np.asarray(cv2.GaussianBlur(warped, (0, 0), AGREEMENT_BLUR), dtype=np.float32)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    scores = []
+    for by in range(AGREEMENT_GRID):
+        for bx in range(AGREEMENT_GRID):
+            ya = y0 + (y1 - y0) * by // AGREEMENT_GRID
+            yb = y0 + (y1 - y0) * (by + 1) // AGREEMENT_GRID
+            xa = x0 + (x1 - x0) * bx // AGREEMENT_GRID
+            xb = x0 + (x1 - x0) * (bx + 1) // AGREEMENT_GRID
+            if yb - ya < 6 or xb - xa < 6 or valid[ya:yb, xa:xb].mean() < 0.9:
+                continue
+            r = ref[ya:yb, xa:xb]
+            q = warped[ya:yb, xa:xb]
+            rs, qs = float(r.std()), float(q.std())
+            if rs < 4.0 and qs < 4.0:
+                continue  # flat in both (sky, wall): says nothing
+            if rs < 1e-3 or qs < 1e-3:
+                scores.append(0.0)
+                continue
+            scores.append(float(((r - r.mean()) * (q - q.mean())).mean() / (rs * qs)))
+    if len(scores) < 6:
+        return None  # flat almost everywhere: the pixels cannot tell
+    return float(np.median(scores))
