@@ -191,7 +191,7 @@ def add(srv: LiveServer | str, data: bytes, token: str | None = WRITE, name: str
 
 
 def without_timing(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k != "elapsed_ms"}
+    return {k: v for k, v in d.items() if k not in ("elapsed_ms", "checked_at")}
 
 
 # -- checking -------------------------------------------------------------------------------

@@ -123,6 +123,11 @@ class MatchModel(BaseModel):
     reference_region: list[float] | None = None
     chance_unrelated: dict[str, Any] | None = None
     alignment: dict[str, Any] | None = None
+    agreement: float | None = Field(None, description="Median block correlation of the "
+                                    "submitted image aligned onto the archived one (present "
+                                    "when measured).")
+    local_evidence: dict[str, Any] | None = Field(None, description="Local-feature matches: "
+                                                  "transform, inlier pairs, coverage.")
     hash_only: bool = Field(False, description="Matched through an imported PDQ hash list: no "
                             "image was available for local verification.")
     sha256: str | None
@@ -149,6 +154,9 @@ class CheckResponse(BaseModel):
     archive: dict[str, Any] | None = Field(
         None, description="What the image was checked against: id, name, backend, reference "
         "count, date range, generation, hash pipeline.")
+    same_scene: list[dict[str, Any]] = Field(
+        default_factory=list, description="Archived photos of the same place that this image is "
+        "not a copy of (another viewpoint, another day): context, never a match.")
     tool: dict[str, Any] = Field(description="name, version and hash pipeline of imgverify")
     checked_at: str = Field(description="UTC time of the check")
 
