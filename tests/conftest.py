@@ -158,3 +158,17 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield str(tmp_path / "desk.sqlite")
     else:
         yield request.getfixturevalue("pg_url")
+
+
+# -- the shipped archive is never written by a test --------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def shipped_archive_untouched() -> Iterator[None]:
+    """Every test may read reference_index/default.sqlite; none may change it (a test that
+    opened it writable once would switch it to WAL mode or worse)."""
+    import hashlib
+
+    shipped = Path(__file__).resolve().parents[1] / "reference_index" / "default.sqlite"
+    before = hashlib.sha256(shipped.read_bytes()).hexdigest() if shipped.exists() else None
+    yield
+    after = hashlib.sha256(shipped.read_bytes()).hexdigest() if shipped.exists() else None
+    assert after == before, f"{shipped} was changed by the test run"
