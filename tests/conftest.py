@@ -172,3 +172,20 @@ def shipped_archive_untouched() -> Iterator[None]:
     yield
     after = hashlib.sha256(shipped.read_bytes()).hexdigest() if shipped.exists() else None
     assert after == before, f"{shipped} was changed by the test run"
+
+
+@pytest.fixture(scope="session")
+def pg_small_archive(small_archive: SmallArchive) -> Iterator[str]:
+    """The session's small archive again, in a PostgreSQL schema of its own: the same 20
+    photos and rows, so a test can run on both backends and expect the same answers."""
+    admin = _server_or_skip()
+    schema = f"t_small_{uuid.uuid4().hex[:10]}"
+    url = f"{PG_URL}?schema={schema}"
+    try:
+        with imgverify.Archive.open(url) as arch:
+            report = ingest_manifest(arch, small_archive.manifest)
+        assert (report.added, report.errors) == (20, [])
+        yield url
+    finally:
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.close()

@@ -33,9 +33,12 @@ GPS_PHOTO = PHOTOS / "camera_exif" / "exif-samples" / "gps" / "DSCN0010.jpg"
 UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
-@pytest.fixture(scope="module")
-def archive(small_archive: SmallArchive) -> imgverify.Archive:
-    return imgverify.Archive.open(small_archive.path, readonly=True)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def archive(request: pytest.FixtureRequest, small_archive: SmallArchive) -> imgverify.Archive:
+    """Reports read the same on both backends (only the archive's name and backend differ)."""
+    if request.param == "sqlite":
+        return imgverify.Archive.open(small_archive.path, readonly=True)
+    return imgverify.Archive.open(request.getfixturevalue("pg_small_archive"), readonly=True)
 
 
 def _jpeg(im: Image.Image, quality: int = 80) -> bytes:
@@ -53,7 +56,8 @@ def test_every_format_states_archive_tool_time_input_and_reference(
     assert r.verdict == "likely_recycled"
     d = json.loads(json.dumps(r.to_dict()))
     a = d["archive"]
-    assert a["name"] == small_archive.path.name and a["backend"] == "sqlite"
+    name = small_archive.path.name if archive.backend == "sqlite" else archive.location
+    assert a["name"] == name and a["backend"] == archive.backend and a["id"]
     assert a["references"] == 20 and a["generation"] == archive.generation()
     assert (a["earliest_date"], a["latest_date"]) == ("2016-05-01", "2016-05-20")
     assert a["hash_pipeline"] == archive.hash_pipeline()
@@ -69,7 +73,7 @@ def test_every_format_states_archive_tool_time_input_and_reference(
     page = to_html(r, None, {})
     for rendered in (text, page):
         assert d["checked_at"] in rendered and imgverify.__version__ in rendered
-        assert small_archive.path.name in rendered and "sqlite" in rendered
+        assert name in rendered and archive.backend in rendered
         assert "20 references" in rendered and "2016-05-01" in rendered
         assert d["sha256"] in rendered and r.matches[0].reference_id in rendered
         assert "generation" in rendered and "hash pipeline" in rendered
