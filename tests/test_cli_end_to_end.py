@@ -18,12 +18,14 @@ import json
 import re
 import shutil
 import signal
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import bsds, coco, needs_shared, write_manifest
+from conftest import PG_URL, _server_or_skip, bsds, coco, needs_shared, write_manifest
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
@@ -60,7 +62,7 @@ def make_edits(src: Path, folder: Path, stem: str) -> dict[str, Path]:
 @dataclass
 class Workspace:
     root: Path
-    archive: Path
+    archive: str  # a file (SQLite) or a postgresql:// URL
     manifest: Path
     scan_dir: Path
     #: scanned path -> manifest row of the archived photo it was made from (+ "sha256")
@@ -87,9 +89,24 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def ws(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+       ) -> Iterator[Workspace]:
+    """The acceptance workspace, on each backend: the CLI behaves the same on both."""
     root = tmp_path_factory.mktemp("e2e")
+    if request.param == "sqlite":
+        yield _workspace(root, str(root / "A.sqlite"))
+        return
+    admin = _server_or_skip()
+    schema = f"t_e2e_{uuid.uuid4().hex[:10]}"
+    try:
+        yield _workspace(root, f"{PG_URL}?schema={schema}")
+    finally:
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.close()
+
+
+def _workspace(root: Path, archive: str) -> Workspace:
     originals = coco(6, start=100) + bsds(4)
     rows = [{"image": str(p), "date": f"2014-0{1 + i % 9}-{10 + i}",
              "event": f'Flood in "Old Town" <script>alert({i})</script> & more',
@@ -97,7 +114,6 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
              "source_url": f"https://example.org/{i}", "credit": f"Credit {i}"}
             for i, p in enumerate(originals)]
     manifest = write_manifest(root / "M.csv", rows)
-    archive = root / "A.sqlite"
     res = runner.invoke(app, ["archive", "add", str(manifest), "--archive", str(archive),
                               "--workers", "1"])
     assert res.exit_code == 0, res.output
