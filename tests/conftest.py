@@ -189,3 +189,25 @@ def pg_small_archive(small_archive: SmallArchive) -> Iterator[str]:
     finally:
         admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def small_location(request: pytest.FixtureRequest, small_archive: SmallArchive) -> str:
+    """The session's small archive (read-only use) on each backend."""
+    if request.param == "sqlite":
+        return str(small_archive.path)
+    return str(request.getfixturevalue("pg_small_archive"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def copy_location(request: pytest.FixtureRequest, small_archive: SmallArchive,
+                  tmp_path: Path) -> str:
+    """A private, writable copy of the small archive on each backend (PostgreSQL: the same
+    manifest ingested into a fresh schema)."""
+    if request.param == "sqlite":
+        return str(copy_archive(small_archive.path, tmp_path / "copy.sqlite"))
+    url = str(request.getfixturevalue("pg_url"))
+    with imgverify.Archive.open(url) as arch:
+        report = ingest_manifest(arch, small_archive.manifest)
+    assert (report.added, report.errors) == (20, [])
+    return url

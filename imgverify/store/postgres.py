@@ -369,12 +369,13 @@ class PostgresArchive:
         refs = len(self)
         dates = self._query("SELECT MIN(date), MAX(date) FROM refs")[0]
         hash_rows = int(self._query("SELECT COUNT(*) FROM hashes")[0][0])
+        thumbs = int(self._query("SELECT COALESCE(SUM(LENGTH(thumbnail)), 0) FROM refs")[0][0])
         hash_only = int(self._query("SELECT COUNT(*) FROM refs WHERE sha256 LIKE %s",
                                     (HASH_KEY_PREFIX + "%",))[0][0])
         return {"archive": self.location, "backend": BACKEND, "archive_id": self.archive_id(),
                 "generation": self.generation(), "references": refs, "hash_rows": hash_rows,
                 "hash_only_references": hash_only,
-                "earliest_date": dates[0], "latest_date": dates[1],
+                "earliest_date": dates[0], "latest_date": dates[1], "thumbnail_bytes": thumbs,
                 "index_bytes": self.index().nbytes, "hash_pipeline": self.hash_pipeline(),
                 "readonly": self.readonly}
 
