@@ -482,10 +482,11 @@ def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image
     a = (np.diag([qry_im.width, qry_im.height, 1.0]) @ m
          @ np.diag([1.0 / tw, 1.0 / th, 1.0]))
     lin = math.sqrt(abs(np.linalg.det(a[:2, :2] / a[2, 2])))
-    if lin > 1.5:  # shrink the query to about the thumbnail's scale first: no aliasing
+    if lin > 1.05:  # resample the query to the thumbnail's scale first, filtered as the
+        # thumbnail was (an unfiltered warp aliases fine texture: a copy would disagree)
         f = 1.0 / lin
         qry_im = qry_im.resize((max(1, round(qry_im.width * f)), max(1, round(qry_im.height * f))),
-                               Image.Resampling.BOX)
+                               Image.Resampling.BICUBIC)
         a = np.diag([f, f, 1.0]) @ a
     qry = np.asarray(qry_im, dtype=np.float32)
     inside = np.ones_like(qry)
