@@ -427,6 +427,11 @@ def main() -> None:
     ap.add_argument("--large-offset", type=int, default=0,
                     help="first query number (to share a large run between processes)")
     args = ap.parse_args()
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")  # this script is the host: decoder notes are noise here
+    logging.getLogger("exifread").setLevel(logging.CRITICAL)
     if not PHOTOS.is_dir():
         print(f"overlays: {PHOTOS} not found; nothing was run.")
         return
