@@ -41,7 +41,7 @@ from imgverify.signals.hashing import HASH_PIPELINE, HashSet
 from imgverify.store.index import PDQ_ONLY_PART, HashIndex
 from imgverify.store.layered import LayeredIndex
 from imgverify.store.manifest import CONTEXT_FIELDS
-from imgverify.store.sightings import Sighting
+from imgverify.store.sightings import SIGHTING_COLUMNS, Sighting, sighting_from_row
 from imgverify.store.sqlite import (
     _INCOMPLETE,
     _NO_HASHES,
@@ -672,17 +672,6 @@ class PostgresArchive:
         return problems
 
     # -- sightings (store/sightings.py) -------------------------------------------------------
-    _SIGHTING_COLUMNS = ("id, ref_id, sha256, origin, source_key, evidence, seen_at, url, "
-                         "account, text, media_url, source_sha1, own_record, match_score, "
-                         "extra, added_at")
-
-    @staticmethod
-    def _sighting(r: tuple[Any, ...]) -> Sighting:
-        return Sighting(key=int(r[0]), ref_key=r[1], sha256=r[2], origin=r[3],
-                        source_key=r[4], evidence=r[5], seen_at=r[6], url=r[7], account=r[8],
-                        text=r[9], media_url=r[10], source_sha1=r[11], own_record=bool(r[12]),
-                        match_score=r[13], extra=json.loads(r[14]) if r[14] else {},
-                        added_at=r[15])
 
     def has_sightings_table(self) -> bool:
         return True  # created by migration 2
@@ -699,7 +688,7 @@ class PostgresArchive:
             with conn.transaction():
                 for s in sightings:
                     inserted = conn.execute(
-                        f"INSERT INTO sightings ({self._SIGHTING_COLUMNS}) VALUES (DEFAULT, "
+                        f"INSERT INTO sightings ({SIGHTING_COLUMNS}) VALUES (DEFAULT, "
                         "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                         "ON CONFLICT (origin, source_key) DO UPDATE SET ref_id=EXCLUDED.ref_id, "
                         "sha256=EXCLUDED.sha256, evidence=EXCLUDED.evidence, "
@@ -719,9 +708,9 @@ class PostgresArchive:
         return new
 
     def find_sighting(self, origin: str, source_key: str) -> Sighting | None:
-        rows = self._query(f"SELECT {self._SIGHTING_COLUMNS} FROM sightings WHERE origin=%s "
+        rows = self._query(f"SELECT {SIGHTING_COLUMNS} FROM sightings WHERE origin=%s "
                            "AND source_key=%s", (origin, source_key))
-        return self._sighting(rows[0]) if rows else None
+        return sighting_from_row(rows[0]) if rows else None
 
     def sightings_for(self, ref_keys: Iterable[int]) -> dict[int, list[Sighting]]:
         """Sightings linked to each reference, earliest first."""
@@ -729,19 +718,19 @@ class PostgresArchive:
         out: dict[int, list[Sighting]] = {}
         if not keys:
             return out
-        for row in self._query(f"SELECT {self._SIGHTING_COLUMNS} FROM sightings WHERE ref_id = "
+        for row in self._query(f"SELECT {SIGHTING_COLUMNS} FROM sightings WHERE ref_id = "
                                "ANY(%s) ORDER BY seen_at IS NULL, seen_at, id", (keys,)):
-            out.setdefault(int(row[1]), []).append(self._sighting(row))
+            out.setdefault(int(row[1]), []).append(sighting_from_row(row))
         return out
 
     def iter_sightings(self, origin: str | None = None) -> Iterator[Sighting]:
-        sql = f"SELECT {self._SIGHTING_COLUMNS} FROM sightings"
+        sql = f"SELECT {SIGHTING_COLUMNS} FROM sightings"
         params: tuple[Any, ...] = ()
         if origin is not None:
             sql += " WHERE origin=%s"
             params = (origin,)
         for row in self._query(sql + " ORDER BY seen_at IS NULL, seen_at, id", params):
-            yield self._sighting(row)
+            yield sighting_from_row(row)
 
     def import_state(self, job: str) -> dict[str, Any] | None:
         rows = self._query("SELECT state FROM import_state WHERE job=%s", (job,))

@@ -9,6 +9,8 @@ in an export someone handed over, and an Internet Archive capture do not weigh t
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -119,3 +121,20 @@ def _iso(parsed: dt.datetime) -> str:
 
 
 __all__ = ["EVIDENCE", "Sighting", "normalise_time", "now_iso"]
+
+
+#: The sightings table's columns in the order both backends store and read them.
+SIGHTING_COLUMNS = ("id, ref_id, sha256, origin, source_key, evidence, seen_at, url, "
+                    "account, text, media_url, source_sha1, own_record, match_score, "
+                    "extra, added_at")
+
+
+def sighting_from_row(row: Sequence[Any]) -> Sighting:
+    """A stored sighting, from a row of SIGHTING_COLUMNS (any backend's row type)."""
+    (key, ref_key, sha256, origin, source_key, evidence, seen_at, url, account, text,
+     media_url, source_sha1, own_record, match_score, extra, added_at) = tuple(row)
+    return Sighting(key=int(key), ref_key=ref_key, sha256=sha256, origin=origin,
+                    source_key=source_key, evidence=evidence, seen_at=seen_at, url=url,
+                    account=account, text=text, media_url=media_url, source_sha1=source_sha1,
+                    own_record=bool(own_record), match_score=match_score,
+                    extra=json.loads(extra) if extra else {}, added_at=added_at)

@@ -42,7 +42,7 @@ from imgverify.signals.regions import picture_variants
 from imgverify.store.cache import CacheKey, open_cache, publish_cache
 from imgverify.store.index import CACHE_FORMAT, LINEAR_MAX, PDQ_ONLY_PART, HashIndex
 from imgverify.store.manifest import CONTEXT_FIELDS, RowError
-from imgverify.store.sightings import Sighting
+from imgverify.store.sightings import SIGHTING_COLUMNS, Sighting, sighting_from_row
 
 SCHEMA_VERSION = 2
 #: Versions this code opens: version 1 archives gain the sightings tables in place when opened
@@ -975,19 +975,6 @@ class Archive:
             raise ArchiveError(_explain_write_error(self.path, exc)) from None
         self._sightings_ready = True
 
-    _SIGHTING_COLUMNS = ("id, ref_id, sha256, origin, source_key, evidence, seen_at, url, "
-                         "account, text, media_url, source_sha1, own_record, match_score, "
-                         "extra, added_at")
-
-    @staticmethod
-    def _sighting(row: sqlite3.Row) -> Sighting:
-        return Sighting(
-            key=row["id"], ref_key=row["ref_id"], sha256=row["sha256"], origin=row["origin"],
-            source_key=row["source_key"], evidence=row["evidence"], seen_at=row["seen_at"],
-            url=row["url"], account=row["account"], text=row["text"],
-            media_url=row["media_url"], source_sha1=row["source_sha1"],
-            own_record=bool(row["own_record"]), match_score=row["match_score"],
-            extra=json.loads(row["extra"]) if row["extra"] else {}, added_at=row["added_at"])
 
     def add_sightings(self, sightings: Iterable[Sighting]) -> int:
         """Store sightings in one transaction; one already known by (origin, source_key) is
@@ -1012,7 +999,7 @@ class Archive:
                         (*values, s.origin, s.source_key))
                     if cur.rowcount == 0:
                         conn.execute(
-                            f"INSERT INTO sightings ({self._SIGHTING_COLUMNS}) VALUES "
+                            f"INSERT INTO sightings ({SIGHTING_COLUMNS}) VALUES "
                             "(NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (s.ref_key, s.sha256, s.origin, s.source_key, *values[2:], now))
                         new += 1
@@ -1025,9 +1012,9 @@ class Archive:
     def find_sighting(self, origin: str, source_key: str) -> Sighting | None:
         if not self.has_sightings_table():
             return None
-        rows = self._query(f"SELECT {self._SIGHTING_COLUMNS} FROM sightings WHERE origin=? "
+        rows = self._query(f"SELECT {SIGHTING_COLUMNS} FROM sightings WHERE origin=? "
                            "AND source_key=?", (origin, source_key))
-        return self._sighting(rows[0]) if rows else None
+        return sighting_from_row(rows[0]) if rows else None
 
     def sightings_for(self, ref_keys: Iterable[int]) -> dict[int, list[Sighting]]:
         """Sightings linked to each reference, earliest first."""
@@ -1038,21 +1025,21 @@ class Archive:
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self._query(f"SELECT {self._SIGHTING_COLUMNS} FROM sightings WHERE ref_id "
+            for row in self._query(f"SELECT {SIGHTING_COLUMNS} FROM sightings WHERE ref_id "
                                    f"IN ({marks}) ORDER BY seen_at IS NULL, seen_at, id", chunk):
-                out.setdefault(row["ref_id"], []).append(self._sighting(row))
+                out.setdefault(row["ref_id"], []).append(sighting_from_row(row))
         return out
 
     def iter_sightings(self, origin: str | None = None) -> Iterator[Sighting]:
         if not self.has_sightings_table():
             return
-        sql = f"SELECT {self._SIGHTING_COLUMNS} FROM sightings"
+        sql = f"SELECT {SIGHTING_COLUMNS} FROM sightings"
         params: tuple[Any, ...] = ()
         if origin is not None:
             sql += " WHERE origin=?"
             params = (origin,)
         for row in self._query(sql + " ORDER BY seen_at IS NULL, seen_at, id", params):
-            yield self._sighting(row)
+            yield sighting_from_row(row)
 
     def import_state(self, job: str) -> dict[str, Any] | None:
         """Where an interrupted import stopped (continuation tokens), or None."""
