@@ -138,13 +138,16 @@ _scan_state: dict[str, Any] = {}
 
 
 def _init_scan(config: ScanConfig, own_process: bool = False) -> None:
+    from imgverify.checker import warm_up
     from imgverify.store.sqlite import Archive, resolve_archive
 
     if own_process:
         one_native_thread()
         quiet_worker()
     archive: Archive = resolve_archive(config.archive_path)
-    archive.index()  # build once per worker, before the first input
+    # indexes, native libraries and lazy imports before the first timed input: a time-out
+    # inside an import would leave the module broken for every later input of this process
+    warm_up(archive, claimed_place=bool(config.claimed_place))
     _scan_state["archive"] = archive
     _scan_state["config"] = config
 
@@ -248,6 +251,12 @@ def check_input(item: str | ScanInput, archive: Any, config: ScanConfig,
                     "kind": "invalid_claim", "message": str(exc)},
                     archive=_archive_summary(archive)).to_dict()
     name = item
+    if claimed_place:
+        # the gazetteer is loaded outside the time limit (a time-out inside its one-off load
+        # would leave claims text-only for the run); once loaded this returns at once
+        from imgverify.checker import warm_up
+
+        warm_up(claimed_place=True)
     try:
         with _time_limit(config.limits.timeout_s):
             # align=False: a scan reports each find's transform as found, without the

@@ -60,6 +60,45 @@ from imgverify.store.sqlite import Archive, shared_default_archive
 from imgverify.threads import native_threads
 
 
+def warm_up(archive: Archive | None = None, claimed_place: bool = False) -> None:
+    """Import what `check` would otherwise import on first use (OpenCV, faiss, the EXIF and
+    C2PA readers, the fetch stack), build the archive's indexes, and with `claimed_place`
+    load the gazetteer: before a caller arms a per-input time limit. A time-out that lands in
+    the middle of a module import leaves that module half-imported for the rest of the
+    process (OpenCV then refuses to load: "recursion is detected"), so a batch runner calls
+    this once per process before its first timed check."""
+    import exifread  # noqa: F401
+
+    import imgverify.media.fetch as fetch_module
+    from imgverify.threads import preload
+
+    preload()  # cheap once done: every later call returns at once
+    fetch_module.preload()
+    try:
+        import c2pa  # noqa: F401
+    except ImportError:  # pragma: no cover - a dependency; provenance says when it is absent
+        pass
+    Image.init()  # every decoder plugin: identifying an input walks them
+    if archive is not None:
+        # one real check of a made-up picture walks the whole path once (decoders, hashes
+        # and the libraries they import, the index, local features): nothing of it is
+        # imported later under a time limit
+        import numpy as np
+
+        noise = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noise).save(buf, "JPEG", quality=90)
+        check(buf.getvalue(), archive, claimed_date="2000-01-01", max_matches=1,
+              name="warm-up")
+    if claimed_place:
+        from imgverify.report import places
+
+        try:
+            places.gazetteer()
+        except Exception:  # noqa: BLE001 - claims then fall back to text, as they would anyway
+            pass
+
+
 def check(source: Source, archive: Archive | None = None, *,
           claimed_date: str | dt.date | None = None, claimed_place: str | None = None,
           thresholds: Thresholds = DEFAULT_THRESHOLDS, limits: Limits | None = None,

@@ -268,6 +268,7 @@ def _worker_version() -> str:
 def _worker_archive(location: str | None) -> Any:
     """This worker process's handle on the archive: opened (and its index built) by the first
     batch, shared by the worker's threads (an Archive is thread-safe)."""
+    from imgverify.checker import warm_up
     from imgverify.store.sqlite import resolve_archive
 
     with _archives_lock:
@@ -275,7 +276,8 @@ def _worker_archive(location: str | None) -> Any:
         if archive is None or archive.closed:
             archive = resolve_archive(location)
             try:
-                archive.index()
+                # lazy imports and indexes before the first timed input (checker.warm_up)
+                warm_up(archive)  # a claimed place's gazetteer: check_input loads it
             except BaseException:
                 archive.close()
                 raise

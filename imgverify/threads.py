@@ -108,6 +108,14 @@ def cap_this_process(limit: int = 1) -> None:
     threadpool_limits(limits=limit)
 
 
+def preload() -> None:
+    """Import the native libraries and look up their pools now, not inside a check (see
+    `checker.warm_up`)."""
+    _libraries()
+    with _lock:
+        _blas_controller()
+
+
 def native_settings() -> dict[str, Any]:
     """The current settings, for tests and diagnostics."""
     from threadpoolctl import threadpool_info
@@ -119,4 +127,4 @@ def native_settings() -> dict[str, Any]:
                             for i in threadpool_info())}
 
 
-__all__ = ["native_threads", "cap_this_process", "native_settings"]
+__all__ = ["native_threads", "cap_this_process", "native_settings", "preload"]

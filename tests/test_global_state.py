@@ -135,3 +135,51 @@ def test_native_thread_cap_is_restored(limit: int | None) -> None:
     if limit == 1:
         assert inside["cv2"] == 1 and inside["omp"] == 1
         assert all(n == 1 for _path, n in inside["pools"])
+
+
+WARM = textwrap.dedent("""
+    import json, sys
+    from PIL import Image
+    import imgverify
+    from imgverify.checker import warm_up
+
+    archive = imgverify.Archive.default()
+    warm_up(archive)
+    before = set(sys.modules)
+    im = Image.open(sys.argv[1]).convert("RGB")
+    w, h = im.size
+    for source in (sys.argv[1], im.crop((w // 3, h // 3, w, h)), b"not an image",
+                   sys.argv[2], sys.argv[3]):
+        imgverify.check(source, archive, claimed_date="2024-01-01")
+    print(json.dumps(sorted(set(sys.modules) - before)))
+""")
+
+
+def test_warm_up_leaves_nothing_to_import_under_a_time_limit() -> None:
+    """A scan's per-input time-out lands anywhere, also inside a module's first import, which
+    leaves that module broken for the rest of the process (OpenCV: "recursion is detected").
+    After `warm_up`, which batch runners call before their first timed input, checks of every
+    kind (global match, local match, not an image, CMYK, PNG) import nothing more."""
+    fixtures = ROOT / "fixtures"
+    out = subprocess.run([sys.executable, "-c", WARM,
+                          str(fixtures / "examples" / "viral_rocket_repost.jpg"),
+                          str(fixtures / "hostile" / "corpus" / "cmyk.jpg"),
+                          str(fixtures / "hostile" / "corpus" / "one_pixel.png")],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_scan_time_outs_never_break_a_later_input(tmp_path: Path) -> None:
+    """Every input of an in-process scan times out at once; each is a `timeout` line, never an
+    internal error left behind by an import the time-out interrupted."""
+    corpus = ROOT / "fixtures" / "hostile" / "corpus"
+    inputs = [str(corpus / name) for name in ("cmyk.jpg", "one_pixel.png", "cmyk.jpg",
+                                               "one_pixel.png")]
+    out = tmp_path / "t.jsonl"
+    run = subprocess.run([sys.executable, "-m", "imgverify", "scan", *inputs, "--timeout",
+                          "0.0005", "--out", str(out), "--workers", "1", "--no-progress"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 3, run.stderr[-2000:]
+    kinds = [json.loads(line)["error"]["kind"] for line in out.read_text().splitlines()]
+    assert kinds == ["timeout"] * 4

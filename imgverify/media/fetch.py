@@ -199,6 +199,16 @@ def _pinned_adapter(pin: _Pin) -> Any:
     return PinnedAdapter(max_retries=0)
 
 
+def preload() -> None:
+    """Import the HTTP stack now (it is imported lazily: most checks never fetch), for a
+    caller about to arm a per-input time limit (`checker.warm_up`)."""
+    import requests.adapters  # noqa: F401
+    import requests.utils  # noqa: F401
+    import urllib3.connection  # noqa: F401
+    import urllib3.connectionpool  # noqa: F401
+    import urllib3.exceptions  # noqa: F401
+
+
 def fetch_url(url: str, policy: FetchPolicy | None = None) -> bytes:
     """Download `url` and return its body, or raise FetchError saying what to do next
     (UrlRefusedError when the policy refuses the URL or a redirect hop, before connecting)."""

@@ -97,7 +97,6 @@ def extract(picture: Image.Image, max_features: int, side: int = FEATURE_SIDE) -
     """ORB keypoints of the picture, strongest first (empty for flat or tiny pictures)."""
     import cv2
 
-    cv2.setNumThreads(1)
     arr = _gray_array(picture, side)
     h, w = arr.shape
     if min(h, w) < 32:
