@@ -79,6 +79,8 @@ def archive_add(
                              workers=workers if workers > 0 else default_workers(),
                              progress=bar.advance)
         retro = retroactive_since(arch, started) if report.added else []
+    if report.added:
+        _build_local_index(arch, progress, progress_interval)
     for err in report.errors:
         typer.echo(f"{manifest}:{err.line}: {err.message}", err=True)
     for item in retro:
@@ -184,6 +186,33 @@ def archive_rehash(archive: ArchiveOpt = None,
         typer.echo(f"imgverify: {problem}", err=True)
     typer.echo(json.dumps({"archive": arch.location, **report.to_dict()}, ensure_ascii=False))
     raise typer.Exit(EXIT_ARCHIVE if report.failed else EXIT_OK)
+
+
+def _build_local_index(arch: Any, progress: bool, interval: float) -> dict[str, Any]:
+    """Large archives get their local-feature index built now, so no query pays for it."""
+    from imgverify.store.local_index import COMPACT_MIN_REFS
+
+    total = len(arch)
+    with _typed_errors_exit(), _ProgressBar("indexing local features", "refs/s",
+                                            progress and total >= COMPACT_MIN_REFS,
+                                            interval) as bar:
+        bar.set_total(total)
+        return arch.build_local_index(progress=bar.update)  # type: ignore[no-any-return]
+
+
+@archive_app.command("index")
+def archive_index(archive: ArchiveOpt = None,
+                  progress: ProgressOpt = True,
+                  progress_interval: ProgressIntervalOpt = 5.0) -> None:
+    """Build the local-feature index (crops, screenshots, collages) for the archive as it is
+    now. `archive add` and `archive import` do this at their end; run it after changing a
+    large archive by other means (the library, the HTTP service, another host writing to
+    PostgreSQL), so that queries do not fold in a long list of changes. Archives below
+    a few thousand references need no index built ahead: it is built in memory when used."""
+    arch = _open_archive(archive, writable=True)
+    info = _build_local_index(arch, progress, progress_interval)
+    typer.echo(json.dumps({"archive": arch.location, "local_index": info}, ensure_ascii=False))
+    raise typer.Exit(EXIT_OK)
 
 
 @archive_app.command("check")

@@ -82,6 +82,10 @@ def _finish(arch: Any, report: Any, enrich: Optional[str], cdx_url: str, client:
         from imgverify.ingest.importers.wayback import enrich_wayback
 
         out["wayback"] = enrich_wayback(arch, client, cdx_url).to_dict()
+    if getattr(report, "added", 0):
+        from imgverify.cli.archive import _build_local_index
+
+        _build_local_index(arch, False, 5.0)
     for item in report.errors:
         typer.echo(f"imgverify: {item['entry']}: {item['error']}", err=True)
     for item in report.retroactive:

@@ -19,8 +19,8 @@ from imgverify.signals.features import (
     FEATURE_SIDE,
     INSIDE_LARGER_IMAGE,
     QUERY_FEATURES,
-    FeatureIndex,
     GeometricMatch,
+    LocalIndex,
     aligned_agreement,
     extract,
 )
@@ -115,7 +115,7 @@ def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
     return sorted(best.values(), key=lambda m: m.combined)
 
 
-def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresholds,
+def find_local(picture: Image.Image, features: LocalIndex, thresholds: Thresholds,
                regions: list[tuple[str, tuple[float, float, float, float]]] | None = None,
                reference_picture: Callable[[int], Image.Image | None] | None = None
                ) -> list[GeometricMatch]:

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -186,6 +186,23 @@ class GeometricMatch:
         return ", ".join(bits) or "matched by local features"
 
 
+class LocalIndex(Protocol):
+    """A local-feature index as the matcher uses it: `FeatureIndex` (every descriptor in
+    memory), `compact.CompactFeatureIndex` or `compact.LayeredLocalIndex` (inverted file,
+    descriptors read back from the store)."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def vote(self, query: LocalFeatures, top: int = 5, min_votes: int = 8
+             ) -> list[tuple[int, int]]: ...
+
+    def verify(self, query: LocalFeatures, ref_key: int, mirrored: bool = False
+               ) -> GeometricMatch | None: ...
+
+
 #: Above this many descriptors, voting uses an inverted-file index (approximate nearest
 #: neighbours: a vote needs most, not all, of them) instead of an exact flat scan.
 IVF_MIN_DESCRIPTORS = 20_000
@@ -332,86 +349,95 @@ class FeatureIndex:
     def verify(self, query: LocalFeatures, ref_key: int, mirrored: bool = False
                ) -> GeometricMatch | None:
         """Fit a similarity transform reference -> query with RANSAC over mutual matches."""
-        import cv2
-
         ref = self.by_key.get(ref_key)
-        if ref is None or len(ref) < 4 or len(query) < 4:
+        if ref is None:
             return None
-        matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
-        pairs_all = [m for m in matcher.match(ref.descriptors, query.descriptors)
-                     if m.distance <= MAX_DESCRIPTOR_DISTANCE]
-        if len(pairs_all) < 6:
-            return None
-        # work in pixel units of each picture so that rotation and scale are meaningful
-        ref_idx = np.array([m.queryIdx for m in pairs_all])
-        qry_idx = np.array([m.trainIdx for m in pairs_all])
-        src = ref.points[ref_idx] * np.array([ref.width, ref.height], dtype=np.float32)
-        dst = query.points[qry_idx] * np.array([query.width, query.height], dtype=np.float32)
-        tol = 0.02 * max(query.width, query.height)
-        model, inliers = cv2.estimateAffinePartial2D(
-            src.reshape(-1, 1, 2), dst.reshape(-1, 1, 2), method=cv2.RANSAC,
-            ransacReprojThreshold=max(3.0, tol), maxIters=2000, confidence=0.995)
-        if model is None or inliers is None:
-            return None
-        n_in = int(inliers.sum())
-        scale = math.hypot(model[0, 0], model[1, 0])
-        if not (0.05 <= scale <= 20):
-            return None
-        rotation = math.degrees(math.atan2(model[1, 0], model[0, 0]))
-        corners = np.array([[0, 0], [ref.width, 0], [ref.width, ref.height],
-                            [0, ref.height]], dtype=np.float32).reshape(-1, 1, 2)
-        mapped = cv2.transform(corners, model).reshape(-1, 2)
-        qw, qh = query.width, query.height
-        x0, y0 = mapped.min(axis=0)
-        x1, y1 = mapped.max(axis=0)
-        # crop and fill estimates: the reference's mapped frame clipped to the query
-        fx0, fy0 = max(0.0, float(x0)), max(0.0, float(y0))
-        fx1, fy1 = min(float(qw), float(x1)), min(float(qh), float(y1))
-        visible_box = max(0.0, fx1 - fx0) * max(0.0, fy1 - fy0)
-        full_box = max(1e-6, float((x1 - x0) * (y1 - y0)))
-        # the outline drawn for people: the reference's frame where it falls in the query
-        # (the inliers' box fell short of a photo whose keypoints bunch up in one part);
-        # outline.refine_region trims it to where the query still shows the photo
-        region = (fx0 / qw, fy0 / qh, fx1 / qw, fy1 / qh)
-        inl = inliers.ravel().astype(bool)
-        src_in, dst_in = src[inl], dst[inl]
-        # the matched region in the reference: its part the query's frame covers
-        back = cv2.transform(np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], np.float32)
-                             .reshape(-1, 1, 2), cv2.invertAffineTransform(model)).reshape(-1, 2)
-        rbox = (max(0.0, float(back[:, 0].min())), max(0.0, float(back[:, 1].min())),
-                min(float(ref.width), float(back[:, 0].max())),
-                min(float(ref.height), float(back[:, 1].max())))
-        qbox = (fx0, fy0, fx1, fy1)
-        coverage = min(grid_coverage(src_in, rbox), grid_coverage(dst_in, qbox))
-        spread = min(hull_fraction(src_in, rbox), hull_fraction(dst_in, qbox))
-        # reference -> query in normalised units: q_n = D_q^-1 M D_r r_n
-        dr = np.diag([ref.width, ref.height, 1.0])
-        dq_inv = np.diag([1.0 / qw, 1.0 / qh, 1.0])
-        m3 = np.vstack([model, [0.0, 0.0, 1.0]])
-        norm = (dq_inv @ m3 @ dr)[:2]
-        q_pts = dst_in / np.array([qw, qh], np.float32)
-        r_pts = src_in / np.array([ref.width, ref.height], np.float32)
-        hom = None
-        if n_in >= 8:
-            h_pix, _mask = cv2.findHomography(src_in, dst_in, cv2.RANSAC, max(3.0, tol))
-            if h_pix is not None and abs(float(h_pix[2, 2])) > 1e-9:
-                hom = dq_inv @ h_pix @ dr
-        if mirrored:
-            region = (1 - region[2], region[1], 1 - region[0], region[3])
-            rotation = -rotation
-            norm = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]) @ np.vstack(
-                [norm, [0.0, 0.0, 1.0]])
-            q_pts = np.column_stack([1.0 - q_pts[:, 0], q_pts[:, 1]])
-            if hom is not None:
-                hom = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ hom
-        pairs = [((float(a), float(b)), (float(c), float(d)))
-                 for (a, b), (c, d) in zip(q_pts, r_pts, strict=True)]
-        return GeometricMatch(
-            ref_key=ref_key, inliers=n_in, matches=len(pairs_all), rotation_deg=rotation,
-            scale=scale, visible_fraction=float(min(1.0, visible_box / full_box)),
-            region=region, region_fraction=float(visible_box / (qw * qh)), mirrored=mirrored,
-            coverage=coverage, spread=spread, matrix=norm.tolist(), pairs=pairs,
-            homography=None if hom is None else hom.tolist())
+        return verify_pair(query, ref, ref_key, mirrored)
+
+
+def verify_pair(query: LocalFeatures, ref: LocalFeatures, ref_key: int,
+                mirrored: bool = False) -> GeometricMatch | None:
+    """Fit a similarity transform reference -> query with RANSAC over mutual matches (the
+    reference's features read from wherever its index keeps them)."""
+    import cv2
+
+    if len(ref) < 4 or len(query) < 4:
+        return None
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+    pairs_all = [m for m in matcher.match(ref.descriptors, query.descriptors)
+                 if m.distance <= MAX_DESCRIPTOR_DISTANCE]
+    if len(pairs_all) < 6:
+        return None
+    # work in pixel units of each picture so that rotation and scale are meaningful
+    ref_idx = np.array([m.queryIdx for m in pairs_all])
+    qry_idx = np.array([m.trainIdx for m in pairs_all])
+    src = ref.points[ref_idx] * np.array([ref.width, ref.height], dtype=np.float32)
+    dst = query.points[qry_idx] * np.array([query.width, query.height], dtype=np.float32)
+    tol = 0.02 * max(query.width, query.height)
+    model, inliers = cv2.estimateAffinePartial2D(
+        src.reshape(-1, 1, 2), dst.reshape(-1, 1, 2), method=cv2.RANSAC,
+        ransacReprojThreshold=max(3.0, tol), maxIters=2000, confidence=0.995)
+    if model is None or inliers is None:
+        return None
+    n_in = int(inliers.sum())
+    scale = math.hypot(model[0, 0], model[1, 0])
+    if not (0.05 <= scale <= 20):
+        return None
+    rotation = math.degrees(math.atan2(model[1, 0], model[0, 0]))
+    corners = np.array([[0, 0], [ref.width, 0], [ref.width, ref.height],
+                        [0, ref.height]], dtype=np.float32).reshape(-1, 1, 2)
+    mapped = cv2.transform(corners, model).reshape(-1, 2)
+    qw, qh = query.width, query.height
+    x0, y0 = mapped.min(axis=0)
+    x1, y1 = mapped.max(axis=0)
+    # crop and fill estimates: the reference's mapped frame clipped to the query
+    fx0, fy0 = max(0.0, float(x0)), max(0.0, float(y0))
+    fx1, fy1 = min(float(qw), float(x1)), min(float(qh), float(y1))
+    visible_box = max(0.0, fx1 - fx0) * max(0.0, fy1 - fy0)
+    full_box = max(1e-6, float((x1 - x0) * (y1 - y0)))
+    # the outline drawn for people: the reference's frame where it falls in the query
+    # (the inliers' box fell short of a photo whose keypoints bunch up in one part);
+    # outline.refine_region trims it to where the query still shows the photo
+    region = (fx0 / qw, fy0 / qh, fx1 / qw, fy1 / qh)
+    inl = inliers.ravel().astype(bool)
+    src_in, dst_in = src[inl], dst[inl]
+    # the matched region in the reference: its part the query's frame covers
+    back = cv2.transform(np.array([[0, 0], [qw, 0], [qw, qh], [0, qh]], np.float32)
+                         .reshape(-1, 1, 2), cv2.invertAffineTransform(model)).reshape(-1, 2)
+    rbox = (max(0.0, float(back[:, 0].min())), max(0.0, float(back[:, 1].min())),
+            min(float(ref.width), float(back[:, 0].max())),
+            min(float(ref.height), float(back[:, 1].max())))
+    qbox = (fx0, fy0, fx1, fy1)
+    coverage = min(grid_coverage(src_in, rbox), grid_coverage(dst_in, qbox))
+    spread = min(hull_fraction(src_in, rbox), hull_fraction(dst_in, qbox))
+    # reference -> query in normalised units: q_n = D_q^-1 M D_r r_n
+    dr = np.diag([ref.width, ref.height, 1.0])
+    dq_inv = np.diag([1.0 / qw, 1.0 / qh, 1.0])
+    m3 = np.vstack([model, [0.0, 0.0, 1.0]])
+    norm = (dq_inv @ m3 @ dr)[:2]
+    q_pts = dst_in / np.array([qw, qh], np.float32)
+    r_pts = src_in / np.array([ref.width, ref.height], np.float32)
+    hom = None
+    if n_in >= 8:
+        h_pix, _mask = cv2.findHomography(src_in, dst_in, cv2.RANSAC, max(3.0, tol))
+        if h_pix is not None and abs(float(h_pix[2, 2])) > 1e-9:
+            hom = dq_inv @ h_pix @ dr
+    if mirrored:
+        region = (1 - region[2], region[1], 1 - region[0], region[3])
+        rotation = -rotation
+        norm = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]) @ np.vstack(
+            [norm, [0.0, 0.0, 1.0]])
+        q_pts = np.column_stack([1.0 - q_pts[:, 0], q_pts[:, 1]])
+        if hom is not None:
+            hom = np.array([[-1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ hom
+    pairs = [((float(a), float(b)), (float(c), float(d)))
+             for (a, b), (c, d) in zip(q_pts, r_pts, strict=True)]
+    return GeometricMatch(
+        ref_key=ref_key, inliers=n_in, matches=len(pairs_all), rotation_deg=rotation,
+        scale=scale, visible_fraction=float(min(1.0, visible_box / full_box)),
+        region=region, region_fraction=float(visible_box / (qw * qh)), mirrored=mirrored,
+        coverage=coverage, spread=spread, matrix=norm.tolist(), pairs=pairs,
+        homography=None if hom is None else hom.tolist())
 
 
 #: Grid laid over the matched region to tell spread-out inliers from one small patch.

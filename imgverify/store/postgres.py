@@ -36,10 +36,13 @@ import numpy as np
 
 from imgverify.errors import ArchiveError
 from imgverify.media.load import Limits
-from imgverify.signals.features import FeatureIndex, LocalFeatures, empty_copy
+from imgverify.signals.compact import CompactFeatureIndex, LayeredLocalIndex
+from imgverify.signals.features import FeatureIndex, LocalFeatures, LocalIndex, empty_copy
 from imgverify.signals.hashing import HASH_PIPELINE, HashSet
 from imgverify.store.index import PDQ_ONLY_PART, HashIndex
 from imgverify.store.layered import LayeredIndex
+from imgverify.store.local_index import COMPACT_MIN_REFS, build_compact
+from imgverify.store.local_index import stats as local_stats
 from imgverify.store.manifest import CONTEXT_FIELDS
 from imgverify.store.sightings import SIGHTING_COLUMNS, Sighting, sighting_from_row
 from imgverify.store.sqlite import (
@@ -214,7 +217,8 @@ class PostgresArchive:
         self._index: LayeredIndex | None = None
         self._index_generation = -1
         self._compacting = False
-        self._features: FeatureIndex | None = None
+        self._features: LocalIndex | None = None
+        self._compact_base: tuple[CompactFeatureIndex, int] | None = None
         self._features_generation = -1
         self._migrate(create and not readonly)
 
@@ -467,14 +471,69 @@ class PostgresArchive:
         finally:
             self._compacting = False
 
-    def feature_index(self) -> FeatureIndex:
+    def features_of(self, keys: Iterable[int]) -> dict[int, LocalFeatures]:
+        """Stored local features of these references (the compact index reads back only the
+        few it verifies)."""
+        wanted = sorted({int(k) for k in keys})
+        if not wanted:
+            return {}
+
+        def read(conn: Any) -> dict[int, LocalFeatures]:
+            return {int(r[0]): LocalFeatures.from_blobs(bytes(r[3]), bytes(r[4]), r[1], r[2])
+                    for r in conn.execute("SELECT ref_id, width, height, points, descriptors "
+                                          "FROM features WHERE ref_id = ANY(%s)", (wanted,))}
+
+        return self._snapshot(read)  # type: ignore[no-any-return]
+
+    def _feature_count(self) -> int:
+        return int(self._snapshot(
+            lambda conn: conn.execute("SELECT COUNT(*) FROM features").fetchone()[0]))
+
+    def build_local_index(self, progress: Callable[[int], None] | None = None
+                          ) -> dict[str, Any]:
+        """Build the compact local index of the database as it is now (large archives), so
+        queries only fold in what changed since; small archives need nothing ahead."""
+        count = self._feature_count()
+        if count < COMPACT_MIN_REFS:
+            with self._index_lock:
+                self._features = None
+            return {"references_with_features": count, **local_stats(self.feature_index())}
+
+        def read(conn: Any) -> tuple[CompactFeatureIndex, int]:
+            gen = int(conn.execute("SELECT value FROM meta WHERE key='generation'")
+                      .fetchone()[0])
+            with conn.cursor(name="imgverify_features") as cur:  # server-side: streamed
+                cur.itersize = 5_000
+                cur.execute("SELECT ref_id, descriptors FROM features ORDER BY ref_id")
+                items = ((int(r[0]), np.frombuffer(bytes(r[1]), np.uint8).reshape(-1, 32))
+                         for r in cur)
+                return build_compact(items, self.features_of, progress), gen
+
+        base, generation = self._snapshot(read)
+        with self._index_lock:
+            self._compact_base = (base, generation)
+            self._features = base
+            self._features_generation = generation
+        return {"references_with_features": count, **local_stats(base)}
+
+    def feature_index(self) -> LocalIndex:
         """Local features, re-read only for references touched since the last build; the
-        trained quantiser is reused so a refresh is an assignment, not a training."""
+        trained quantiser is reused so a refresh is an assignment, not a training. Large
+        archives use the compact index built by `build_local_index` plus an exact delta of
+        the references changed since."""
         current = int(self.generation())
         with self._index_lock:
             if self._features is not None and current == self._features_generation:
                 return self._features
-            old = self._features
+            base = getattr(self, "_compact_base", None)
+        if base is None and self._feature_count() >= COMPACT_MIN_REFS:
+            self.build_local_index()  # never built in this process: once, then deltas
+            base = self._compact_base
+        with self._index_lock:
+            if base is not None:
+                self._features, self._features_generation = self._layered(*base)
+                return self._features
+            old = self._features if isinstance(self._features, FeatureIndex) else None
             since = self._features_generation
 
             def read(conn: Any) -> tuple[dict[int, LocalFeatures], int, list[int] | None]:
@@ -505,6 +564,25 @@ class PostgresArchive:
             self._features = FeatureIndex(keys, [by_key[k] for k in keys], None, trained)
             self._features_generation = generation
             return self._features
+
+    def _layered(self, base: CompactFeatureIndex, built_at: int) -> tuple[LocalIndex, int]:
+        def read(conn: Any) -> tuple[dict[int, LocalFeatures], set[int], int]:
+            gen = int(conn.execute("SELECT value FROM meta WHERE key='generation'")
+                      .fetchone()[0])
+            changed = [int(r[0]) for r in conn.execute(
+                "SELECT DISTINCT ref_id FROM changes WHERE generation > %s "
+                "AND generation <= %s", (built_at, gen))]
+            feats = {int(r[0]): LocalFeatures.from_blobs(bytes(r[3]), bytes(r[4]), r[1], r[2])
+                     for r in conn.execute("SELECT ref_id, width, height, points, descriptors "
+                                           "FROM features WHERE ref_id = ANY(%s)", (changed,))}
+            return feats, set(changed), gen
+
+        fresh, changed, generation = self._snapshot(read)
+        if not changed:
+            return base, generation
+        keys = sorted(fresh)
+        return LayeredLocalIndex(base, FeatureIndex(keys, [fresh[k] for k in keys]),
+                                 changed), generation
 
     # -- writing ------------------------------------------------------------------------------
     def _require_writable(self) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from imgverify.media.load import Limits
-    from imgverify.signals.features import FeatureIndex
+    from imgverify.signals.features import LocalFeatures, LocalIndex
     from imgverify.signals.hashing import HashSet
     from imgverify.store.index import Candidate
     from imgverify.store.sqlite import (
@@ -68,7 +68,10 @@ class ArchiveStore(Protocol):
 
     # derived indexes
     def index(self) -> HashSearch: ...
-    def feature_index(self) -> FeatureIndex: ...
+    def feature_index(self) -> LocalIndex: ...
+    def features_of(self, keys: Iterable[int]) -> dict[int, LocalFeatures]: ...
+    def build_local_index(self, progress: Callable[[int], None] | None = None
+                          ) -> dict[str, Any]: ...
 
     # writing
     def write_batch(self, batch: list[PreparedReference]) -> tuple[int, int]: ...

@@ -25,10 +25,12 @@ from PIL import Image
 
 from imgverify.errors import ArchiveError, ImgVerifyError
 from imgverify.media.load import Limits, load, reduction_scale
+from imgverify.signals.compact import LayeredLocalIndex
 from imgverify.signals.features import (
     FEATURE_CACHE_FORMAT,
     FeatureIndex,
     LocalFeatures,
+    LocalIndex,
 )
 from imgverify.signals.hashing import (
     FULL_SCALE,
@@ -41,6 +43,14 @@ from imgverify.signals.hashing import (
 from imgverify.signals.regions import picture_variants
 from imgverify.store.cache import CacheKey, open_cache, publish_cache
 from imgverify.store.index import CACHE_FORMAT, LINEAR_MAX, PDQ_ONLY_PART, HashIndex
+from imgverify.store.local_index import (
+    COMPACT_MIN_REFS,
+    build_compact,
+    latest_compact,
+    open_compact,
+    publish_compact,
+)
+from imgverify.store.local_index import stats as local_stats
 from imgverify.store.manifest import CONTEXT_FIELDS, RowError
 from imgverify.store.sightings import SIGHTING_COLUMNS, Sighting, sighting_from_row
 
@@ -337,7 +347,7 @@ class Archive:
         self._index_lock = threading.Lock()
         self._index: HashIndex | None = None
         self._index_generation: str | None = None
-        self._features: FeatureIndex | None = None
+        self._features: LocalIndex | None = None
         self._features_generation: str | None = None
         if not self.path.exists():
             if readonly or not create:
@@ -655,7 +665,7 @@ class Archive:
                 self._index_generation = state
             return self._index
 
-    def feature_index(self) -> FeatureIndex:
+    def feature_index(self) -> LocalIndex:
         """Local features of every reference (for crops, insets, screenshots), cached.
 
         Large archives keep the trained faiss index in ARCHIVE.index/ (keyed like the hash
@@ -666,6 +676,10 @@ class Archive:
         state, key = self._state()
         with self._index_lock:
             if self._features is None or state != self._features_generation:
+                if self._feature_count() >= COMPACT_MIN_REFS:
+                    self._features = self._compact_index(key)
+                    self._features_generation = state
+                    return self._features
                 keys: list[int] = []
                 feats: list[LocalFeatures] = []
                 cur = self._conn().execute("SELECT ref_id, width, height, points, descriptors "
@@ -701,6 +715,83 @@ class Archive:
                 self._features = index
                 self._features_generation = state
             return self._features
+
+    def _feature_count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM features")[0][0])
+
+    def features_of(self, keys: Iterable[int]) -> dict[int, LocalFeatures]:
+        """Stored local features of these references (the compact index reads back only the
+        few it verifies)."""
+        wanted = sorted({int(k) for k in keys})
+        out: dict[int, LocalFeatures] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._query("SELECT ref_id, width, height, points, descriptors FROM "
+                                 f"features WHERE ref_id IN ({marks})", chunk):
+                out[int(r[0])] = LocalFeatures.from_blobs(r[3], r[4], r[1], r[2])
+        return out
+
+    def _descriptor_stream(self, after: int = -1) -> Iterator[tuple[int, Any]]:
+        import numpy as np
+
+        cur = self._conn().execute("SELECT ref_id, descriptors FROM features WHERE ref_id > ? "
+                                   "ORDER BY ref_id", (after,))
+        while True:
+            rows = cur.fetchmany(5_000)
+            if not rows:
+                return
+            for r in rows:
+                yield int(r[0]), np.frombuffer(r[1], dtype=np.uint8).reshape(-1, 32)
+
+    def _compact_index(self, key: CacheKey | None) -> Any:
+        """The compact local index for the current state: the cache built for it; else the
+        last one built for this archive plus an exact delta of the references added since;
+        else (an archive never indexed) built now and cached."""
+        root = self.index_cache_dir
+        if key is not None:
+            exact = open_compact(root, key, self.features_of)
+            if exact is not None:
+                return exact
+            older = latest_compact(root, key.archive_id, key.hash_pipeline, self.features_of)
+            if older is not None:
+                base = older[0]
+                newest = int(base.ref_keys.max()) if base.references else -1
+                added = self.features_of(self._keys_after(newest))
+                keys = sorted(added)
+                delta = FeatureIndex(keys, [added[k] for k in keys])
+                return LayeredLocalIndex(base, delta, set())
+        return self._build_compact(key)
+
+    def _keys_after(self, newest: int) -> list[int]:
+        return [int(r[0]) for r in self._query(
+            "SELECT ref_id FROM features WHERE ref_id > ? ORDER BY ref_id", (newest,))]
+
+    def _build_compact(self, key: CacheKey | None,
+                       progress: Callable[[int], None] | None = None) -> Any:
+        index = build_compact(self._descriptor_stream(), self.features_of, progress)
+        if key is not None and not self.readonly:
+            publish_compact(self.index_cache_dir, key, index)
+        return index
+
+    def build_local_index(self, progress: Callable[[int], None] | None = None
+                          ) -> dict[str, Any]:
+        """Build (and cache) the local-feature index for the archive as it is now, so no
+        query pays for it. Small archives need none ahead of time: their exact index is
+        built in memory when first used, cheaply."""
+        state, key = self._state()
+        count = self._feature_count()
+        with self._index_lock:
+            if count < COMPACT_MIN_REFS:
+                self._features = None
+                index: Any = None
+            else:
+                index = self._build_compact(key, progress)
+                self._features = index
+                self._features_generation = state
+        if index is None:
+            index = self.feature_index()
+        return {"references_with_features": count, **local_stats(index)}
 
     def _build_index(self) -> HashIndex:
         import numpy as np

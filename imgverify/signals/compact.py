@@ -1,0 +1,294 @@
+"""The compact local-feature index: an inverted file of visual words, for large archives.
+
+Why: `FeatureIndex` keeps every descriptor of every reference in memory (several KB per
+reference) and votes by nearest neighbours, which neither fits ten million references on
+one machine nor stays meaningful there (among billions of descriptors the nearest one is a
+stranger's). Here each reference keeps, per keypoint, only a posting in the list of its
+visual word (`vocabulary.py`): the reference's row number and a 16-bit Hamming embedding,
+6 bytes. The exact descriptors stay in the store; the few references whose votes stand out
+from chance are read back through `loader` and verified geometrically exactly as before
+(`features.verify_pair`), so the evidence and the verdict rules do not change.
+
+Voting: each query descriptor looks up the lists of its nearest words (several per
+descriptor: a copy's descriptor can fall on a neighbouring word) and keeps the postings whose
+embedded bits agree; it votes once per reference it hits, with weight 1/sqrt(references it
+hits) (burstiness: a logo or ticker on many references lifts none of them). A reference is a
+candidate when its vote count is well above what chance gives a reference with as many
+keypoints, whatever the archive size.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgverify.signals.features import GeometricMatch, LocalFeatures, verify_pair
+from imgverify.signals.vocabulary import Vocabulary, default_vocabulary, he_codes
+
+#: Keypoints per reference that get a posting (the strongest, as stored): all of them.
+#: Bumped whenever the saved arrays change meaning.
+COMPACT_FORMAT = 1
+#: Query-side words per descriptor: nearest centroids per half (so up to its square words).
+QUERY_PER_HALF = 2
+#: A query word further than this (summed half distances, bits) from the descriptor than its
+#: nearest word is not looked up: it would hold nothing the descriptor resembles.
+WORD_SLACK = 10
+#: Postings whose embedded bits differ from the query descriptor's in more places are no vote.
+HE_MAX_DISTANCE = 6
+#: Width of the soft embedding weight exp(-(d / HE_SIGMA)^2) of a vote.
+HE_SIGMA = 4.0
+#: Candidates need this many votes, and `CHANCE_FACTOR` times the chance expectation.
+MIN_VOTES = 6
+CHANCE_FACTOR = 4.0
+MIN_WEIGHT = 2.0
+#: References whose features are kept decoded after a verification (per index).
+FEATURE_CACHE = 256
+
+Loader = Callable[[list[int]], dict[int, LocalFeatures]]
+
+
+class CompactFeatureIndex:
+    """Postings per visual word (CSR), references by row; immutable once built and safe to
+    share between threads (the feature cache has its own lock)."""
+
+    def __init__(self, ref_keys: np.ndarray, ref_counts: np.ndarray, offsets: np.ndarray,
+                 postings: np.ndarray, he: np.ndarray, loader: Loader,
+                 vocabulary: Vocabulary | None = None) -> None:
+        self.ref_keys = ref_keys  # (N,) int64: archive key per row
+        self.ref_counts = ref_counts  # (N,) uint16: postings per reference
+        self.offsets = offsets  # (W + 1,) int64 into postings
+        self.postings = postings  # (P,) uint32 row numbers, grouped by word
+        self.he = he  # (P,) uint16 Hamming embedding
+        self.loader = loader
+        self.vocabulary = vocabulary or default_vocabulary()
+        self._cache: OrderedDict[int, LocalFeatures | None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_set: set[int] | None = None
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def build(cls, items: Iterable[tuple[int, np.ndarray]], loader: Loader,
+              vocabulary: Vocabulary | None = None,
+              progress: Callable[[int], None] | None = None) -> CompactFeatureIndex:
+        """Index (key, descriptors) pairs: each descriptor's nearest word and embedding.
+        Words are assigned in batches, postings placed by a counting sort (no argsort over
+        the whole archive)."""
+        vocab = vocabulary or default_vocabulary()
+        keys: list[int] = []
+        counts: list[int] = []
+        word_parts: list[np.ndarray] = []
+        he_parts: list[np.ndarray] = []
+        batch: list[np.ndarray] = []
+        pending = 0
+
+        def flush() -> None:
+            nonlocal batch, pending
+            if not batch:
+                return
+            desc = np.concatenate(batch)
+            words, _d = vocab.assign(desc, 1)
+            word_parts.append(words[:, 0].astype(np.int32))
+            he_parts.append(he_codes(desc))
+            batch, pending = [], 0
+
+        for done, (key, desc) in enumerate(items, 1):
+            keys.append(int(key))
+            counts.append(int(desc.shape[0]))
+            if desc.shape[0]:
+                batch.append(desc)
+                pending += desc.shape[0]
+            if pending >= 200_000:
+                flush()
+            if progress is not None and done % 1000 == 0:
+                progress(done)
+        flush()
+        words = np.concatenate(word_parts) if word_parts else np.zeros(0, np.int32)
+        he = np.concatenate(he_parts) if he_parts else np.zeros(0, np.uint16)
+        rows = np.repeat(np.arange(len(keys), dtype=np.uint32),
+                         np.asarray(counts, dtype=np.int64))
+        return cls.from_postings(np.asarray(keys, np.int64), np.asarray(counts, np.uint16),
+                                 words, rows, he, loader, vocab)
+
+    @classmethod
+    def from_postings(cls, ref_keys: np.ndarray, ref_counts: np.ndarray, words: np.ndarray,
+                      rows: np.ndarray, he: np.ndarray, loader: Loader,
+                      vocabulary: Vocabulary | None = None) -> CompactFeatureIndex:
+        vocab = vocabulary or default_vocabulary()
+        order = np.argsort(words, kind="stable")
+        counts = np.bincount(words, minlength=vocab.words)
+        offsets = np.zeros(vocab.words + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return cls(ref_keys, ref_counts, offsets, rows[order].astype(np.uint32),
+                   he[order].astype(np.uint16), loader, vocab)
+
+    # -- persistence ------------------------------------------------------------------------
+    _ARRAYS = ("ref_keys", "ref_counts", "offsets", "postings", "he")
+
+    def save(self, folder: Path) -> dict[str, Any]:
+        for name in self._ARRAYS:
+            np.save(folder / f"{name}.npy", np.asarray(getattr(self, name)))
+        return {"references": len(self.ref_keys), "postings": int(self.postings.shape[0]),
+                "vocabulary": self.vocabulary.version}
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict[str, Any], loader: Loader,
+             vocabulary: Vocabulary | None = None) -> CompactFeatureIndex | None:
+        """The index saved in `folder`, memory-mapped (pages are read as lists are used)."""
+        vocab = vocabulary or default_vocabulary()
+        if int(meta.get("vocabulary", -1)) != vocab.version:
+            return None
+        try:
+            arrs = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in cls._ARRAYS}
+        except (OSError, ValueError):
+            return None
+        if (len(arrs["ref_keys"]) != int(meta["references"])
+                or len(arrs["postings"]) != int(meta["postings"])
+                or len(arrs["offsets"]) != vocab.words + 1):
+            return None
+        return cls(arrs["ref_keys"], arrs["ref_counts"], arrs["offsets"], arrs["postings"],
+                   arrs["he"], loader, vocab)
+
+    # -- size -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.postings.shape[0])
+
+    @property
+    def references(self) -> int:
+        return int(self.ref_keys.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Everything the index holds: postings, embeddings, word offsets, per-row keys and
+        counts (the vocabulary is shared by every archive and not counted)."""
+        return int(sum(np.asarray(getattr(self, n)).nbytes for n in self._ARRAYS))
+
+    def keys(self) -> set[int]:
+        if self._key_set is None:
+            self._key_set = set(np.asarray(self.ref_keys).tolist())
+        return self._key_set
+
+    # -- search -----------------------------------------------------------------------------
+    def _hits(self, query: LocalFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query descriptor, reference row, embedding distance) of every agreeing posting,
+        one per (descriptor, reference) pair (the closest, if a descriptor meets a reference
+        in several of its words)."""
+        desc = np.ascontiguousarray(query.descriptors)
+        words, dist = self.vocabulary.assign(desc, QUERY_PER_HALF)
+        keep = dist <= dist[:, :1] + WORD_SLACK
+        q_idx = np.nonzero(keep)[0]
+        w = words[keep]
+        lo = np.asarray(self.offsets[w], dtype=np.int64)
+        hi = np.asarray(self.offsets[w + 1], dtype=np.int64)
+        lengths = hi - lo
+        total = int(lengths.sum())
+        empty = np.zeros(0, np.int64)
+        if total == 0:
+            return empty, empty, empty
+        ends = np.cumsum(lengths)
+        positions = np.repeat(lo - (ends - lengths), lengths) + np.arange(total)
+        owner_q = np.repeat(q_idx, lengths)
+        he_dist = np.bitwise_count(np.take(self.he, positions) ^ he_codes(desc)[owner_q])
+        ok = he_dist <= HE_MAX_DISTANCE
+        rows = np.take(self.postings, positions[ok]).astype(np.int64)
+        owner_q, he_dist = owner_q[ok], he_dist[ok].astype(np.int64)
+        # one vote per (descriptor, reference): sort by pair, closest embedding first
+        pair = owner_q * self.references + rows
+        order = np.lexsort((he_dist, pair))
+        pair, he_dist = pair[order], he_dist[order]
+        first = np.ones(pair.size, bool)
+        first[1:] = pair[1:] != pair[:-1]
+        pair, he_dist = pair[first], he_dist[first]
+        return pair // self.references, pair % self.references, he_dist
+
+    def vote(self, query: LocalFeatures, top: int = 5, min_votes: int = MIN_VOTES
+             ) -> list[tuple[int, int]]:
+        """[(ref_key, votes)] of the references whose votes clearly exceed chance.
+
+        A vote weighs more the closer the embedded bits agree (soft Hamming embedding) and
+        less the more references the same query descriptor hits (burstiness).
+        """
+        if len(query) == 0 or self.references == 0 or len(self) == 0:
+            return []
+        q, rows, he_dist = self._hits(query)
+        if rows.size == 0:
+            return []
+        per_q = np.bincount(q, minlength=len(query)).astype(np.float64)
+        weight = np.exp(-(he_dist / HE_SIGMA) ** 2) / np.sqrt(np.maximum(1.0, per_q[q]))
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        votes = np.bincount(inverse)
+        weighted = np.bincount(inverse, weights=weight)
+        # chance: the votes land on references in proportion to their postings
+        share = np.asarray(self.ref_counts[uniq], np.float64) / max(1, len(self))
+        expected = float(weight.sum()) * share
+        ok = (votes >= min_votes) & (weighted >= CHANCE_FACTOR * expected + MIN_WEIGHT)
+        if not ok.any():
+            return []
+        cand = np.flatnonzero(ok)
+        order = cand[np.argsort(-weighted[cand], kind="stable")][:top]
+        return [(int(self.ref_keys[uniq[i]]), int(votes[i])) for i in order]
+
+    def features_of(self, key: int) -> LocalFeatures | None:
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        found = self.loader([key]).get(key)
+        with self._lock:
+            self._cache[key] = found
+            while len(self._cache) > FEATURE_CACHE:
+                self._cache.popitem(last=False)
+        return found
+
+    def verify(self, query: LocalFeatures, ref_key: int, mirrored: bool = False
+               ) -> GeometricMatch | None:
+        """The same geometric check as `FeatureIndex.verify`, on the reference's stored
+        features (read from the store; a reference removed since the build has none)."""
+        ref = self.features_of(ref_key)
+        if ref is None:
+            return None
+        return verify_pair(query, ref, ref_key, mirrored)
+
+
+class LayeredLocalIndex:
+    """A compact base index plus the references changed since it was built.
+
+    Why: building the base at ten million references takes minutes, so it is built by an
+    explicit `archive index` (or after an ingest), never on a query; references added or
+    replaced since are held exactly in a small `FeatureIndex` (`delta`), and `stale` names
+    every key whose postings in the base no longer describe it (replaced or removed), so
+    the base never votes for them.
+    """
+
+    def __init__(self, base: CompactFeatureIndex, delta: Any, stale: set[int]) -> None:
+        self.base = base
+        self.delta = delta  # a FeatureIndex over the changed references' current features
+        self.stale = stale
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.delta)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.base.nbytes + self.delta.nbytes)
+
+    def vote(self, query: LocalFeatures, top: int = 5, min_votes: int = MIN_VOTES
+             ) -> list[tuple[int, int]]:
+        found = [(k, v) for k, v in self.base.vote(query, top + len(self.stale))
+                 if k not in self.stale][:top]
+        if len(self.delta):
+            found += self.delta.vote(query, top)
+        found.sort(key=lambda kv: -kv[1])
+        return found[:top]
+
+    def verify(self, query: LocalFeatures, ref_key: int, mirrored: bool = False
+               ) -> GeometricMatch | None:
+        if ref_key in self.delta.by_key:
+            return self.delta.verify(query, ref_key, mirrored)  # type: ignore[no-any-return]
+        if ref_key in self.stale:
+            return None
+        return self.base.verify(query, ref_key, mirrored)

@@ -1,0 +1,85 @@
+"""Which local-feature index an archive uses, and how the compact one is cached.
+
+Small archives keep every descriptor in memory (`FeatureIndex`: exact nearest-neighbour
+votes, a few KB per reference, nothing to build ahead). From `COMPACT_MIN_REFS` references
+on, the compact inverted file (`signals.compact`) takes over: about 1 KB per reference,
+built ahead of queries (`imgverify archive index`, or at the end of an ingest) and cached
+beside the archive like the hash index, keyed by the archive's identity and state so that
+a cache never answers for another archive or another state of this one.
+
+Between builds, references added since the cached build are searched exactly in a small
+in-memory delta (`LayeredLocalIndex`); references removed since are not verified (their
+stored features are gone), so a stale cache costs recall on the newest references at
+worst, never a wrong attribution.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgverify.signals.compact import COMPACT_FORMAT, CompactFeatureIndex, Loader
+from imgverify.signals.vocabulary import default_vocabulary
+from imgverify.store.cache import MANIFEST, CacheKey, open_cache, publish_cache
+
+#: From this many references with local features, the compact index is used.
+COMPACT_MIN_REFS = 5_000
+LOCAL_KIND = "local"
+
+
+def cache_format() -> int:
+    """The compact cache's format: the array layout and the vocabulary it was built with."""
+    return COMPACT_FORMAT * 1000 + default_vocabulary().version
+
+
+def build_compact(items: Iterable[tuple[int, np.ndarray]], loader: Loader,
+                  progress: Callable[[int], None] | None = None) -> CompactFeatureIndex:
+    return CompactFeatureIndex.build(items, loader, progress=progress)
+
+
+def publish_compact(root: Path, key: CacheKey, index: CompactFeatureIndex) -> Path | None:
+    return publish_cache(root, LOCAL_KIND, cache_format(), key, index.save)
+
+
+def open_compact(root: Path, key: CacheKey, loader: Loader) -> CompactFeatureIndex | None:
+    found = open_cache(root, LOCAL_KIND, cache_format(), key)
+    if found is None:
+        return None
+    return CompactFeatureIndex.load(found[0], found[1], loader)
+
+
+def latest_compact(root: Path, archive_id: str, hash_pipeline: int, loader: Loader
+                   ) -> tuple[CompactFeatureIndex, CacheKey] | None:
+    """The newest whole compact cache of this archive, whatever state it was built at (only
+    one is kept: publishing prunes the others), with the key it was built for."""
+    try:
+        entries = sorted(root.glob(f"{LOCAL_KIND}-f{cache_format()}-*"))
+    except OSError:
+        return None
+    for folder in entries:
+        try:
+            recorded = json.loads((folder / MANIFEST).read_text())["key"]
+            key = CacheKey(**recorded)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if key.archive_id != archive_id or key.hash_pipeline != hash_pipeline:
+            continue  # another archive's cache (a copied folder): never read
+        index = open_compact(root, key, loader)
+        if index is not None:
+            return index, key
+    return None
+
+
+def stats(index: Any) -> dict[str, Any]:
+    """What `archive index` reports about a built local index."""
+    refs = getattr(index, "references", None)
+    out: dict[str, Any] = {"kind": type(index).__name__, "bytes": int(index.nbytes)}
+    if isinstance(refs, int):
+        out["references"] = refs
+        out["postings"] = len(index)
+        out["bytes_per_reference"] = round(index.nbytes / max(1, refs), 1)
+    return out
