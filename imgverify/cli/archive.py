@@ -77,9 +77,9 @@ def archive_add(
         report = ingest_manifest(arch, manifest, batch_size=batch_size,
                              limits=_limits(max_pixels, max_bytes),
                              workers=workers if workers > 0 else default_workers(),
-                             progress=bar.advance)
+                             progress=bar.advance, build_index=False)
         retro = retroactive_since(arch, started) if report.added else []
-    if report.added:
+    if report.added or report.updated:
         _build_local_index(arch, progress, progress_interval)
     for err in report.errors:
         typer.echo(f"{manifest}:{err.line}: {err.message}", err=True)

@@ -18,6 +18,7 @@ from imgverify.errors import ImgVerifyError
 from imgverify.media.evidence import read_exif
 from imgverify.media.load import Limits, LoadedImage, load
 from imgverify.signals.features import REF_FEATURES, extract
+from imgverify.store.local_index import COMPACT_MIN_REFS
 from imgverify.store.manifest import ManifestRow, RowError, read_manifest
 from imgverify.store.protocol import ArchiveStore
 from imgverify.store.sqlite import (
@@ -107,11 +108,13 @@ def prepare_references(rows: Iterable[ManifestRow | RowError], limits: Limits | 
 
 def ingest_manifest(archive: ArchiveStore, manifest: str | os.PathLike[str],
                     batch_size: int = 100, limits: Limits | None = None, workers: int = 1,
-                    progress: Any = None) -> IngestReport:
+                    progress: Any = None, build_index: bool = True) -> IngestReport:
     """Add every good row of a manifest; bad rows are reported with their line numbers.
 
     Each batch is one transaction of the store, so a crash loses nothing committed and
     re-running the same manifest completes it (references are keyed by sha256).
+    With `build_index`, a large archive's local-feature index is rebuilt at the end, so the
+    next query does not pay for it (`ArchiveStore.build_local_index`).
     """
     check_writable = getattr(archive, "_require_writable", None)
     if check_writable is not None:
@@ -137,6 +140,8 @@ def ingest_manifest(archive: ArchiveStore, manifest: str | os.PathLike[str],
         added, updated = archive.write_batch(batch)
         report.added += added
         report.updated += updated
+    if build_index and (report.added or report.updated) and len(archive) >= COMPACT_MIN_REFS:
+        archive.build_local_index()
     return report
 
 
