@@ -46,7 +46,7 @@ from imgverify.media.load import load  # noqa: E402
 from imgverify.store.index import PDQ_ONLY_PART, HashIndex  # noqa: E402
 from imgverify.store.sqlite import reference_hashes  # noqa: E402
 
-WIDE = Thresholds(pdq_radius=256, phash_radius=64, pdq_only_min_quality=0)
+WIDE = Thresholds(pdq_radius=256, pdq_only_min_quality=0)
 META_MATCH = 31  # python-threatexchange PDQ_CONFIDENT_MATCH_THRESHOLD
 LIKELY_MAX = 20
 

@@ -100,7 +100,7 @@ def main() -> None:
             times = []
             for _ in range(20):
                 t0 = time.perf_counter()
-                ix.search([probe[0].pdq], [probe[0].phash], 31, 10)  # type: ignore[attr-defined]
+                ix.search([probe[0].pdq], 31)  # type: ignore[attr-defined]
                 times.append((time.perf_counter() - t0) * 1000)
             return statistics.median(times)
 
@@ -116,8 +116,7 @@ def main() -> None:
         refreshed = matcher.index()
         incremental = time.perf_counter() - t
         assert len(refreshed) == args.rows + args.added, len(refreshed)
-        found = refreshed.search([added[123].hashes[0][1].pdq], [added[123].hashes[0][1].phash],
-                                 31, 5)
+        found = refreshed.search([added[123].hashes[0][1].pdq], 31)
         assert found and found[0].pdq_distance == 0, "a new reference is not found"
         after = query_ms(refreshed)
         print(f"matcher's incremental refresh: {incremental:.2f} s "

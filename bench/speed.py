@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import imgverify  # noqa: E402
-from imgverify.match.search import QueryHashes, phash_variants  # noqa: E402
+from imgverify.match.search import QueryHashes  # noqa: E402
 from imgverify.media.load import (  # noqa: E402
     HASH_MIN_SIDE,
     load,
@@ -91,7 +91,6 @@ def bench_hashing(quick: bool) -> None:
                 qh.default_hashset()
                 for _name, _pic, h in qh.parts:
                     _ = h.pdq_variants
-                    phash_variants(h)
 
             def hashes_only(data: bytes = data) -> None:
                 compute_hashes(load(data))

@@ -49,7 +49,7 @@ from imgverify.media.load import load  # noqa: E402
 from imgverify.store.index import HashIndex  # noqa: E402
 from imgverify.store.sqlite import reference_hashes  # noqa: E402
 
-WIDE = Thresholds(pdq_radius=256, phash_radius=64)
+WIDE = Thresholds(pdq_radius=256)
 
 
 def _jpeg(im: Image.Image, quality: int = 90) -> bytes:

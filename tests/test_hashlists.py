@@ -401,30 +401,30 @@ def test_flat_query_is_not_matched_on_pdq_alone(tmp_path: Path) -> None:
 
 
 def test_hash_only_row_is_compared_by_pdq_only() -> None:
-    """Its stored pHash/dHash/wHash are zeros standing for 'unknown': never a candidate by
-    pHash, never part of the distances."""
+    """Its stored pHash/dHash/wHash are zeros standing for 'unknown': never part of the
+    distances, and a far PDQ is no candidate."""
     far = int("f0" * 32, 16)
     index = HashIndex.from_rows([(1, PDQ_ONLY_PART, HashSet(far, 100, 0, 0, 0))])
-    near_zero = [0, 1, 3, 7, 15, 31, 63, 127]  # pHash variants right next to the zero column
-    assert index.search([int("0f" * 32, 16)] * 8, near_zero, 80, 18) == []
+    assert index.search([int("0f" * 32, 16)] * 8, 31) == []
     query = HashSet(far ^ 0b111, 100, 0, 0, 0)
     assert index.distances(0, query) == {"pdq": 3}
 
 
 def test_hash_only_row_keeps_its_place_among_many_candidates() -> None:
     """When more candidates than `limit` are near, a hash-only row is ranked by its PDQ
-    distance, not pushed out by the pHash it does not have."""
+    distance like any other row, not pushed out by the pHash it does not have."""
     rng = np.random.default_rng(5)
     query_pdq = int.from_bytes(rng.bytes(32), "big")
     query_phash = 0x0123456789ABCDEF
     rows: list[tuple[int, str, HashSet]] = [
-        (k, "full", HashSet(int.from_bytes(rng.bytes(32), "big"), 100, query_phash, 0, 0))
-        for k in range(1, 61)]  # unrelated by PDQ, equal by pHash: 60 candidates
+        (k, "full", HashSet(query_pdq ^ ((1 << 20) - 1) << k, 100, query_phash, 0, 0))
+        for k in range(1, 61)]  # 20 bits away by PDQ, equal by pHash: 60 candidates
     rows.append((99, PDQ_ONLY_PART, HashSet(query_pdq ^ 0x3FF, 100, 0, 0, 0)))  # PDQ 10 away
     index = HashIndex.from_rows(rows)
-    found = index.search([query_pdq] * 8, [query_phash] * 8, 80, 18, limit=50)
-    assert len(found) == 50
-    assert found and 99 in {c.ref_key for c in found}
+    for path in ("linear", "mih"):
+        found = index.search([query_pdq] * 8, 31, limit=50, path=path)
+        assert len(found) == 50
+        assert found[0].ref_key == 99
 
 
 def test_integrity_check_wants_the_right_hash_row(tmp_path: Path) -> None:

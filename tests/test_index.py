@@ -63,7 +63,7 @@ def test_multi_index_equals_brute_force_on_random_and_near_duplicates() -> None:
             got = {r: d for r, (d, _v) in index.pdq_within(variants, radius).items()}
             assert got == _brute(pdq, variants, radius)
     # search() above LINEAR_MAX takes the multi-index path and returns the same rows
-    cands = index.search([_as_int(pdq[0])] * 8, [0] * 8, 31, 0, limit=10_000)
+    cands = index.search([_as_int(pdq[0])] * 8, 31, limit=10_000)
     assert {c.row for c in cands} == set(_brute(pdq, [_as_int(pdq[0])], 31))
 
 

@@ -1,7 +1,7 @@
 """Find the archived references a picture matches: index candidates, then re-scoring.
 
 For each hashed part of the query (the full frame, the photo inside flat borders) the index
-returns references near it by PDQ over the 8 rotation/flip variants or by pHash. Each
+returns references near it by PDQ over the 8 rotation/flip variants. Each
 candidate is re-scored with all four families in the orientation that found it; the best
 part and orientation per reference is kept.
 """
@@ -25,7 +25,6 @@ from imgverify.signals.features import (
     extract,
 )
 from imgverify.signals.hashing import (
-    DIHEDRAL_TRANSPOSE,
     EDIT_DESCRIPTION,
     FULL_SCALE,
     HashSet,
@@ -90,17 +89,12 @@ class QueryHashes:
         return self.parts[0][2].hashset(0)
 
 
-def phash_variants(hasher: PictureHasher) -> list[int]:
-    return [hasher.phash(k) for k in range(len(DIHEDRAL_TRANSPOSE))]
-
-
 def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
          limit: int = 50) -> list[RawMatch]:
     """Best match per reference among all query parts and orientations, best first."""
     best: dict[int, RawMatch] = {}
     for part_name, pic, hasher in query.parts:
-        cands = index.search(hasher.pdq_variants, phash_variants(hasher),
-                             thresholds.pdq_radius, thresholds.phash_radius, limit)
+        cands = index.search(hasher.pdq_variants, thresholds.pdq_radius, limit)
         for c in cands:
             qh = hasher.hashset(c.dihedral)
             if c.ref_part == PDQ_ONLY_PART and qh.pdq_quality < thresholds.pdq_only_min_quality:

@@ -33,9 +33,12 @@ class Thresholds:
     # an extrapolated per-pair false-positive rate of 1e-9 and 1e-8
     likely: float = 0.15
     possible: float = 0.175
-    #: candidate radii for the index (wider than any match we accept)
-    pdq_radius: int = 80
-    phash_radius: int = 18
+    #: candidate radius for the index: PDQ over the query's 8 dihedral variants. At most 31,
+    #: what the multi-index of large archives answers exactly, so small and large archives
+    #: offer the same candidates (a wider radius is always a linear scan; benches use 256 to
+    #: see every row). Edits that move PDQ further (crops keeping ~80 % sit at 60-100 bits)
+    #: are the local-feature stage's to find.
+    pdq_radius: int = 31
     #: local-feature stage (crops, insets, screenshots): RANSAC inliers needed
     use_local_features: bool = True
     local_likely: int = 35

@@ -4,20 +4,20 @@ Derived from the archive (never the only copy of anything) and cached beside it 
 .npy files that are memory-mapped on open. Per hash row it keeps 56 bytes of hashes (4 uint64
 words of PDQ, 1 each of pHash, dHash, wHash), a 4-byte reference key and a 1-byte part code.
 
-Two search paths, both exact for what they promise:
+Two search paths that return the same rows for the same query (`HashIndex.search`): the
+candidate rule is PDQ within a radius over the query's 8 dihedral variants, and the size of
+the archive only picks how it is computed.
 
-* **Linear** (small archives, <= `LINEAR_MAX` rows): one vectorised XOR + popcount pass over
-  all rows for the query's 8 PDQ variants and pHash variants, with wide radii (a wide net
-  helps edited copies; it is cheap at this size).
+* **Linear** (small archives, <= `LINEAR_MAX` rows, or a radius beyond the multi-index's):
+  one vectorised XOR + popcount pass over all rows for the query's 8 PDQ variants.
 * **Multi-index hashing** on PDQ (Norouzi et al.), exact to radius 31: 16 chunks of 16 bits,
   one table per chunk of packed 32-bit entries (row number, low chunk bits, 8-16 bits of the
   next chunk as a provably exact filter) with a directory on the chunk's top bits. 64 bytes
   per row for the tables + 1-4 for the directories; see `PdqMultiIndex`. Only rows that pass
   the filter are read and compared exactly, so the result equals brute force.
 
-Measured by bench/speed.py (synthetic hashes with real per-bit frequencies, 8 query
-orientations): 0.55 ms per query at 1 M rows and 127 bytes per row; 3.1 ms and 125 bytes at
-10 M.
+bench/speed.py measures both paths (synthetic hashes with real per-bit frequencies);
+bench/cliff.py checks that the switch between them changes nothing that is found.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ PDQ_WORDS = 4
 CHUNKS = 16
 CHUNK_BITS = 16
 MIH_MAX_RADIUS = 31  # exact with one-bit probes over 16 chunks
-#: Below this many rows a linear scan is fast enough (about a millisecond) and keeps the
-#: wide candidate net that edited copies need.
+#: Up to this many rows a linear scan is about as fast as the multi-index and needs no
+#: tables; above it the multi-index answers the same query.
 LINEAR_MAX = 20_000
 #: Bumped whenever the cached arrays change meaning; older caches are rebuilt.
 CACHE_FORMAT = 3
@@ -369,42 +369,38 @@ class HashIndex:
         col = getattr(self, family)
         return np.bitwise_count(col ^ np.uint64(value)).astype(np.int32)
 
-    def search(self, query_variants: list[int], query_phash_variants: list[int],
-               pdq_radius: int, phash_radius: int, limit: int = 50) -> list[Candidate]:
-        """Rows near the query by PDQ (any dihedral variant) or, in linear mode, by pHash."""
-        n = len(self)
-        if n == 0:
+    def search(self, query_variants: list[int], pdq_radius: int, limit: int = 50,
+               path: str = "auto") -> list[Candidate]:
+        """Rows within `pdq_radius` of any of the query's PDQ variants, nearest first (ties
+        by row), at most `limit`.
+
+        The result depends only on the index, the query, the radius and the limit, never on
+        which path computes it: growing past `LINEAR_MAX` must change speed, not what is
+        found. So there is no wider net on the small path (it once added PDQ up to 80 and
+        pHash up to 18, which caught crops keeping ~80 % below the switch and none above;
+        neither radius can be searched exactly at millions of rows, and the local-feature
+        stage finds those crops on both sides). A radius above `MIH_MAX_RADIUS` (the
+        benches ask for every row) is always a linear scan.
+
+        `path`: "auto" (linear up to `LINEAR_MAX` rows or beyond the multi-index's radius,
+        multi-index above), or "linear" / "mih" to force one, for tests and benches.
+        """
+        if path not in ("auto", "linear", "mih"):
+            raise ValueError(f"unknown search path {path!r}")
+        if len(self) == 0 or pdq_radius < 0:
             return []
-        if n > LINEAR_MAX:
-            found = self.pdq_within(query_variants, min(pdq_radius, MIH_MAX_RADIUS))
-            ranked = sorted(found.items(), key=lambda kv: kv[1][0])[:limit]
-            return [Candidate(r, int(self.ref_keys[r]), self.part_names[self.part_codes[r]],
-                              d, v) for r, (d, v) in ranked]
-        pdq_best, pdq_var = self.pdq_distances(query_variants)
-        mask = pdq_best <= pdq_radius
-        ph_best = np.full(n, 65, np.int32)
-        ph_var = np.zeros(n, np.int64)
-        for k, value in enumerate(query_phash_variants):
-            d = self.small_distances("phash", value)
-            better = d < ph_best
-            ph_best[better] = d[better]
-            ph_var[better] = k
-        pdq_only = None
-        if PDQ_ONLY_PART in self.part_names:  # their zero pHash must never look like a hit
-            pdq_only = np.asarray(self.part_codes) == self.part_names.index(PDQ_ONLY_PART)
-            ph_best[pdq_only] = 64
-        mask |= ph_best <= phash_radius
-        rows = np.nonzero(mask)[0]
-        if rows.size > limit:
-            rank = pdq_best / 256.0 + ph_best / 64.0
-            if pdq_only is not None:  # ranked by PDQ alone, not pushed back by the unknown
-                rank[pdq_only] = 2 * pdq_best[pdq_only] / 256.0
-            order = np.argsort(rank[rows], kind="stable")
-            rows = rows[order[:limit]]
-        out = []
-        for r in rows.tolist():
-            use_pdq = pdq_best[r] / 256.0 <= ph_best[r] / 64.0
-            variant = int(pdq_var[r]) if use_pdq else int(ph_var[r])
-            out.append(Candidate(r, int(self.ref_keys[r]), self.part_names[self.part_codes[r]],
-                                 int(pdq_best[r]), variant))
-        return out
+        use_mih = path == "mih" or (path == "auto" and len(self) > LINEAR_MAX
+                                    and pdq_radius <= MIH_MAX_RADIUS)
+        if use_mih:
+            found = self.pdq_within(query_variants, pdq_radius)
+            rows = np.fromiter(found, np.int64, len(found))
+            dist = np.fromiter((d for d, _v in found.values()), np.int64, len(found))
+            var = np.fromiter((v for _d, v in found.values()), np.int64, len(found))
+        else:
+            best, which = self.pdq_distances(query_variants)
+            rows = np.flatnonzero(best <= pdq_radius)
+            dist, var = best[rows].astype(np.int64), which[rows]
+        order = np.lexsort((rows, dist))[:limit]  # by distance, then row: one order for both
+        return [Candidate(r, int(self.ref_keys[r]), self.part_names[self.part_codes[r]], d, v)
+                for r, d, v in zip(rows[order].tolist(), dist[order].tolist(),
+                                   var[order].tolist(), strict=True)]

@@ -81,20 +81,19 @@ class LayeredIndex:
         """Everything folded into one base (the slow step, done off the query path)."""
         return LayeredIndex(_concat([(self.base, self.removed), (self.delta, frozenset())]))
 
-    def search(self, query_variants: list[int], query_phash_variants: list[int],
-               pdq_radius: int, phash_radius: int, limit: int = 50) -> list[Candidate]:
+    def search(self, query_variants: list[int], pdq_radius: int, limit: int = 50,
+               path: str = "auto") -> list[Candidate]:
         found = []
         if len(self.base):
-            for c in self.base.search(query_variants, query_phash_variants, pdq_radius,
-                                      phash_radius, limit + min(len(self.removed), 10 * limit)):
+            for c in self.base.search(query_variants, pdq_radius,
+                                      limit + min(len(self.removed), 10 * limit), path):
                 if c.ref_key not in self.removed:
                     found.append(c)
         if len(self.delta):
-            for c in self.delta.search(query_variants, query_phash_variants, pdq_radius,
-                                       phash_radius, limit):
+            for c in self.delta.search(query_variants, pdq_radius, limit, path):
                 c.row += self._offset
                 found.append(c)
-        found.sort(key=lambda c: c.pdq_distance)
+        found.sort(key=lambda c: (c.pdq_distance, c.row))
         return found[:limit]
 
     def distances(self, row: int, query: HashSet) -> dict[str, int]:
