@@ -76,8 +76,8 @@ class CompactFeatureIndex:
               vocabulary: Vocabulary | None = None,
               progress: Callable[[int], None] | None = None) -> CompactFeatureIndex:
         """Index (key, descriptors) pairs: each descriptor's nearest word and embedding.
-        Words are assigned in batches, postings placed by a counting sort (no argsort over
-        the whole archive)."""
+        Words are assigned in batches and postings placed by a counting sort: the build holds
+        the words of every posting (6 bytes each) beside the finished index."""
         vocab = vocabulary or default_vocabulary()
         keys: list[int] = []
         counts: list[int] = []
@@ -107,12 +107,16 @@ class CompactFeatureIndex:
             if progress is not None and done % 1000 == 0:
                 progress(done)
         flush()
-        words = np.concatenate(word_parts) if word_parts else np.zeros(0, np.int32)
-        he = np.concatenate(he_parts) if he_parts else np.zeros(0, np.uint16)
-        rows = np.repeat(np.arange(len(keys), dtype=np.uint32),
-                         np.asarray(counts, dtype=np.int64))
-        return cls.from_postings(np.asarray(keys, np.int64), np.asarray(counts, np.uint16),
-                                 words, rows, he, loader, vocab)
+        # rows of each batch, regenerated from the per-reference counts when placed
+        row_of = np.repeat(np.arange(len(keys), dtype=np.uint32),
+                           np.asarray(counts, dtype=np.int64))
+        bounds = np.cumsum([0] + [p.size for p in word_parts])
+
+        def chunk(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return word_parts[i], row_of[bounds[i]:bounds[i + 1]], he_parts[i]
+
+        return cls.from_chunks(np.asarray(keys, np.int64), np.asarray(counts, np.uint16),
+                               chunk, len(word_parts), loader, vocab)
 
     @classmethod
     def from_postings(cls, ref_keys: np.ndarray, ref_counts: np.ndarray, words: np.ndarray,
@@ -125,6 +129,35 @@ class CompactFeatureIndex:
         np.cumsum(counts, out=offsets[1:])
         return cls(ref_keys, ref_counts, offsets, rows[order].astype(np.uint32),
                    he[order].astype(np.uint16), loader, vocab)
+
+    @classmethod
+    def from_chunks(cls, ref_keys: np.ndarray, ref_counts: np.ndarray,
+                    chunk: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]],
+                    n_chunks: int, loader: Loader, vocabulary: Vocabulary | None = None
+                    ) -> CompactFeatureIndex:
+        """Build from postings produced in chunks, `chunk(i)` -> (words, rows, he), called
+        twice per chunk (count, then place): memory stays at the index's own size plus one
+        chunk, which is what lets ten million references be indexed on one machine."""
+        vocab = vocabulary or default_vocabulary()
+        counts = np.zeros(vocab.words, np.int64)
+        for i in range(n_chunks):
+            counts += np.bincount(chunk(i)[0], minlength=vocab.words)
+        offsets = np.zeros(vocab.words + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        total = int(offsets[-1])
+        postings = np.empty(total, np.uint32)
+        he_all = np.empty(total, np.uint16)
+        cursor = offsets[:-1].copy()
+        for i in range(n_chunks):
+            words, rows, he = chunk(i)
+            order = np.argsort(words, kind="stable")
+            w = words[order]
+            start = np.searchsorted(w, w, side="left")  # first index of each word's run
+            pos = cursor[w] + (np.arange(w.size) - start)
+            postings[pos] = rows[order]
+            he_all[pos] = he[order]
+            cursor += np.bincount(w, minlength=vocab.words)
+        return cls(ref_keys, ref_counts, offsets, postings, he_all, loader, vocab)
 
     # -- persistence ------------------------------------------------------------------------
     _ARRAYS = ("ref_keys", "ref_counts", "offsets", "postings", "he")
