@@ -502,8 +502,18 @@ def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image
     ys, xs = np.nonzero(valid)
     if ys.size < MIN_AGREEMENT_OVERLAP * tw * th or ys.size < 1024:
         return 0.0  # a strip or a corner (a ticker, a logo) cannot confirm a copy
+    # Only the query's own pixels may be compared. Beyond the overlap the warp fills in black:
+    # a blur (or the bilinear warp) that mixes it in draws a dark edge along every block at
+    # the border of a crop or a collage tile, and on a mostly-flat photo (sky, snow, water)
+    # those border blocks are a large share of the textured ones, so a copy's median fell
+    # to "same place". Hence: the overlap loses its outermost pixel (bilinear mixes), the
+    # query is blurred as a masked (normalised) convolution, and blocks use inside pixels.
+    valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    weight = valid.astype(np.float32)
     ref = np.asarray(cv2.GaussianBlur(ref, (0, 0), AGREEMENT_BLUR), dtype=np.float32)
-    warped = np.asarray(cv2.GaussianBlur(warped, (0, 0), AGREEMENT_BLUR), dtype=np.float32)
+    spread = cv2.GaussianBlur(weight, (0, 0), AGREEMENT_BLUR)
+    warped = cv2.GaussianBlur(warped * weight, (0, 0), AGREEMENT_BLUR)
+    warped = np.where(valid, warped / np.maximum(spread, 1e-3), 0.0).astype(np.float32)
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     scores = []
     for by in range(AGREEMENT_GRID):
@@ -514,8 +524,9 @@ def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image
             xb = x0 + (x1 - x0) * (bx + 1) // AGREEMENT_GRID
             if yb - ya < 6 or xb - xa < 6 or valid[ya:yb, xa:xb].mean() < 0.9:
                 continue
-            r = ref[ya:yb, xa:xb]
-            q = warped[ya:yb, xa:xb]
+            mine = valid[ya:yb, xa:xb]
+            r = ref[ya:yb, xa:xb][mine]
+            q = warped[ya:yb, xa:xb][mine]
             rs, qs = float(r.std()), float(q.std())
             if rs < 4.0 and qs < 4.0:
                 continue  # flat in both (sky, wall): says nothing
