@@ -52,6 +52,7 @@ from imgverify.signals.features import (
     INSIDE_LARGER_IMAGE,
     QUERY_FEATURES,
     GeometricMatch,
+    QueryExtraction,
     aligned_agreement,
     extract,
 )
@@ -266,10 +267,10 @@ def _align_top(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
     picture = picture_for_features(loaded, FEATURE_SIDE)
     side = max(FEATURE_SIDE, *picture.size)
     best = None
+    extraction = QueryExtraction(picture, QUERY_FEATURES, side=side)
     for mirrored in (False, True):
-        pic = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirrored else picture
-        g = features.verify(extract(pic, QUERY_FEATURES, side=side), top.key,
-                            mirrored=mirrored)
+        g = features.verify(extraction.mirrored() if mirrored else extraction.features,
+                            top.key, mirrored=mirrored)
         if g is not None and g.inliers >= thresholds.local_possible and (
                 best is None or g.inliers > best.inliers):
             best = g

@@ -21,8 +21,9 @@ from imgverify.signals.features import (
     QUERY_FEATURES,
     FeatureIndex,
     GeometricMatch,
+    LocalFeatures,
+    QueryExtraction,
     aligned_agreement,
-    extract,
 )
 from imgverify.signals.hashing import (
     DIHEDRAL_TRANSPOSE,
@@ -134,10 +135,12 @@ def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresho
         return []
     found: dict[int, GeometricMatch] = {}
 
-    def attempt(pic: Image.Image, mirrored: bool,
-                box: tuple[float, float, float, float] | None) -> None:
+    def extraction(pic: Image.Image) -> QueryExtraction:
         # the caller sized the picture (larger for tall screenshots); do not shrink it again
-        query = extract(pic, QUERY_FEATURES, side=max(FEATURE_SIDE, *pic.size))
+        return QueryExtraction(pic, QUERY_FEATURES, side=max(FEATURE_SIDE, *pic.size))
+
+    def attempt(query: LocalFeatures, pic: Image.Image, mirrored: bool,
+                box: tuple[float, float, float, float] | None) -> None:
         for key, _votes in features.vote(query):
             gm = features.verify(query, key, mirrored=mirrored)
             if gm is None or gm.inliers < min(thresholds.local_possible,
@@ -174,9 +177,11 @@ def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresho
         return any(g.inliers >= thresholds.local_likely and confirmed(g)
                    for g in found.values())
 
-    attempt(picture, False, None)
+    whole = extraction(picture)
+    attempt(whole.features, picture, False, None)
     if not any(confirmed(g) for g in found.values()):
-        attempt(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), True, None)
+        # the mirror image's descriptors at the mirrored keypoints: no second detection
+        attempt(whole.mirrored(), picture, True, None)
     if not strong():
         w, h = picture.size
         todo = list(regions or [])
@@ -186,7 +191,7 @@ def find_local(picture: Image.Image, features: FeatureIndex, thresholds: Thresho
             if box[2] - box[0] < 48 or box[3] - box[1] < 48:
                 continue
             crop = picture.crop(box)
-            attempt(crop, False, (x0, y0, x1, y1))
+            attempt(extraction(crop).features, crop, False, (x0, y0, x1, y1))
             if not strong() and name == "photo":
                 # a screenshot of a screenshot: the photo band holds another layout, with
                 # the photo inside it; one level deeper is enough in practice
