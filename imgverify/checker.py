@@ -361,6 +361,11 @@ def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresh
     aspect = max(w, h) / max(1, min(w, h))
     side = int(min(2.2 * FEATURE_SIDE, FEATURE_SIDE * max(1.0, aspect / 1.2)))
     picture = picture_for_features(loaded, side)
+    if max(picture.size) > side:
+        # a large original decodes at up to twice `side` (JPEG scales by halves): more
+        # pixels than the references were indexed at only make keypoint detection dearer
+        picture = picture.copy()
+        picture.thumbnail((side, side), Image.Resampling.BILINEAR)
     found = find_local(picture, archive.feature_index(), thresholds, query.inner_regions(),
                        pictures)
     if not found:
