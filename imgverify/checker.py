@@ -52,6 +52,7 @@ from imgverify.signals.features import (
     INSIDE_LARGER_IMAGE,
     QUERY_FEATURES,
     GeometricMatch,
+    QueryExtraction,
     aligned_agreement,
     extract,
 )
@@ -266,10 +267,10 @@ def _align_top(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
     picture = picture_for_features(loaded, FEATURE_SIDE)
     side = max(FEATURE_SIDE, *picture.size)
     best = None
+    extraction = QueryExtraction(picture, QUERY_FEATURES, side=side)
     for mirrored in (False, True):
-        pic = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirrored else picture
-        g = features.verify(extract(pic, QUERY_FEATURES, side=side), top.key,
-                            mirrored=mirrored)
+        g = features.verify(extraction.mirrored() if mirrored else extraction.features,
+                            top.key, mirrored=mirrored)
         if g is not None and g.inliers >= thresholds.local_possible and (
                 best is None or g.inliers > best.inliers):
             best = g
@@ -360,6 +361,11 @@ def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresh
     aspect = max(w, h) / max(1, min(w, h))
     side = int(min(2.2 * FEATURE_SIDE, FEATURE_SIDE * max(1.0, aspect / 1.2)))
     picture = picture_for_features(loaded, side)
+    if max(picture.size) > side:
+        # a large original decodes at up to twice `side` (JPEG scales by halves): more
+        # pixels than the references were indexed at only make keypoint detection dearer
+        picture = picture.copy()
+        picture.thumbnail((side, side), Image.Resampling.BILINEAR)
     found = find_local(picture, archive.feature_index(), thresholds, query.inner_regions(),
                        pictures)
     if not found:

@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE = (ROOT / "fixtures/examples/viral_space_repost.jpg").read_bytes()
 @functools.cache
 def _gzip_bomb() -> bytes:
-    """50 MB of zeros in about 50 KB, compressed once (compressing per request took longer
-    than the client's read time-out on a loaded machine)."""
+    """50 MB of zeros in about 50 KB, compressed once per run (compressing per request took
+    longer than the client's read time-out on a loaded machine); the server fixture calls it
+    before it starts serving."""
     return gzip.compress(b"\x00" * 50_000_000)
 
 
@@ -94,6 +95,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
+    _gzip_bomb()  # compressed before serving, not inside a request the client times
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
     httpd.handle_error = lambda *args: None  # type: ignore[method-assign]  # clients hang up

@@ -20,9 +20,10 @@ from imgverify.signals.features import (
     INSIDE_LARGER_IMAGE,
     QUERY_FEATURES,
     GeometricMatch,
+    LocalFeatures,
     LocalIndex,
+    QueryExtraction,
     aligned_agreement,
-    extract,
 )
 from imgverify.signals.hashing import (
     EDIT_DESCRIPTION,
@@ -33,6 +34,12 @@ from imgverify.signals.hashing import (
 )
 from imgverify.signals.regions import find_parts, photo_region
 from imgverify.store.index import PDQ_ONLY_PART, HashIndex
+
+#: An inner region (photo band, collage tile) is searched with all its descriptors only
+#: when its REGION_PROBE_FEATURES strongest give some reference at least REGION_PROBE_VOTES
+#: votes, more than chance (`FeatureIndex.vote`).
+REGION_PROBE_FEATURES = 160
+REGION_PROBE_VOTES = 4
 
 
 @dataclass
@@ -128,10 +135,12 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
         return []
     found: dict[int, GeometricMatch] = {}
 
-    def attempt(pic: Image.Image, mirrored: bool,
-                box: tuple[float, float, float, float] | None) -> None:
+    def extraction(pic: Image.Image) -> QueryExtraction:
         # the caller sized the picture (larger for tall screenshots); do not shrink it again
-        query = extract(pic, QUERY_FEATURES, side=max(FEATURE_SIDE, *pic.size))
+        return QueryExtraction(pic, QUERY_FEATURES, side=max(FEATURE_SIDE, *pic.size))
+
+    def attempt(query: LocalFeatures, pic: Image.Image, mirrored: bool,
+                box: tuple[float, float, float, float] | None) -> None:
         for key, _votes in features.vote(query):
             gm = features.verify(query, key, mirrored=mirrored)
             if gm is None or gm.inliers < min(thresholds.local_possible,
@@ -168,9 +177,22 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
         return any(g.inliers >= thresholds.local_likely and confirmed(g)
                    for g in found.values())
 
-    attempt(picture, False, None)
+    def promising(query: LocalFeatures) -> bool:
+        # a region's strongest, spread-out descriptors vote first; only when they lift some
+        # reference above chance do all of them vote (most inner regions of a picture that
+        # is not archived stop here, at a third of the cost)
+        if len(query) <= REGION_PROBE_FEATURES:
+            return True
+        probe = LocalFeatures(query.points[:REGION_PROBE_FEATURES],
+                              query.descriptors[:REGION_PROBE_FEATURES],
+                              query.width, query.height)
+        return bool(features.vote(probe, min_votes=REGION_PROBE_VOTES))
+
+    whole = extraction(picture)
+    attempt(whole.features, picture, False, None)
     if not any(confirmed(g) for g in found.values()):
-        attempt(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), True, None)
+        # the mirror image's descriptors at the mirrored keypoints: no second detection
+        attempt(whole.mirrored(), picture, True, None)
     if not strong():
         w, h = picture.size
         todo = list(regions or [])
@@ -180,7 +202,9 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
             if box[2] - box[0] < 48 or box[3] - box[1] < 48:
                 continue
             crop = picture.crop(box)
-            attempt(crop, False, (x0, y0, x1, y1))
+            local = extraction(crop).features
+            if promising(local):
+                attempt(local, crop, False, (x0, y0, x1, y1))
             if not strong() and name == "photo":
                 # a screenshot of a screenshot: the photo band holds another layout, with
                 # the photo inside it; one level deeper is enough in practice

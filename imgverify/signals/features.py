@@ -95,23 +95,78 @@ def _gray_array(picture: Image.Image, side: int) -> np.ndarray:
 
 def extract(picture: Image.Image, max_features: int, side: int = FEATURE_SIDE) -> LocalFeatures:
     """ORB keypoints of the picture, strongest first (empty for flat or tiny pictures)."""
-    import cv2
+    return QueryExtraction(picture, max_features, side).features
 
-    arr = _gray_array(picture, side)
-    h, w = arr.shape
-    if min(h, w) < 32:
-        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), w, h)
-    orb = cv2.ORB_create(  # type: ignore[attr-defined]
-        nfeatures=max_features * 3, fastThreshold=12, edgeThreshold=15,
-                         patchSize=31)
-    keypoints, desc = orb.detectAndCompute(arr, None)
-    if desc is None or not keypoints:
-        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), w, h)
-    order = _spread(keypoints, w, h, max_features)
-    pts = np.array([keypoints[i].pt for i in order], dtype=np.float32)
-    pts[:, 0] /= w
-    pts[:, 1] /= h
-    return LocalFeatures(pts, desc[order], w, h)
+
+class QueryExtraction:
+    """ORB keypoints of a query picture, with the mirror image's descriptors on demand.
+
+    Keypoints are detected first and descriptors computed only for the `max_features` kept
+    (the same descriptors detectAndCompute gives them). The mirror image has the mirrored
+    keypoints (FAST corners and their Harris scores are symmetric): its descriptors are
+    computed at those positions with the mirrored orientation, so a mirrored copy is looked
+    up without detecting keypoints a second time.
+    """
+
+    def __init__(self, picture: Image.Image, max_features: int, side: int = FEATURE_SIDE
+                 ) -> None:
+        import cv2
+
+        self._array = _gray_array(picture, side)
+        h, w = self._array.shape
+        self._keypoints: list[Any] = []
+        self._orb: Any = None
+        self._mirrored: LocalFeatures | None = None
+        self.features = _empty(w, h)
+        if min(h, w) < 32:
+            return
+        self._orb = cv2.ORB_create(  # type: ignore[attr-defined]
+            nfeatures=max_features * 3, fastThreshold=12, edgeThreshold=15, patchSize=31)
+        keypoints = self._orb.detect(self._array, None)
+        if not keypoints:
+            return
+        order = _spread(keypoints, w, h, max_features)
+        self._keypoints, self.features = self._describe(self._array, [keypoints[i]
+                                                                      for i in order])
+
+    def _describe(self, arr: np.ndarray, keypoints: list[Any]
+                  ) -> tuple[list[Any], LocalFeatures]:
+        h, w = arr.shape
+        for i, k in enumerate(keypoints):
+            k.class_id = i  # compute() returns them grouped by pyramid level
+        kept, desc = self._orb.compute(arr, keypoints)
+        if desc is None or not kept:
+            return [], _empty(w, h)
+        order = np.argsort([k.class_id for k in kept], kind="stable")
+        kept, desc = [kept[i] for i in order], desc[order]
+        pts = np.array([k.pt for k in kept], dtype=np.float32)
+        pts[:, 0] /= w
+        pts[:, 1] /= h
+        return list(kept), LocalFeatures(pts, desc, w, h)
+
+    def mirrored(self) -> LocalFeatures:
+        """Descriptors of the picture mirrored left to right (points in its coordinates)."""
+        if self._mirrored is None:
+            import cv2
+
+            h, w = self._array.shape
+            flipped = np.ascontiguousarray(self._array[:, ::-1])
+            scale_factor = float(self._orb.getScaleFactor()) if self._orb is not None else 1.2
+            mirrored = []
+            for k in self._keypoints:
+                # mirror within the pyramid level the keypoint was found on
+                s = scale_factor ** k.octave
+                wl = round(w / s)
+                x = ((wl - 1) - k.pt[0] / s) * s
+                mirrored.append(cv2.KeyPoint(x, k.pt[1], k.size, (180.0 - k.angle) % 360.0,
+                                             k.response, k.octave))
+            self._mirrored = (self._describe(flipped, mirrored)[1] if mirrored
+                              else _empty(w, h))
+        return self._mirrored
+
+
+def _empty(w: int, h: int) -> LocalFeatures:
+    return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), w, h)
 
 
 def _spread(keypoints: Sequence[Any], w: int, h: int, limit: int, grid: int = 6) -> np.ndarray:
@@ -528,8 +583,18 @@ def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image
     ys, xs = np.nonzero(valid)
     if ys.size < MIN_AGREEMENT_OVERLAP * tw * th or ys.size < 1024:
         return 0.0  # a strip or a corner (a ticker, a logo) cannot confirm a copy
+    # Only the query's own pixels may be compared. Beyond the overlap the warp fills in black:
+    # a blur (or the bilinear warp) that mixes it in draws a dark edge along every block at
+    # the border of a crop or a collage tile, and on a mostly-flat photo (sky, snow, water)
+    # those border blocks are a large share of the textured ones, so a copy's median fell
+    # to "same place". Hence: the overlap loses its outermost pixel (bilinear mixes), the
+    # query is blurred as a masked (normalised) convolution, and blocks use inside pixels.
+    valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    weight = valid.astype(np.float32)
     ref = np.asarray(cv2.GaussianBlur(ref, (0, 0), AGREEMENT_BLUR), dtype=np.float32)
-    warped = np.asarray(cv2.GaussianBlur(warped, (0, 0), AGREEMENT_BLUR), dtype=np.float32)
+    spread = cv2.GaussianBlur(weight, (0, 0), AGREEMENT_BLUR)
+    warped = cv2.GaussianBlur(warped * weight, (0, 0), AGREEMENT_BLUR)
+    warped = np.where(valid, warped / np.maximum(spread, 1e-3), 0.0).astype(np.float32)
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     scores = []
     for by in range(AGREEMENT_GRID):
@@ -540,8 +605,9 @@ def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image
             xb = x0 + (x1 - x0) * (bx + 1) // AGREEMENT_GRID
             if yb - ya < 6 or xb - xa < 6 or valid[ya:yb, xa:xb].mean() < 0.9:
                 continue
-            r = ref[ya:yb, xa:xb]
-            q = warped[ya:yb, xa:xb]
+            mine = valid[ya:yb, xa:xb]
+            r = ref[ya:yb, xa:xb][mine]
+            q = warped[ya:yb, xa:xb][mine]
             rs, qs = float(r.std()), float(q.std())
             if rs < 4.0 and qs < 4.0:
                 continue  # flat in both (sky, wall): says nothing

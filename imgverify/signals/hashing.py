@@ -82,7 +82,25 @@ def pdq_bits_to_int(bits: np.ndarray) -> int:
 
 
 def imagehash_to_int(h: imagehash.ImageHash) -> int:
-    return int(str(h), 16)
+    """The hash's bits, first bit most significant (the value of its hex string), without
+    imagehash's per-bit string building."""
+    bits = np.asarray(h.hash, dtype=bool).ravel()
+    packed = np.packbits(bits)
+    return int.from_bytes(packed.tobytes(), "big") >> (8 * packed.size - bits.size)
+
+
+def phash_of_gray(gray: Image.Image) -> int:
+    """`imagehash.phash(gray)` as an int, bit for bit: the same resize, DCT and median."""
+    return _phash_of_pixels(np.asarray(gray.convert("L").resize((32, 32), imagehash.ANTIALIAS)))
+
+
+def _phash_of_pixels(pixels: np.ndarray) -> int:
+    import scipy.fftpack
+
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
+    low = dct[:8, :8]
+    bits = (low > np.median(low)).ravel()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
 def hex_of(value: int, bits: int) -> str:
@@ -285,7 +303,7 @@ def pdq_dihedral(rgb: np.ndarray, scale: Scale = FULL_SCALE) -> tuple[list[int],
 def small_hashes(gray: Image.Image) -> tuple[int, int, int]:
     """pHash, dHash, wHash of a grayscale picture (imagehash, the reference implementation)."""
     return (
-        imagehash_to_int(imagehash.phash(gray)),
+        phash_of_gray(gray),
         imagehash_to_int(imagehash.dhash(gray)),
         imagehash_to_int(imagehash.whash(gray, image_scale=WHASH_SCALE)),
     )
@@ -314,12 +332,21 @@ def whash_default(gray: Image.Image) -> int:
     return imagehash_to_int(imagehash.ImageHash(sums > ordered[31]))
 
 
+_SMALL_SIDE = 128
+#: Each DIHEDRAL_TRANSPOSE variant as (from the transposed picture?, (row step, column
+#: step)): ROTATE_90 is the transpose upside down, ROTATE_270 the transpose mirrored, ...
+_DIHEDRAL_FROM_TRANSPOSE: tuple[tuple[bool, tuple[int, int]], ...] = (
+    (False, (1, 1)), (True, (-1, 1)), (False, (-1, -1)), (True, (1, -1)),
+    (False, (-1, 1)), (False, (1, -1)), (True, (1, 1)), (True, (-1, -1)),
+)
+
+
 def _gray_for_small_hashes(rgb: Image.Image) -> Image.Image:
     """A 128 px grey copy: the 64-bit hashes resize to 32/9/64 px anyway, so this is exact
     enough and makes re-hashing under another orientation nearly free."""
     gray = rgb.convert("L")
     if max(gray.size) > 256:
-        gray = gray.resize((128, 128), Image.Resampling.BOX, reducing_gap=None)
+        gray = gray.resize((_SMALL_SIDE, _SMALL_SIDE), Image.Resampling.BOX, reducing_gap=None)
     return gray
 
 
@@ -336,6 +363,7 @@ class PictureHasher:
         self._quality = 0
         self._small: dict[int, tuple[int, int, int]] = {}
         self._phash: dict[int, int] = {}
+        self._resized: dict[bool, np.ndarray] = {}
 
     @property
     def pdq_variants(self) -> list[int]:
@@ -361,7 +389,19 @@ class PictureHasher:
     def phash(self, variant: int = 0) -> int:
         """pHash alone (the index's second key), without the dearer wavelet hash."""
         if variant not in self._phash:
-            self._phash[variant] = imagehash_to_int(imagehash.phash(self._oriented_gray(variant)))
+            if self._gray.size == (_SMALL_SIDE, _SMALL_SIDE):
+                # resampling 128 -> 32 is mirror-symmetric, so every orientation's 32 x 32
+                # picture is a flip of the upright or the transposed one (bit for bit)
+                transposed, flips = _DIHEDRAL_FROM_TRANSPOSE[variant]
+                if transposed not in self._resized:
+                    g = self._gray.transpose(Image.Transpose.TRANSPOSE) if transposed \
+                        else self._gray
+                    self._resized[transposed] = np.asarray(
+                        g.resize((32, 32), imagehash.ANTIALIAS))
+                a = self._resized[transposed]
+                self._phash[variant] = _phash_of_pixels(a[::flips[0], ::flips[1]])
+            else:
+                self._phash[variant] = phash_of_gray(self._oriented_gray(variant))
         return self._phash[variant]
 
     def hashset(self, variant: int = 0) -> HashSet:

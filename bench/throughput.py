@@ -1,0 +1,338 @@
+"""Throughput benchmark: what one full `imgverify.check` costs per image, for matches and for
+misses, beside the decode floor and `imagehash.phash` on the same bytes, in the same run.
+
+    python bench/throughput.py [--originals 80] [--per-photo 2] [--camera 14] [--repeat 1]
+                               [--classes small,camera] [--profile small-neg] [--json out]
+
+Archive (temporary, built with ``ingest_manifest`` from a CSV as bench/robustness.py does):
+`--originals` bsds500/coco128 photos of the TUNE split plus `--camera` camera_exif JPEGs of
+3 MP or more (about 100 references with the defaults).
+
+Queries, each one JPEG as a user would upload it:
+
+* small (0.3 MP, social-media size): the photo scaled to about 640 x 480 (0.3 MP), then one
+  edit of bench/edits.py (jpeg, crop_75, crop_40, mirror, screenshot, story, collage,
+  caption_bar, screenshot_of_screenshot, and mirror after crop_60; layouts are phone-sized,
+  so they are scaled back to 0.3 MP), saved at quality 85. Positives edit archived photos;
+  negatives apply the same edits to TUNE photos that are not archived.
+* camera (12 MP): camera_exif JPEGs (3 MP or more; the `_hdr_NO` twins of `_hdr_YES`
+  shots left out) resampled to 12 MP (4000 x 3000 for 4:3; upscaled when
+  the camera's own file is smaller, which this prints), through recompress (quality 85),
+  crop_75 (resized back to 12 MP) or mirror, saved at quality 90 with the camera's EXIF.
+  Positives come from the archived camera photos, negatives from the others.
+
+Timed per query, interleaved so load from other processes hits all three alike, one native
+thread (`OMP_NUM_THREADS` etc. set before numpy/OpenCV load; `check` caps its own pools):
+
+* decode floor: ``Image.open(bytes).load()`` at full resolution (Pillow);
+* phash: ``imagehash.phash(Image.open(bytes))`` (the peer, no search);
+* check: ``imgverify.check(data, archive)`` with its defaults.
+
+Per-image cost is the thread's CPU time (``time.thread_time``), so "images/s per core" is
+1000 / mean CPU ms; wall-clock p50/p95 are printed beside it. Nothing asserts on time.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+             "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import pstats  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from PIL import Image, ImageOps  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import edits as E  # noqa: E402
+import robustness as R  # noqa: E402
+
+import imgverify  # noqa: E402
+from imgverify.ingest import ingest_manifest  # noqa: E402
+
+SMALL_EDITS = ("jpeg", "crop_75", "crop_40", "mirror", "screenshot", "story", "collage",
+               "caption_bar", "screenshot_of_screenshot", "mirror_crop_60")
+CAMERA_EDITS = ("recompress", "crop_75", "mirror")
+SMALL_AREA = 640 * 480
+CAMERA_AREA = 4000 * 3000
+
+
+def _rgb(path: Path) -> Image.Image:
+    with Image.open(path) as raw:
+        return (ImageOps.exif_transpose(raw) or raw).convert("RGB")
+
+
+def _to_area(im: Image.Image, area: int) -> Image.Image:
+    f = (area / (im.width * im.height)) ** 0.5
+    if abs(f - 1) < 0.02:
+        return im
+    return im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))),
+                     Image.Resampling.LANCZOS)
+
+
+def _jpeg(im: Image.Image, quality: int, exif: bytes | None = None) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality, **({"exif": exif} if exif else {}))
+    return buf.getvalue()
+
+
+def small_query(path: Path, edit: str, seed: int, registry: dict[str, Any]) -> bytes:
+    im = _to_area(_rgb(path), SMALL_AREA)
+    out = registry[edit](im, random.Random(seed))
+    return _jpeg(_to_area(out.convert("RGB"), SMALL_AREA), 85)
+
+
+def camera_query(path: Path, edit: str, seed: int) -> tuple[bytes, bool]:
+    """(12 MP JPEG, whether the camera's own picture had to be upscaled)."""
+    with Image.open(path) as raw:
+        exif = raw.info.get("exif")
+        im = (ImageOps.exif_transpose(raw) or raw).convert("RGB")
+    upscaled = im.width * im.height < CAMERA_AREA * 0.98
+    rnd = random.Random(seed)
+    if edit == "crop_75":
+        im = E.crop(0.75)(im, rnd)
+    elif edit == "mirror":
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    im = _to_area(im, CAMERA_AREA)
+    if exif:  # the pixels are already upright: drop the orientation tag
+        ex = Image.Exif()
+        ex.load(exif)
+        ex.pop(0x0112, None)
+        exif = ex.tobytes()
+    return _jpeg(im, 85 if edit == "recompress" else 90, exif), upscaled
+
+
+def build(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    halves: dict[str, list[Path]] = {"tune": [], "report": []}
+    for sub in ("bsds500", "coco128"):
+        for p in R.images_under(R.PHOTOS / sub):
+            halves[R.split_of(p)].append(p)
+    tune = sorted(halves["tune"], key=lambda p: R.stable_key("throughput" + R.rel(p)))
+    originals = tune[: args.originals]
+    negatives = tune[args.originals: 2 * args.originals]
+    pool = tune[2 * args.originals: 2 * args.originals + 12]
+    cams = []
+    for p in R.images_under(R.PHOTOS / "camera_exif"):
+        try:
+            with Image.open(p) as im:
+                # the "_hdr_NO" samples are the "_hdr_YES" shots without HDR: the same photo
+                if im.format == "JPEG" and im.width * im.height >= 3_000_000 \
+                        and "_hdr_NO" not in p.name:
+                    cams.append(p)
+        except Exception:  # noqa: BLE001 - unreadable samples are not used
+            continue
+    cams.sort(key=lambda p: R.stable_key("throughput-cam" + R.rel(p)))
+    cam_arch, cam_neg = cams[: args.camera], cams[args.camera: 2 * args.camera]
+    manifest = workdir / "manifest.csv"
+    R.write_manifest(manifest, [(p, "original") for p in originals + cam_arch])
+    archive_path = workdir / "archive.sqlite"
+    archive = imgverify.Archive.open(archive_path)
+    report = ingest_manifest(archive, manifest, workers=2)
+    archive.close()
+    pool_pics = []
+    for p in pool:
+        pic = _rgb(p)
+        pic.thumbnail((640, 640))
+        pool_pics.append(pic)
+    return {"originals": originals, "negatives": negatives, "cam_arch": cam_arch,
+            "cam_neg": cam_neg, "archive_path": archive_path, "pool": pool_pics,
+            "ingest_errors": len(report.errors)}
+
+
+def make_queries(sets: dict[str, Any], args: argparse.Namespace,
+                 classes: list[str]) -> list[dict[str, Any]]:
+    registry = E.build_edits(sets["pool"])
+    registry["mirror_crop_60"] = lambda im, r: E.mirror(registry["crop_60"](im, r), r)
+    queries: list[dict[str, Any]] = []
+    if "small" in classes:
+        for kind, photos in (("pos", sets["originals"]), ("neg", sets["negatives"])):
+            for i, p in enumerate(photos):
+                for k in range(args.per_photo):
+                    edit = SMALL_EDITS[(i * args.per_photo + k) % len(SMALL_EDITS)]
+                    seed = R.stable_key(f"{kind}|{R.rel(p)}|{edit}")
+                    queries.append({"cls": "small", "kind": kind, "edit": edit,
+                                    "photo": R.rel(p),
+                                    "data": small_query(p, edit, seed, registry)})
+    if "camera" in classes:
+        ups = 0
+        for kind, photos in (("pos", sets["cam_arch"]), ("neg", sets["cam_neg"])):
+            for p in photos:
+                for edit in CAMERA_EDITS:
+                    data, up = camera_query(p, edit, R.stable_key(f"{kind}|{R.rel(p)}|{edit}"))
+                    ups += up
+                    queries.append({"cls": "camera", "kind": kind, "edit": edit,
+                                    "photo": R.rel(p), "data": data})
+        n = sum(q["cls"] == "camera" for q in queries)
+        print(f"camera: {n} queries at 12 MP, {ups} of them upscaled from a smaller camera "
+              "file (the others downscaled)")
+    random.Random(1).shuffle(queries)
+    return queries
+
+
+def _cpu(fn: Any, *a: Any, **k: Any) -> tuple[Any, float, float]:
+    w0, c0 = time.perf_counter(), time.thread_time()
+    out = fn(*a, **k)
+    return out, (time.thread_time() - c0) * 1000, (time.perf_counter() - w0) * 1000
+
+
+def decode_floor(data: bytes) -> None:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+
+
+def phash(data: bytes) -> None:
+    import imagehash
+
+    with Image.open(io.BytesIO(data)) as im:
+        imagehash.phash(im)
+
+
+def run(queries: list[dict[str, Any]], archive: Any, repeat: int) -> None:
+    for q in queries:
+        q.update(decode=[], phash=[], check=[], check_wall=[])
+    for _ in range(repeat):
+        for q in queries:
+            _o, c, _w = _cpu(decode_floor, q["data"])
+            q["decode"].append(c)
+            _o, c, _w = _cpu(phash, q["data"])
+            q["phash"].append(c)
+            res, c, w = _cpu(imgverify.check, q["data"], archive)
+            q["check"].append(c)
+            q["check_wall"].append(w)
+            q["verdict"] = res.verdict
+            q["method"] = res.matches[0].method if res.matches else None
+
+
+def _p(values: list[float], pct: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(pct / 100 * (len(s) - 1))))]
+
+
+def summarise(queries: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for cls in ("small", "camera"):
+        rows = [q for q in queries if q["cls"] == cls]
+        if not rows:
+            continue
+        entry: dict[str, Any] = {}
+        for kind in ("pos", "neg", "all"):
+            qs = [q for q in rows if kind == "all" or q["kind"] == kind]
+            if not qs:
+                continue
+            chk = [min(q["check"]) for q in qs]
+            wall = [min(q["check_wall"]) for q in qs]
+            dec = [min(q["decode"]) for q in qs]
+            ph = [min(q["phash"]) for q in qs]
+            found = sum(q["verdict"] in ("likely_recycled", "possibly_recycled") for q in qs)
+            entry[kind] = {
+                "n": len(qs), "found": found,
+                "check_ips": 1000 / statistics.mean(chk), "phash_ips": 1000 / statistics.mean(ph),
+                "decode_ips": 1000 / statistics.mean(dec),
+                "check_p50": _p(chk, 50), "check_p95": _p(chk, 95),
+                "wall_p50": _p(wall, 50), "wall_p95": _p(wall, 95),
+                "decode_p50": _p(dec, 50), "phash_p50": _p(ph, 50),
+                "mean_check": statistics.mean(chk), "mean_decode": statistics.mean(dec),
+                "mean_phash": statistics.mean(ph),
+            }
+        out[cls] = entry
+    return out
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    print("\nper image, one thread; CPU ms (thread time), images/s per core = 1000 / mean CPU ms")
+    head = (f"{'class':<7}{'kind':<5}{'n':>4}{'found':>6} | {'check/s':>8}{'p50':>7}{'p95':>7}"
+            f"{'wall95':>7} | {'phash/s':>8}{'decode/s':>9} | {'chk/phash':>9}{'chk/decode':>11}")
+    print(head)
+    print("-" * len(head))
+    for cls, entry in summary.items():
+        for kind, e in entry.items():
+            print(f"{cls:<7}{kind:<5}{e['n']:>4}{e['found']:>6} | {e['check_ips']:>8.1f}"
+                  f"{e['check_p50']:>7.1f}{e['check_p95']:>7.1f}{e['wall_p95']:>7.1f} | "
+                  f"{e['phash_ips']:>8.1f}{e['decode_ips']:>9.1f} | "
+                  f"{e['mean_check'] / e['mean_phash']:>9.2f}"
+                  f"{e['mean_check'] / e['mean_decode']:>11.2f}")
+        if "pos" in entry and "neg" in entry:
+            neg, pos = entry["neg"], entry["pos"]
+            print(f"{cls:<7}neg/pos p95 ratio {neg['check_p95'] / pos['check_p95']:.2f}, "
+                  f"mean ratio {neg['mean_check'] / pos['mean_check']:.2f}")
+    print("targets: small check/s >= 100 per core; camera chk/decode <= 1.5; "
+          "neg/pos p95 <= 1.5")
+
+
+def profile(queries: list[dict[str, Any]], archive: Any, which: str, top: int) -> None:
+    cls, kind = which.split("-")
+    qs = [q for q in queries if q["cls"] == cls and q["kind"] == kind]
+    prof = cProfile.Profile()
+    prof.enable()
+    for q in qs:
+        imgverify.check(q["data"], archive)
+    prof.disable()
+    print(f"\nprofile of {len(qs)} {cls} {kind} checks (cumulative):")
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--originals", type=int, default=80)
+    ap.add_argument("--per-photo", type=int, default=2, help="small edits per photo")
+    ap.add_argument("--camera", type=int, default=14, help="archived (and negative) camera JPEGs")
+    ap.add_argument("--repeat", type=int, default=1, help="timings per query (the least counts)")
+    ap.add_argument("--classes", default="small,camera")
+    ap.add_argument("--profile", default="", help="e.g. small-neg: cProfile those checks")
+    ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--json", default="", help="write the summary here")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")  # decoder warnings of odd sample files
+    logging.getLogger("exifread").setLevel(logging.ERROR)
+    classes = args.classes.split(",")
+    with tempfile.TemporaryDirectory(prefix="imgverify-throughput-") as tmp:
+        t0 = time.perf_counter()
+        sets = build(args, Path(tmp))
+        archive = imgverify.Archive.open(sets["archive_path"])
+        n_refs = archive.stats()["references"]
+        print(f"archive: {n_refs} references ({len(sets['originals'])} bsds500/coco128 tune + "
+              f"{len(sets['cam_arch'])} camera_exif), built in {time.perf_counter() - t0:.0f} s")
+        queries = make_queries(sets, args, classes)
+        from imgverify.checker import warm_up
+
+        warm_up(archive)
+        run(queries, archive, args.repeat)
+        summary = summarise(queries)
+        print_table(summary)
+        missed = [q for q in queries if q["kind"] == "pos"
+                  and q["verdict"] not in ("likely_recycled", "possibly_recycled")]
+        false = [q for q in queries if q["kind"] == "neg"
+                 and q["verdict"] in ("likely_recycled", "possibly_recycled")]
+        print(f"positives missed: {[(q['cls'], q['edit']) for q in missed]}")
+        print(f"negatives flagged: {[(q['cls'], q['edit'], q['verdict']) for q in false]}")
+        slow = sorted(queries, key=lambda q: -min(q["check"]))[:8]
+        print("slowest: " + ", ".join(f"{q['cls']}/{q['kind']}/{q['edit']} "
+                                      f"{min(q['check']):.0f} ms" for q in slow))
+        if args.json:
+            Path(args.json).write_text(json.dumps(summary, indent=1))
+        if args.profile:
+            for which in args.profile.split(","):
+                profile(queries, archive, which, args.top)
+        archive.close()
+
+
+if __name__ == "__main__":
+    main()
