@@ -29,8 +29,7 @@ crop (75/60/40 % kept), screenshot, story, caption_bar and collage edits; found 
 possible with the right reference first. Negatives: at least `--negatives` edited copies
 (every edit of bench/edits.py in turn) of photos that are not archived; any likely or
 possible verdict is a false alarm. Each query is one `imgverify.check(data, archive,
-align=False)` (what a scan runs), timed; worker processes are forked after the indexes are
-built, so they share them.
+align=False)` (what a scan runs), timed, one at a time unless `--workers` asks for threads.
 
 Bytes per reference are the in-memory indexes divided by the archive size: global = the hash
 rows and the multi-index tables; local = the compact index (postings, embeddings, word
@@ -42,8 +41,7 @@ from __future__ import annotations
 
 import os
 
-# one OpenMP thread from the start: worker processes are forked after faiss has run, and a
-# forked child of a process with a live OpenMP pool can hang in its next parallel region
+# one OpenMP thread from the start, as check() holds it while it runs anyway
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
@@ -54,7 +52,6 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -350,7 +347,8 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=5000)
     ap.add_argument("--neg-photos", type=int, default=250)
     ap.add_argument("--pool", type=int, default=400, help="photos the distractors are made of")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="threads running checks (1: latency on one core, no contention)")
     ap.add_argument("--design", choices=("compact", "flat"), default="compact")
     args = ap.parse_args()
     if not PHOTOS.is_dir():
@@ -413,11 +411,11 @@ def main() -> None:
         print(f"size {size:,}: indexes built (global {t_global:.0f} s, local {t_local:.0f} s);"
               f" querying", flush=True)
         t0 = time.perf_counter()
-        if args.workers > 1:
-            import multiprocessing as mp
+        if args.workers > 1:  # threads share the indexes (check() is thread-safe)
+            from concurrent.futures import ThreadPoolExecutor
 
-            with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("fork")) as ex:
-                results = list(ex.map(_run, tasks, chunksize=8))
+            with ThreadPoolExecutor(args.workers) as ex:
+                results = list(ex.map(_run, tasks))
         else:
             results = [_run(t) for t in tasks]
         wall = time.perf_counter() - t0
@@ -477,7 +475,7 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"\nScale ({args.design} local index, split={args.split}; recall = likely or "
           f"possible with the right reference first, {args.originals} originals per edit; "
           f"false alarms on {rows[0]['negatives']} negatives; latency in ms per query with "
-          f"{args.workers} worker processes on this machine):")
+          f"{args.workers} thread(s) on this machine):")
     for i, row in enumerate(rows):
         print_row(row, header=i == 0)
     if len(rows) > 1:

@@ -194,7 +194,8 @@ def _build_local_index(arch: Any, progress: bool, interval: float) -> dict[str, 
 
     total = len(arch)
     with _typed_errors_exit(), _ProgressBar("indexing local features", "refs/s",
-                                            progress and total >= COMPACT_MIN_REFS,
+                                            progress and total >= getattr(arch, "compact_min_refs",
+                                                                   COMPACT_MIN_REFS),
                                             interval) as bar:
         bar.set_total(total)
         return arch.build_local_index(progress=bar.update)  # type: ignore[no-any-return]

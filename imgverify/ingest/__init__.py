@@ -140,7 +140,8 @@ def ingest_manifest(archive: ArchiveStore, manifest: str | os.PathLike[str],
         added, updated = archive.write_batch(batch)
         report.added += added
         report.updated += updated
-    if build_index and (report.added or report.updated) and len(archive) >= COMPACT_MIN_REFS:
+    large = len(archive) >= getattr(archive, "compact_min_refs", COMPACT_MIN_REFS)
+    if build_index and (report.added or report.updated) and large:
         archive.build_local_index()
     return report
 

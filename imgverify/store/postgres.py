@@ -203,6 +203,9 @@ class PostgresArchive:
     """An open archive in PostgreSQL. Thread-safe: one connection per thread, all tracked."""
 
     backend = BACKEND
+    #: from this many references with local features the compact index is used (an
+    #: instance may lower it, e.g. to exercise that index on a small archive)
+    compact_min_refs = COMPACT_MIN_REFS
 
     def __init__(self, url: str, readonly: bool = False, create: bool = True) -> None:
         self.path = url  # what worker processes reopen (may hold a password: never print it)
@@ -494,7 +497,7 @@ class PostgresArchive:
         """Build the compact local index of the database as it is now (large archives), so
         queries only fold in what changed since; small archives need nothing ahead."""
         count = self._feature_count()
-        if count < COMPACT_MIN_REFS:
+        if count < self.compact_min_refs:
             with self._index_lock:
                 self._features = None
             return {"references_with_features": count, **local_stats(self.feature_index())}
@@ -526,7 +529,7 @@ class PostgresArchive:
             if self._features is not None and current == self._features_generation:
                 return self._features
             base = getattr(self, "_compact_base", None)
-        if base is None and self._feature_count() >= COMPACT_MIN_REFS:
+        if base is None and self._feature_count() >= self.compact_min_refs:
             self.build_local_index()  # never built in this process: once, then deltas
             base = self._compact_base
         with self._index_lock:

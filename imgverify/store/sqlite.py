@@ -336,6 +336,9 @@ class Archive:
     """An open reference archive. Thread-safe: one SQLite connection per thread."""
 
     backend = "sqlite"
+    #: from this many references with local features the compact index is used (an
+    #: instance may lower it, e.g. to exercise that index on a small archive)
+    compact_min_refs = COMPACT_MIN_REFS
 
     def __init__(self, path: str | os.PathLike[str], readonly: bool = False,
                  create: bool = True) -> None:
@@ -676,7 +679,7 @@ class Archive:
         state, key = self._state()
         with self._index_lock:
             if self._features is None or state != self._features_generation:
-                if self._feature_count() >= COMPACT_MIN_REFS:
+                if self._feature_count() >= self.compact_min_refs:
                     self._features = self._compact_index(key)
                     self._features_generation = state
                     return self._features
@@ -782,7 +785,7 @@ class Archive:
         state, key = self._state()
         count = self._feature_count()
         with self._index_lock:
-            if count < COMPACT_MIN_REFS:
+            if count < self.compact_min_refs:
                 self._features = None
                 index: Any = None
             else:

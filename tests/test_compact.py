@@ -1,0 +1,149 @@
+"""The compact local-feature index (large archives): crops still found on both backends,
+built ahead by `archive index` / ingest, references added since searched exactly, removed ones
+never cited, and its cache keyed to its archive.
+
+The archives here are small; each test lowers the archive's `compact_min_refs` so the
+compact index serves them, which is the only difference from a large archive's path.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import bsds, coco, manifest_rows, write_manifest
+from PIL import Image
+from typer.testing import CliRunner
+
+import imgverify
+from imgverify.cli import app
+from imgverify.ingest import ingest_manifest
+from imgverify.signals.compact import CompactFeatureIndex, LayeredLocalIndex
+from imgverify.store.local_index import latest_compact
+
+FOUND = ("likely_recycled", "possibly_recycled")
+
+
+def crop_jpeg(photo: Path, keep: float = 0.5) -> bytes:
+    """A centre crop keeping `keep` of each side's length... of the area, re-encoded."""
+    im = Image.open(photo).convert("RGB")
+    side = keep ** 0.5
+    w, h = im.size
+    box = (int(w * (1 - side) / 2), int(h * (1 - side) / 2),
+           int(w * (1 + side) / 2), int(h * (1 + side) / 2))
+    buf = io.BytesIO()
+    im.crop(box).save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+def photos() -> list[Path]:
+    return coco(12) + bsds(12)
+
+
+def test_crops_are_found_through_the_compact_index(location: str, tmp_path: Path) -> None:
+    ps = photos()
+    with imgverify.Archive.open(location) as arch:
+        arch.compact_min_refs = 0
+        ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(ps[:20])))
+        index = arch.feature_index()
+        assert isinstance(index, CompactFeatureIndex)  # built by the ingest, not by a query
+        assert index.references == 20
+        for i in (0, 5, 13, 19):
+            r = imgverify.check(crop_jpeg(ps[i], 0.45), arch)
+            assert r.verdict in FOUND, (ps[i].name, r.verdict)
+            assert r.matches[0].caption == f"Caption {i}"
+            assert "local_features" in (r.matches[0].method or "")
+        for p in ps[20:]:  # not archived: nothing
+            assert imgverify.check(crop_jpeg(p, 0.45), arch).verdict == "no_match"
+
+
+def test_references_added_since_the_build_are_searched_and_removed_never_cited(
+        location: str, tmp_path: Path) -> None:
+    ps = photos()
+    with imgverify.Archive.open(location) as arch:
+        arch.compact_min_refs = 0
+        ingest_manifest(arch, write_manifest(tmp_path / "a.csv", manifest_rows(ps[:16])))
+        rows = manifest_rows(ps)[16:20]
+        ingest_manifest(arch, write_manifest(tmp_path / "b.csv", rows), build_index=False)
+        index = arch.feature_index()
+        assert isinstance(index, LayeredLocalIndex)  # the build plus an exact delta
+        r = imgverify.check(crop_jpeg(ps[18], 0.45), arch)
+        assert r.verdict in FOUND and r.matches[0].caption == "Caption 18"
+        gone = r.matches[0].reference_id
+        assert arch.remove([gone]) == 1
+        again = imgverify.check(crop_jpeg(ps[18], 0.45), arch)
+        assert all(m.reference_id != gone for m in again.matches)
+        old = imgverify.check(crop_jpeg(ps[3], 0.45), arch)  # in the base, still found
+        assert old.verdict in FOUND and old.matches[0].caption == "Caption 3"
+        info = arch.build_local_index()
+        assert info["references"] == 19 and isinstance(arch.feature_index(),
+                                                       CompactFeatureIndex)
+
+
+def test_bytes_per_reference_stay_under_a_kilobyte(tmp_path: Path) -> None:
+    """Structure, not timing: postings (row + embedding) and per-reference arrays; the word
+    offsets are a fixed 8 MB whatever the size, so they are left out here."""
+    with imgverify.Archive(tmp_path / "a.sqlite") as arch:
+        arch.compact_min_refs = 0
+        ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(photos())))
+        index = arch.feature_index()
+        assert isinstance(index, CompactFeatureIndex)
+        per_ref = (index.nbytes - index.offsets.nbytes) / index.references
+        assert per_ref <= 1024, per_ref
+
+
+def test_the_cache_is_reused_and_never_read_for_another_archive(tmp_path: Path) -> None:
+    ps = photos()
+    path = tmp_path / "a.sqlite"
+    with imgverify.Archive(path) as arch:
+        arch.compact_min_refs = 0
+        ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(ps[:20])))
+        built = arch.feature_index()
+        archive_id = arch.archive_id()
+    cache = path.with_name(path.name + ".index")
+    assert any(d.name.startswith("local-") for d in cache.iterdir())
+    with imgverify.Archive(path, readonly=True) as again:
+        again.compact_min_refs = 0
+        loaded = again.feature_index()
+        assert isinstance(loaded, CompactFeatureIndex)
+        assert isinstance(loaded.postings, np.memmap)  # read from the cache, not rebuilt
+        assert np.array_equal(np.asarray(loaded.postings), np.asarray(built.postings))
+    # another archive with this cache folder copied beside it: never read
+    other = tmp_path / "b.sqlite"
+    with imgverify.Archive(other) as b:
+        b.compact_min_refs = 0
+        ingest_manifest(b, write_manifest(tmp_path / "n.csv", manifest_rows(ps[20:])),
+                        build_index=False)
+        shutil.copytree(cache, other.with_name(other.name + ".index"))
+        assert archive_id is not None
+        assert latest_compact(other.with_name(other.name + ".index"), b.archive_id() or "",
+                              b.hash_pipeline(), b.features_of) is None
+        index = b.feature_index()
+        assert isinstance(index, CompactFeatureIndex) and index.references == 4
+        r = imgverify.check(crop_jpeg(ps[2], 0.45), b)  # archived in a, not in b
+        assert r.verdict == "no_match"
+
+
+def test_archive_index_command(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite"
+    with imgverify.Archive(path) as arch:
+        ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(photos()[:6])))
+    out = CliRunner().invoke(app, ["archive", "index", "--archive", str(path),
+                                   "--no-progress"])
+    assert out.exit_code == 0, out.output
+    info = json.loads(out.stdout)["local_index"]
+    assert info["references_with_features"] == 6
+    assert info["kind"] == "FeatureIndex"  # small: exact, in memory
+
+
+@pytest.mark.parametrize("n", [0])
+def test_empty_query_votes_for_nothing(n: int, tmp_path: Path) -> None:
+    with imgverify.Archive(tmp_path / "a.sqlite") as arch:
+        arch.compact_min_refs = n
+        ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(photos()[:3])))
+        flat = Image.new("RGB", (400, 300), (120, 120, 120))
+        assert imgverify.check(flat, arch).verdict == "no_match"
