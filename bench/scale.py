@@ -16,11 +16,13 @@ the remaining photos of both splits (never an original, never a negative's sourc
 Distractors, to reach each size (stated in the output):
 * global hashes: synthetic rows with independent bits at the per-bit frequencies of the
   pool photos' real PDQ, pHash, dHash and wHash (as bench/speed.py does for PDQ);
-* local features: each distractor is a 2x2 mosaic of four pool photos' quadrants (their real
-  ORB keypoints, positions and quantised words), every bit of the 16-bit Hamming embedding
-  flipped with probability 1/4 and every other descriptor bit too (so no two distractors
-  share a descriptor exactly); a distractor that gets verified is rebuilt from its number
-  (`distractor_features`), the same descriptors its postings were made from;
+* local features: each distractor has as many keypoints as a random pool photo, each one a
+  random keypoint of a random pool photo (real ORB descriptor, position and word: words
+  and embeddings occur as often as in real photos), with every descriptor bit flipped with
+  probability 1/4 (embedding bits included, the word kept), so no two distractors share a
+  descriptor exactly; co-occurrence within a photo is not modelled. A distractor that gets
+  verified is rebuilt from its number (`Pool.features`): the descriptors its postings
+  were made from;
 * a distractor matched by the checker is a false alarm like any other; it has no thumbnail,
   so nothing but its inliers speaks for it (harsher than a real reference).
 
@@ -107,56 +109,43 @@ def _quarter_bits(seed: np.ndarray, salt: int) -> np.ndarray:
 
 
 class Pool:
-    """The distractor content: pool photos' keypoints per quadrant, with words and
-    embeddings, flattened so a mosaic is four slices."""
+    """The distractor content: every keypoint of the pool photos, with its position, word and
+    embedding. A distractor's keypoints are drawn one by one from it (so words and
+    embeddings occur as often as in real photos), never a block of one photo copied into
+    thousands of distractors."""
 
     def __init__(self, feats: list[LocalFeatures]) -> None:
         vocab = default_vocabulary()
-        desc, pts, seg = [], [], []
-        for f in feats:
-            quad = (f.points[:, 0] >= 0.5).astype(int) + 2 * (f.points[:, 1] >= 0.5)
-            for q in range(4):
-                m = quad == q
-                desc.append(f.descriptors[m])
-                pts.append(f.points[m])
-                seg.append(int(m.sum()))
-        self.desc = np.concatenate(desc)
-        self.points = np.concatenate(pts)
+        self.desc = np.concatenate([f.descriptors for f in feats])
+        self.points = np.concatenate([f.points for f in feats])
         self.words = vocab.assign(self.desc, 1)[0][:, 0].astype(np.int32)
         self.he = he_codes(self.desc)
-        self.seg_len = np.array(seg, np.int64).reshape(-1, 4)  # (photos, quadrant)
-        starts = np.concatenate([[0], np.cumsum(seg)[:-1]])
-        self.seg_start = starts.reshape(-1, 4)
-        self.photos = len(feats)
+        self.counts = np.array([len(f) for f in feats], np.int64)  # keypoints per photo
+        self.n = int(self.desc.shape[0])
 
-    def choice(self, js: np.ndarray) -> np.ndarray:
-        """(n, 4) pool photo per quadrant of each distractor."""
-        seeds = js.astype(np.uint64)[:, None] * np.uint64(8) + np.arange(4, dtype=np.uint64)
-        return (_mix(seeds) % np.uint64(self.photos)).astype(np.int64)
-
-    def segments(self, js: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        photo = self.choice(js)
-        quad = np.broadcast_to(np.arange(4), photo.shape)
-        return self.seg_start[photo, quad].ravel(), self.seg_len[photo, quad].ravel()
+    def _layout(self, js: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pool keypoint per posting, owner within js, keypoints per distractor)."""
+        js64 = js.astype(np.uint64)
+        per = self.counts[(_mix(js64 * np.uint64(7) + np.uint64(3))
+                           % np.uint64(self.counts.size)).astype(np.int64)]
+        owner = np.repeat(np.arange(js.size), per)
+        rank = np.arange(owner.size) - np.repeat(np.cumsum(per) - per, per)
+        seeds = js64[owner] * np.uint64(1024) + rank.astype(np.uint64)
+        pick = (_mix(seeds * np.uint64(5) + np.uint64(1)) % np.uint64(self.n)).astype(np.int64)
+        return pick, owner, per
 
     def postings(self, js: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(words, distractor index within js, embeddings, counts per distractor)."""
-        start, length = self.segments(js)
-        total = int(length.sum())
-        ends = np.cumsum(length)
-        idx = np.repeat(start - (ends - length), length) + np.arange(total)
-        per = length.reshape(-1, 4).sum(axis=1)
-        owner = np.repeat(np.arange(js.size), per)
-        rank = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
+        pick, owner, per = self._layout(js)
+        rank = np.arange(owner.size) - np.repeat(np.cumsum(per) - per, per)
         seeds = js.astype(np.uint64)[owner] * np.uint64(1024) + rank.astype(np.uint64)
         mask = (_quarter_bits(seeds, 11) & np.uint64(0xFFFF)).astype(np.uint16)
-        return self.words[idx], owner, self.he[idx] ^ mask, per
+        return self.words[pick], owner, self.he[pick] ^ mask, per
 
     def features(self, j: int) -> LocalFeatures:
         """The distractor's descriptors: its postings' embeddings and every other bit
         flipped with probability 1/4, all from its number."""
-        start, length = self.segments(np.array([j]))
-        idx = np.concatenate([np.arange(s, s + n) for s, n in zip(start, length, strict=True)])
+        idx, _owner, _per = self._layout(np.array([j]))
         desc = self.desc[idx].copy()
         seeds = np.uint64(j) * np.uint64(1024) + np.arange(idx.size, dtype=np.uint64)
         he_mask = (_quarter_bits(seeds, 11) & np.uint64(0xFFFF)).astype(np.uint16)

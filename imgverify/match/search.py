@@ -186,7 +186,8 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
         probe = LocalFeatures(query.points[:REGION_PROBE_FEATURES],
                               query.descriptors[:REGION_PROBE_FEATURES],
                               query.width, query.height)
-        return bool(features.vote(probe, min_votes=REGION_PROBE_VOTES))
+        return bool(features.vote(probe, min_votes=getattr(features, "probe_votes",
+                                                         REGION_PROBE_VOTES)))
 
     whole = extraction(picture)
     attempt(whole.features, picture, False, None)

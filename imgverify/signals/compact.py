@@ -39,13 +39,17 @@ QUERY_PER_HALF = 2
 #: nearest word is not looked up: it would hold nothing the descriptor resembles.
 WORD_SLACK = 10
 #: Postings whose embedded bits differ from the query descriptor's in more places are no vote.
-HE_MAX_DISTANCE = 6
+HE_MAX_DISTANCE = 3
 #: Width of the soft embedding weight exp(-(d / HE_SIGMA)^2) of a vote.
-HE_SIGMA = 4.0
+HE_SIGMA = 6.0
 #: Candidates need this many votes, and `CHANCE_FACTOR` times the chance expectation.
-MIN_VOTES = 6
-CHANCE_FACTOR = 4.0
-MIN_WEIGHT = 2.0
+MIN_VOTES = 4
+CHANCE_FACTOR = 2.5
+MIN_WEIGHT = 0.75
+#: Candidates verified per query picture (verification reads them from the store: cheap).
+TOP = 8
+#: Up to this many references, votes are counted in one dense array (no sort).
+DENSE_VOTES_MAX = 4_000_000
 #: References whose features are kept decoded after a verification (per index).
 FEATURE_CACHE = 256
 
@@ -55,6 +59,11 @@ Loader = Callable[[list[int]], dict[int, LocalFeatures]]
 class CompactFeatureIndex:
     """Postings per visual word (CSR), references by row; immutable once built and safe to
     share between threads (the feature cache has its own lock)."""
+
+    #: votes a region's strongest descriptors must give a reference before the region is
+    #: searched in full (`match.search.find_local`): a word shared is rarer than a
+    #: nearest neighbour, so fewer votes mean as much
+    probe_votes = 2
 
     def __init__(self, ref_keys: np.ndarray, ref_counts: np.ndarray, offsets: np.ndarray,
                  postings: np.ndarray, he: np.ndarray, loader: Loader,
@@ -207,9 +216,7 @@ class CompactFeatureIndex:
 
     # -- search -----------------------------------------------------------------------------
     def _hits(self, query: LocalFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(query descriptor, reference row, embedding distance) of every agreeing posting,
-        one per (descriptor, reference) pair (the closest, if a descriptor meets a reference
-        in several of its words)."""
+        """(query descriptor, reference row, embedding distance) of every agreeing posting."""
         desc = np.ascontiguousarray(query.descriptors)
         words, dist = self.vocabulary.assign(desc, QUERY_PER_HALF)
         keep = dist <= dist[:, :1] + WORD_SLACK
@@ -228,17 +235,11 @@ class CompactFeatureIndex:
         he_dist = np.bitwise_count(np.take(self.he, positions) ^ he_codes(desc)[owner_q])
         ok = he_dist <= HE_MAX_DISTANCE
         rows = np.take(self.postings, positions[ok]).astype(np.int64)
-        owner_q, he_dist = owner_q[ok], he_dist[ok].astype(np.int64)
-        # one vote per (descriptor, reference): sort by pair, closest embedding first
-        pair = owner_q * self.references + rows
-        order = np.lexsort((he_dist, pair))
-        pair, he_dist = pair[order], he_dist[order]
-        first = np.ones(pair.size, bool)
-        first[1:] = pair[1:] != pair[:-1]
-        pair, he_dist = pair[first], he_dist[first]
-        return pair // self.references, pair % self.references, he_dist
+        # a descriptor meets a reference through at most one of its words in practice (one
+        # reference keypoint has one word); no per-pair de-duplication (a sort) is needed
+        return owner_q[ok], rows, he_dist[ok].astype(np.int64)
 
-    def vote(self, query: LocalFeatures, top: int = 5, min_votes: int = MIN_VOTES
+    def vote(self, query: LocalFeatures, top: int = TOP, min_votes: int = MIN_VOTES
              ) -> list[tuple[int, int]]:
         """[(ref_key, votes)] of the references whose votes clearly exceed chance.
 
@@ -252,13 +253,23 @@ class CompactFeatureIndex:
             return []
         per_q = np.bincount(q, minlength=len(query)).astype(np.float64)
         weight = np.exp(-(he_dist / HE_SIGMA) ** 2) / np.sqrt(np.maximum(1.0, per_q[q]))
-        uniq, inverse = np.unique(rows, return_inverse=True)
-        votes = np.bincount(inverse)
-        weighted = np.bincount(inverse, weights=weight)
+        if self.references <= DENSE_VOTES_MAX:  # one pass, no sort
+            votes_all = np.bincount(rows, minlength=self.references)
+            uniq = np.flatnonzero(votes_all >= min_votes)
+            votes = votes_all[uniq]
+            weighted = np.bincount(rows, weights=weight, minlength=self.references)[uniq]
+        else:
+            keys, inverse = np.unique(rows, return_inverse=True)
+            counts = np.bincount(inverse)
+            keep = counts >= min_votes
+            uniq, votes = keys[keep], counts[keep]
+            weighted = np.bincount(inverse, weights=weight)[keep]
+        if uniq.size == 0:
+            return []
         # chance: the votes land on references in proportion to their postings
         share = np.asarray(self.ref_counts[uniq], np.float64) / max(1, len(self))
         expected = float(weight.sum()) * share
-        ok = (votes >= min_votes) & (weighted >= CHANCE_FACTOR * expected + MIN_WEIGHT)
+        ok = weighted >= CHANCE_FACTOR * expected + MIN_WEIGHT
         if not ok.any():
             return []
         cand = np.flatnonzero(ok)
@@ -302,6 +313,8 @@ class LayeredLocalIndex:
         self.delta = delta  # a FeatureIndex over the changed references' current features
         self.stale = stale
 
+    probe_votes = CompactFeatureIndex.probe_votes
+
     def __len__(self) -> int:
         return len(self.base) + len(self.delta)
 
@@ -309,9 +322,9 @@ class LayeredLocalIndex:
     def nbytes(self) -> int:
         return int(self.base.nbytes + self.delta.nbytes)
 
-    def vote(self, query: LocalFeatures, top: int = 5, min_votes: int = MIN_VOTES
+    def vote(self, query: LocalFeatures, top: int = TOP, min_votes: int = MIN_VOTES
              ) -> list[tuple[int, int]]:
-        found = [(k, v) for k, v in self.base.vote(query, top + len(self.stale))
+        found = [(k, v) for k, v in self.base.vote(query, top + min(len(self.stale), 16))
                  if k not in self.stale][:top]
         if len(self.delta):
             found += self.delta.vote(query, top)
