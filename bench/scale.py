@@ -278,6 +278,44 @@ def build_flat(real_feats: dict[int, LocalFeatures], pool: Pool, n_syn: int) -> 
     return FeatureIndex(keys, feats)
 
 
+def scaled_archive(real: Any, size: int, pool_paths: list[Path], seed: int = 0
+                   ) -> tuple[ScaledArchive, dict[str, float]]:
+    """`real` seen with synthetic distractors up to `size` references (for other benches:
+    bench/throughput.py --scale), and the build times."""
+    freq = bit_frequencies(pool_paths)
+    feats = []
+    for p in pool_paths:
+        with Image.open(p) as im:
+            feats.append(extract(im.convert("RGB"), REF_FEATURES))
+    pool = Pool(feats)
+    real_index = real.index()
+    real_feats = real.features_of(int(k) for k in np.asarray(real_index.ref_keys))
+    n_syn = max(0, size - len(real))
+    t0 = time.perf_counter()
+    hidx = build_hash_index(real_index, n_syn, freq, seed=seed or size)
+    if len(hidx) > 20_000:
+        _ = hidx.mih
+    t_global = time.perf_counter() - t0
+
+    def loader(keys: list[int]) -> dict[int, LocalFeatures]:
+        out = real.features_of(k for k in keys if k < SYN_BASE)
+        out.update({k: pool.features(k - SYN_BASE) for k in keys if k >= SYN_BASE})
+        return out
+
+    t0 = time.perf_counter()
+    local = build_compact(real_feats, pool, n_syn, loader)
+    return ScaledArchive(real, hidx, local, size), {
+        "build_s_global": t_global, "build_s_local": time.perf_counter() - t0,
+        "bytes_per_ref_global": hidx.nbytes / size, "bytes_per_ref_local": local.nbytes / size}
+
+
+def pool_photos(exclude: set[str], count: int) -> list[Path]:
+    """Pool photos for distractor content: bsds500/coco128 photos not in `exclude`."""
+    photos = [p for p in images_under(PHOTOS / "bsds500") + images_under(PHOTOS / "coco128")
+              if rel(p) not in exclude]
+    return sorted(photos, key=lambda p: stable_key("pool" + rel(p)))[:count]
+
+
 # -- queries --------------------------------------------------------------------------------
 _ARCHIVE: Any = None
 

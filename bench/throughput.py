@@ -299,6 +299,9 @@ def main() -> None:
     ap.add_argument("--profile", default="", help="e.g. small-neg: cProfile those checks")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--json", default="", help="write the summary here")
+    ap.add_argument("--scale", type=int, default=0,
+                    help="pad the archive with synthetic distractors to this many references "
+                         "(bench/scale.py's generator; pool photos from the REPORT split)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")  # decoder warnings of odd sample files
     logging.getLogger("exifread").setLevel(logging.ERROR)
@@ -310,6 +313,16 @@ def main() -> None:
         n_refs = archive.stats()["references"]
         print(f"archive: {n_refs} references ({len(sets['originals'])} bsds500/coco128 tune + "
               f"{len(sets['cam_arch'])} camera_exif), built in {time.perf_counter() - t0:.0f} s")
+        if args.scale:
+            sys.path.insert(0, str(ROOT / "bench"))
+            import scale as S
+            from robustness import split_of
+
+            used = {S.rel(p) for p in sets["originals"]}
+            pool = [p for p in S.pool_photos(used, 2000) if split_of(p) == "report"][:400]
+            archive, info = S.scaled_archive(archive, args.scale, pool)
+            print(f"padded to {args.scale:,} references with synthetic distractors: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in info.items()), flush=True)
         queries = make_queries(sets, args, classes)
         from imgverify.checker import warm_up
 
