@@ -278,18 +278,10 @@ def build_flat(real_feats: dict[int, LocalFeatures], pool: Pool, n_syn: int) -> 
     return FeatureIndex(keys, feats)
 
 
-def scaled_archive(real: Any, size: int, pool_paths: list[Path], seed: int = 0
-                   ) -> tuple[ScaledArchive, dict[str, float]]:
-    """`real` seen with synthetic distractors up to `size` references (for other benches:
-    bench/throughput.py --scale), and the build times."""
-    freq = bit_frequencies(pool_paths)
-    feats = []
-    for p in pool_paths:
-        with Image.open(p) as im:
-            feats.append(extract(im.convert("RGB"), REF_FEATURES))
-    pool = Pool(feats)
-    real_index = real.index()
-    real_feats = real.features_of(int(k) for k in np.asarray(real_index.ref_keys))
+def build_scaled(real: Any, real_index: HashIndex, real_feats: dict[int, LocalFeatures],
+                 pool: Pool, freq: dict[str, np.ndarray], size: int, design: str = "compact",
+                 seed: int = 0) -> tuple[ScaledArchive, dict[str, float]]:
+    """`real` seen with synthetic distractors up to `size` references, and what it cost."""
     n_syn = max(0, size - len(real))
     t0 = time.perf_counter()
     hidx = build_hash_index(real_index, n_syn, freq, seed=seed or size)
@@ -303,10 +295,28 @@ def scaled_archive(real: Any, size: int, pool_paths: list[Path], seed: int = 0
         return out
 
     t0 = time.perf_counter()
-    local = build_compact(real_feats, pool, n_syn, loader)
+    local = (build_compact(real_feats, pool, n_syn, loader) if design == "compact"
+             else build_flat(real_feats, pool, n_syn))
     return ScaledArchive(real, hidx, local, size), {
         "build_s_global": t_global, "build_s_local": time.perf_counter() - t0,
         "bytes_per_ref_global": hidx.nbytes / size, "bytes_per_ref_local": local.nbytes / size}
+
+
+def make_pool(pool_paths: list[Path]) -> Pool:
+    feats = []
+    for p in pool_paths:
+        with Image.open(p) as im:
+            feats.append(extract(im.convert("RGB"), REF_FEATURES))
+    return Pool(feats)
+
+
+def scaled_archive(real: Any, size: int, pool_paths: list[Path], seed: int = 0
+                   ) -> tuple[ScaledArchive, dict[str, float]]:
+    """For other benches (bench/throughput.py --scale): the compact design at `size`."""
+    real_index = real.index()
+    real_feats = real.features_of(int(k) for k in np.asarray(real_index.ref_keys))
+    return build_scaled(real, real_index, real_feats, make_pool(pool_paths),
+                        bit_frequencies(pool_paths), size, seed=seed)
 
 
 def pool_photos(exclude: set[str], count: int) -> list[Path]:
@@ -407,34 +417,16 @@ def main() -> None:
 
     t0 = time.perf_counter()
     freq = bit_frequencies(pool_paths)
-    feats = []
-    for p in pool_paths:
-        with Image.open(p) as im:
-            feats.append(extract(im.convert("RGB"), REF_FEATURES))
-    pool = Pool(feats)
+    pool = make_pool(pool_paths)
     print(f"pool statistics in {time.perf_counter() - t0:.0f} s; making queries", flush=True)
     tasks = make_queries(originals, ref_ids, neg_photos, args.negatives, collage_pool)
     print(f"{len(tasks)} queries ({sum(t[0] != 'neg' for t in tasks)} positives)", flush=True)
 
     rows = []
     for size in sizes:
-        n_syn = max(0, size - len(real))
-        t0 = time.perf_counter()
-        hidx = build_hash_index(real_index, n_syn, freq, seed=size)
-        if len(hidx) > 20_000:
-            _ = hidx.mih
-        t_global = time.perf_counter() - t0
-
-        def loader(keys: list[int]) -> dict[int, LocalFeatures]:
-            out = real.features_of(k for k in keys if k < SYN_BASE)
-            out.update({k: pool.features(k - SYN_BASE) for k in keys if k >= SYN_BASE})
-            return out
-
-        t0 = time.perf_counter()
-        local = (build_compact(real_feats, pool, n_syn, loader) if args.design == "compact"
-                 else build_flat(real_feats, pool, n_syn))
-        t_local = time.perf_counter() - t0
-        _ARCHIVE = ScaledArchive(real, hidx, local, size)
+        _ARCHIVE, built = build_scaled(real, real_index, real_feats, pool, freq, size,
+                                       args.design)
+        t_global, t_local = built["build_s_global"], built["build_s_local"]
         print(f"size {size:,}: indexes built (global {t_global:.0f} s, local {t_local:.0f} s);"
               f" querying", flush=True)
         t0 = time.perf_counter()
@@ -446,12 +438,11 @@ def main() -> None:
         else:
             results = [_run(t) for t in tasks]
         wall = time.perf_counter() - t0
-        row = summarise(results, size, len(hidx), hidx.nbytes, local.nbytes, t_global,
-                        t_local, wall, args)
+        row = summarise(results, size, len(_ARCHIVE.hash_index), _ARCHIVE.hash_index.nbytes,
+                        _ARCHIVE.local.nbytes, t_global, t_local, wall, args)
         rows.append(row)
         print_row(row, header=len(rows) == 1, flush=True)
-        del hidx, local
-        _ARCHIVE = None
+        _ARCHIVE = None  # frees both indexes before the next size
     print_table(rows, args)
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)

@@ -481,12 +481,8 @@ class PostgresArchive:
         if not wanted:
             return {}
 
-        def read(conn: Any) -> dict[int, LocalFeatures]:
-            return {int(r[0]): LocalFeatures.from_blobs(bytes(r[3]), bytes(r[4]), r[1], r[2])
-                    for r in conn.execute("SELECT ref_id, width, height, points, descriptors "
-                                          "FROM features WHERE ref_id = ANY(%s)", (wanted,))}
-
-        return self._snapshot(read)  # type: ignore[no-any-return]
+        return self._snapshot(  # type: ignore[no-any-return]
+            lambda conn: _read_features(conn, wanted))
 
     def _feature_count(self) -> int:
         return int(self._snapshot(
@@ -575,10 +571,7 @@ class PostgresArchive:
             changed = [int(r[0]) for r in conn.execute(
                 "SELECT DISTINCT ref_id FROM changes WHERE generation > %s "
                 "AND generation <= %s", (built_at, gen))]
-            feats = {int(r[0]): LocalFeatures.from_blobs(bytes(r[3]), bytes(r[4]), r[1], r[2])
-                     for r in conn.execute("SELECT ref_id, width, height, points, descriptors "
-                                           "FROM features WHERE ref_id = ANY(%s)", (changed,))}
-            return feats, set(changed), gen
+            return _read_features(conn, changed), set(changed), gen
 
         fresh, changed, generation = self._snapshot(read)
         if not changed:
@@ -849,3 +842,10 @@ class PostgresArchive:
 
 
 __all__ = ["PostgresArchive", "is_postgres_url", "redact", "SCHEMA_VERSION", "MIGRATIONS"]
+
+
+def _read_features(conn: Any, keys: list[int]) -> dict[int, LocalFeatures]:
+    """Stored local features of these references, in the connection's snapshot."""
+    return {int(r[0]): LocalFeatures.from_blobs(bytes(r[3]), bytes(r[4]), r[1], r[2])
+            for r in conn.execute("SELECT ref_id, width, height, points, descriptors "
+                                  "FROM features WHERE ref_id = ANY(%s)", (keys,))}
