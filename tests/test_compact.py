@@ -138,6 +138,9 @@ def test_archive_index_command(tmp_path: Path) -> None:
     info = json.loads(out.stdout)["local_index"]
     assert info["references_with_features"] == 6
     assert info["kind"] == "FeatureIndex"  # small: exact, in memory
+    missing = tmp_path / "typo.sqlite"
+    out = CliRunner().invoke(app, ["archive", "index", "--archive", str(missing)])
+    assert out.exit_code == 4 and "no archive at" in out.output and not missing.exists()
 
 
 @pytest.mark.parametrize("n", [0])

@@ -210,6 +210,10 @@ def archive_index(archive: ArchiveOpt = None,
     large archive by other means (the library, the HTTP service, another host writing to
     PostgreSQL), so that queries do not fold in a long list of changes. Archives below
     a few thousand references need no index built ahead: it is built in memory when used."""
+    chosen = archive or os.environ.get("IMGVERIFY_ARCHIVE")
+    if chosen and not is_postgres_url(chosen) and not Path(chosen).exists():
+        _fail(f"no archive at {chosen}: build one with `imgverify archive add MANIFEST "
+              f"--archive {chosen}`", EXIT_ARCHIVE)  # a typo must not create an empty one
     arch = _open_archive(archive, writable=True)
     info = _build_local_index(arch, progress, progress_interval)
     typer.echo(json.dumps({"archive": arch.location, "local_index": info}, ensure_ascii=False))
