@@ -343,7 +343,12 @@ def _run(task: tuple[str, str, str | None, bytes]) -> dict[str, Any]:
 
 
 def make_queries(originals: list[Path], ref_ids: dict[str, str], neg_photos: list[Path],
-                 n_neg: int, collage_pool: list[Path]) -> list[tuple[str, str, str | None, bytes]]:
+                 n_neg: int, collage_pool: list[Path], salt: str = "scale"
+                 ) -> list[tuple[str, str, str | None, bytes]]:
+    """Positives (every original through every edit of GROUPS) then negatives. The edit
+    parameters come from `salt` ("scale" gives the figures published before; any other salt
+    gives a fresh draw of the same split)."""
+    tag = "" if salt == "scale" else f"{salt}|"
     pool_imgs = []
     for p in collage_pool[:12]:
         with Image.open(p) as im:
@@ -355,7 +360,7 @@ def make_queries(originals: list[Path], ref_ids: dict[str, str], neg_photos: lis
             rgb = im.convert("RGB")
         for group, names in GROUPS.items():
             for name in names:
-                rnd = random.Random(stable_key(f"scale|{rel(p)}|{name}"))
+                rnd = random.Random(stable_key(f"{tag}scale|{rel(p)}|{name}"))
                 data, _q = E.query_bytes(E.EDITS[name](rgb, rnd), rnd)
                 tasks.append((f"pos:{group}", name, ref_ids[rel(p)], data))
     all_edits = sorted(E.EDITS)
@@ -364,7 +369,7 @@ def make_queries(originals: list[Path], ref_ids: dict[str, str], neg_photos: lis
         p = neg_photos[i % len(neg_photos)]
         name = all_edits[(i // len(neg_photos) + stable_key(rel(p))) % len(all_edits)]
         with Image.open(p) as im:
-            rnd = random.Random(stable_key(f"scale-neg|{rel(p)}|{name}|{i}"))
+            rnd = random.Random(stable_key(f"{tag}scale-neg|{rel(p)}|{name}|{i}"))
             data, _q = E.query_bytes(E.EDITS[name](im.convert("RGB"), rnd), rnd)
         tasks.append(("neg", name, None, data))
         i += 1
@@ -373,6 +378,47 @@ def make_queries(originals: list[Path], ref_ids: dict[str, str], neg_photos: lis
 
 def pct(v: list[float], q: float) -> float:
     return float(np.percentile(v, q)) if v else float("nan")
+
+
+def prepare(args: argparse.Namespace) -> tuple[Any, HashIndex, dict[int, LocalFeatures], Pool,
+                                              dict[str, np.ndarray], list[Any], dict[str, int]]:
+    """The real archive of `args.originals` photos of `args.split`, the distractor pool and
+    statistics, and the queries; also the archive key of each reference id."""
+    photos = [p for p in images_under(PHOTOS / "bsds500") + images_under(PHOTOS / "coco128")
+              if decodable(p)]
+    mine = sorted((p for p in photos if split_of(p) == args.split),
+                  key=lambda p: stable_key(args.salt + rel(p)))
+    originals = mine[:args.originals]
+    neg_photos = mine[args.originals:args.originals + args.neg_photos]
+    used = {rel(p) for p in originals + neg_photos}
+    rest = sorted((p for p in photos if rel(p) not in used), key=lambda p: stable_key(
+        "pool" + rel(p)))
+    pool_paths, collage_pool = rest[:args.pool], rest[args.pool:args.pool + 12]
+    print(f"split={args.split} (salt {args.salt!r}): {len(originals)} archived originals, "
+          f"{len(neg_photos)} negative sources, {len(pool_paths)} pool photos for distractor "
+          f"content", flush=True)
+
+    work = Path(tempfile.mkdtemp(prefix="imgverify-scale-"))
+    manifest = work / "m.csv"
+    write_manifest(manifest, [(p, fake_date(rel(p))) for p in originals])
+    real = imgverify.Archive(work / "a.sqlite")
+    ingest_manifest(real, manifest, workers=2, build_index=False)
+    ref_ids = {}
+    keys = {}
+    for ref in real.iter_references():
+        ref_ids[rel(Path(ref.image_uri or ""))] = ref.reference_id
+        keys[ref.reference_id] = ref.key
+    real_index = real.index()
+    real_feats = real.features_of(int(k) for k in np.asarray(real_index.ref_keys))
+
+    t0 = time.perf_counter()
+    freq = bit_frequencies(pool_paths)
+    pool = make_pool(pool_paths)
+    print(f"pool statistics in {time.perf_counter() - t0:.0f} s; making queries", flush=True)
+    tasks = make_queries(originals, ref_ids, neg_photos, args.negatives, collage_pool,
+                         args.salt)
+    print(f"{len(tasks)} queries ({sum(t[0] != 'neg' for t in tasks)} positives)", flush=True)
+    return real, real_index, real_feats, pool, freq, tasks, keys
 
 
 def main() -> None:
@@ -387,40 +433,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1,
                     help="threads running checks (1: latency on one core, no contention)")
     ap.add_argument("--design", choices=("compact", "flat"), default="compact")
+    ap.add_argument("--salt", default="scale",
+                    help="orders the split and draws the edits; a new salt is a fresh draw "
+                    "(after a split has been looked at)")
     args = ap.parse_args()
     if not PHOTOS.is_dir():
         sys.exit(f"skipped: {PHOTOS} not found (../shared/data/photos beside the project)")
     sizes = [int(s) for s in args.sizes.split(",")]
-    photos = [p for p in images_under(PHOTOS / "bsds500") + images_under(PHOTOS / "coco128")
-              if decodable(p)]
-    mine = sorted((p for p in photos if split_of(p) == args.split),
-                  key=lambda p: stable_key("scale" + rel(p)))
-    originals = mine[:args.originals]
-    neg_photos = mine[args.originals:args.originals + args.neg_photos]
-    used = {rel(p) for p in originals + neg_photos}
-    rest = sorted((p for p in photos if rel(p) not in used), key=lambda p: stable_key(
-        "pool" + rel(p)))
-    pool_paths, collage_pool = rest[:args.pool], rest[args.pool:args.pool + 12]
-    print(f"split={args.split}: {len(originals)} archived originals, {len(neg_photos)} "
-          f"negative sources, {len(pool_paths)} pool photos for distractor content", flush=True)
-
-    work = Path(tempfile.mkdtemp(prefix="imgverify-scale-"))
-    manifest = work / "m.csv"
-    write_manifest(manifest, [(p, fake_date(rel(p))) for p in originals])
-    real = imgverify.Archive(work / "a.sqlite")
-    ingest_manifest(real, manifest, workers=2, build_index=False)
-    ref_ids = {}
-    for ref in real.iter_references():
-        ref_ids[rel(Path(ref.image_uri or ""))] = ref.reference_id
-    real_index = real.index()
-    real_feats = real.features_of(int(k) for k in np.asarray(real_index.ref_keys))
-
-    t0 = time.perf_counter()
-    freq = bit_frequencies(pool_paths)
-    pool = make_pool(pool_paths)
-    print(f"pool statistics in {time.perf_counter() - t0:.0f} s; making queries", flush=True)
-    tasks = make_queries(originals, ref_ids, neg_photos, args.negatives, collage_pool)
-    print(f"{len(tasks)} queries ({sum(t[0] != 'neg' for t in tasks)} positives)", flush=True)
+    real, real_index, real_feats, pool, freq, tasks, _keys = prepare(args)
 
     rows = []
     for size in sizes:
@@ -446,7 +466,8 @@ def main() -> None:
     print_table(rows, args)
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
-    path = out / f"scale-{args.design}-{args.split}-{'_'.join(map(str, sizes))}.json"
+    salt = "" if args.salt == "scale" else f"-{args.salt}"
+    path = out / f"scale-{args.design}-{args.split}{salt}-{'_'.join(map(str, sizes))}.json"
     path.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     print(f"\nwrote {path}")
 

@@ -1,0 +1,237 @@
+"""Vote-level tuning harness for the compact local index (TUNE split only).
+
+    python bench/vote_tune.py [--size 1000000] [--originals 40] [--negatives 400]
+
+Why: a full `bench/scale.py` pass at 1 M references takes most of an hour; the parameters
+of `CompactFeatureIndex.vote` can be compared in minutes by recording every query the
+checker sends to the local index once, then replaying those queries through variants of
+the vote. Recorded per call: the query features, whether it was a probe (fewer votes
+needed) and which query picture it belonged to.
+
+Figures per variant, on the recorded calls:
+* reach: positives whose true reference is among the candidates of at least one full vote
+  (what verification could then confirm; an upper bound on recall of the local stage);
+* rank-1: positives where it is the first candidate of some call;
+* candidates per call (each costs one verification), and CPU ms per call for positives and
+  negatives (median and p95 of the per-query sums).
+
+The recording run goes through whole-picture, mirror and region votes as the checker does
+(its own early stops included), so a variant that finds more in a later region is not seen.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import scale  # noqa: E402
+
+import imgverify  # noqa: E402
+from imgverify.signals import compact as C  # noqa: E402
+from imgverify.signals.features import LocalFeatures  # noqa: E402
+from imgverify.signals.vocabulary import he_codes  # noqa: E402
+
+
+@dataclass
+class Call:
+    task: int
+    query: LocalFeatures
+    probe: bool
+
+
+@dataclass
+class Recorder:
+    """Stands in for the local index during the recording run."""
+
+    inner: Any
+    calls: list[Call] = field(default_factory=list)
+    task: int = -1
+
+    @property
+    def probe_votes(self) -> int:
+        return int(self.inner.probe_votes)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.inner.nbytes)
+
+    def vote(self, query: LocalFeatures, top: int = C.TOP, min_votes: int = C.MIN_VOTES
+             ) -> list[tuple[int, int]]:
+        self.calls.append(Call(self.task, query, min_votes < C.MIN_VOTES))
+        return self.inner.vote(query, top, min_votes)  # type: ignore[no-any-return]
+
+    def verify(self, *a: Any, **k: Any) -> Any:
+        return self.inner.verify(*a, **k)
+
+
+DEFAULT = dict(qph=C.QUERY_PER_HALF, slack=C.WORD_SLACK, he_max=C.HE_MAX_DISTANCE,
+               sigma=C.HE_SIGMA, min_votes=C.MIN_VOTES, chance=C.CHANCE_FACTOR,
+               min_weight=C.MIN_WEIGHT, top=C.TOP, stop=0.0, stop_min=0, idf=0.0)
+
+
+def vote_variant(ix: C.CompactFeatureIndex, query: LocalFeatures, probe: bool,
+                 p: dict[str, Any], truth: int | None) -> tuple[list[int], int | None]:
+    """(candidate keys, rank of `truth` among all references above chance or None)."""
+    desc = np.ascontiguousarray(query.descriptors)
+    if desc.shape[0] == 0:
+        return [], None
+    words, dist = ix.vocabulary.assign(desc, p["qph"])
+    keep = dist <= dist[:, :1] + p["slack"]
+    q_idx = np.nonzero(keep)[0]
+    w = words[keep]
+    lo = np.asarray(ix.offsets[w], dtype=np.int64)
+    hi = np.asarray(ix.offsets[w + 1], dtype=np.int64)
+    lengths = hi - lo
+    if p["stop"]:
+        mean = len(ix) / max(1, int(np.count_nonzero(np.diff(np.asarray(ix.offsets)))))
+        cap = max(p["stop_min"], p["stop"] * mean)
+        ok_w = lengths <= cap
+        q_idx, lo, lengths = q_idx[ok_w], lo[ok_w], lengths[ok_w]
+    total = int(lengths.sum())
+    if total == 0:
+        return [], None
+    ends = np.cumsum(lengths)
+    positions = np.repeat(lo - (ends - lengths), lengths) + np.arange(total)
+    owner_q = np.repeat(q_idx, lengths)
+    he_dist = np.bitwise_count(np.take(ix.he, positions) ^ he_codes(desc)[owner_q])
+    ok = he_dist <= p["he_max"]
+    rows = np.take(ix.postings, positions[ok]).astype(np.int64)
+    q = owner_q[ok]
+    hd = he_dist[ok].astype(np.float64)
+    if rows.size == 0:
+        return [], None
+    per_q = np.bincount(q, minlength=len(query)).astype(np.float64)
+    weight = np.exp(-(hd / p["sigma"]) ** 2) / np.sqrt(np.maximum(1.0, per_q[q]))
+    if p["idf"]:
+        lens_hit = np.repeat(lengths, lengths)[ok].astype(np.float64)
+        mean_len = len(ix) / 1e6
+        weight *= np.clip(np.log((p["idf"] * mean_len + lens_hit) / np.maximum(1.0, lens_hit))
+                          + 1.0, 0.1, None)
+    min_votes = ix.probe_votes if probe else p["min_votes"]
+    votes_all = np.bincount(rows, minlength=ix.references)
+    uniq = np.flatnonzero(votes_all >= min_votes)
+    if uniq.size == 0:
+        return [], None
+    weighted = np.bincount(rows, weights=weight, minlength=ix.references)[uniq]
+    share = np.asarray(ix.ref_counts[uniq], np.float64) / max(1, len(ix))
+    expected = float(weight.sum()) * share
+    ok2 = weighted >= p["chance"] * expected + p["min_weight"]
+    cand = np.flatnonzero(ok2)
+    order = cand[np.argsort(-weighted[cand], kind="stable")]
+    keys = [int(ix.ref_keys[uniq[i]]) for i in order]
+    rank = keys.index(truth) if truth is not None and truth in keys else None
+    return keys[:p["top"]], rank
+
+
+def replay(ix: C.CompactFeatureIndex, calls: list[Call], tasks: list[Any],
+           truth: dict[int, int | None], p: dict[str, Any]) -> dict[str, Any]:
+    reach: dict[int, bool] = {}
+    first: dict[int, bool] = {}
+    ms: dict[int, float] = {}
+    ncand = []
+    for c in calls:
+        t0 = time.process_time()
+        keys, rank = vote_variant(ix, c.query, c.probe, p, truth[c.task])
+        ms[c.task] = ms.get(c.task, 0.0) + (time.process_time() - t0) * 1000
+        if c.probe:
+            continue
+        ncand.append(len(keys))
+        if truth[c.task] is not None:
+            reach[c.task] = reach.get(c.task, False) or truth[c.task] in keys
+            first[c.task] = first.get(c.task, False) or rank == 0
+    by_group: dict[str, list[bool]] = {}
+    for i, t in enumerate(tasks):
+        if t[0] != "neg":
+            by_group.setdefault(t[0][4:], []).append(reach.get(i, False))
+    pos_ms = [ms.get(i, 0.0) for i, t in enumerate(tasks) if t[0] != "neg"]
+    neg_ms = [ms.get(i, 0.0) for i, t in enumerate(tasks) if t[0] == "neg"]
+    return {"reach": {g: float(np.mean(v)) for g, v in by_group.items()},
+            "reach_all": float(np.mean([reach.get(i, False) for i in truth
+                                        if truth[i] is not None])),
+            "rank1": float(np.mean([first.get(i, False) for i in truth
+                                    if truth[i] is not None])),
+            "cand_per_call": float(np.mean(ncand)) if ncand else 0.0,
+            "pos_ms_p50": float(np.percentile(pos_ms, 50)),
+            "pos_ms_p95": float(np.percentile(pos_ms, 95)),
+            "neg_ms_p50": float(np.percentile(neg_ms, 50)),
+            "neg_ms_p95": float(np.percentile(neg_ms, 95))}
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "current": {},
+    "stop200": {"stop": 200.0, "stop_min": 2000},
+    "stop50": {"stop": 50.0, "stop_min": 2000},
+    "stop20": {"stop": 20.0, "stop_min": 2000},
+    "top16": {"top": 16},
+    "stop50_top16": {"stop": 50.0, "stop_min": 2000, "top": 16},
+    "stop50_idf": {"stop": 50.0, "stop_min": 2000, "idf": 4.0},
+    "qph1": {"qph": 1},
+    "qph3": {"qph": 3, "slack": 10},
+    "he4": {"he_max": 4},
+    "he2": {"he_max": 2},
+    "chance4": {"chance": 4.0},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=1_000_000)
+    ap.add_argument("--originals", type=int, default=40)
+    ap.add_argument("--negatives", type=int, default=400)
+    ap.add_argument("--neg-photos", type=int, default=100)
+    ap.add_argument("--pool", type=int, default=400)
+    ap.add_argument("--salt", default="scale")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    args = ap.parse_args()
+    args.split = "tune"  # never the report split: this is where parameters are chosen
+    if not scale.PHOTOS.is_dir():
+        sys.exit(f"skipped: {scale.PHOTOS} not found")
+    real, real_index, real_feats, pool, freq, tasks, keys = scale.prepare(args)
+    archive: Any
+    archive, built = scale.build_scaled(real, real_index, real_feats, pool, freq, args.size)
+    print(f"built {args.size:,}: {built}", flush=True)
+    rec = Recorder(archive.local)
+    archive.local = rec
+    truth: dict[int, int | None] = {}
+    found = 0
+    t0 = time.perf_counter()
+    for i, (kind, _edit, ref_id, data) in enumerate(tasks):
+        rec.task = i
+        truth[i] = keys[ref_id] if ref_id else None
+        res = imgverify.check(data, archive, align=False)
+        top = res.matches[0].reference_id if res.matches else None
+        if kind != "neg" and res.verdict in (scale.LIKELY, scale.POSSIBLY) and top == ref_id:
+            found += 1
+    print(f"recorded {len(rec.calls)} votes over {len(tasks)} queries in "
+          f"{time.perf_counter() - t0:.0f} s; checker found {found} of "
+          f"{sum(1 for v in truth.values() if v is not None)} positives", flush=True)
+    ix = rec.inner
+    for name in args.variants.split(","):
+        p = dict(DEFAULT, **VARIANTS[name])
+        r = replay(ix, rec.calls, tasks, truth, p)
+        groups = " ".join(f"{g}={100 * v:.1f}" for g, v in r["reach"].items())
+        print(f"{name:>14}: reach {100 * r['reach_all']:.1f}% ({groups}) rank1 "
+              f"{100 * r['rank1']:.1f}% cand/call {r['cand_per_call']:.1f} ms pos "
+              f"{r['pos_ms_p50']:.0f}/{r['pos_ms_p95']:.0f} neg {r['neg_ms_p50']:.0f}/"
+              f"{r['neg_ms_p95']:.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
