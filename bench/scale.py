@@ -80,7 +80,7 @@ import imgverify  # noqa: E402
 from imgverify.ingest import ingest_manifest  # noqa: E402
 from imgverify.signals.compact import CompactFeatureIndex  # noqa: E402
 from imgverify.signals.features import REF_FEATURES, FeatureIndex, LocalFeatures, extract  # noqa: E402
-from imgverify.signals.vocabulary import HE_POSITIONS, default_vocabulary, he_codes  # noqa: E402
+from imgverify.signals.vocabulary import default_vocabulary, pack_he  # noqa: E402
 from imgverify.store.index import HashIndex  # noqa: E402
 from imgverify.store.sqlite import reference_hashes  # noqa: E402
 
@@ -119,7 +119,8 @@ class Pool:
         self.desc = np.concatenate([f.descriptors for f in feats])
         self.points = np.concatenate([f.points for f in feats])
         self.words = vocab.assign(self.desc, 1)[0][:, 0].astype(np.int32)
-        self.he = he_codes(self.desc)
+        self.bits = np.unpackbits(self.desc, axis=1)  # (n, 256) 0/1
+        self.he_pos = vocab.positions(self.words).astype(np.uint8)  # embedded bits per word
         self.counts = np.array([len(f) for f in feats], np.int64)  # keypoints per photo
         self.n = int(self.desc.shape[0])
 
@@ -134,30 +135,32 @@ class Pool:
         pick = (_mix(seeds * np.uint64(5) + np.uint64(1)) % np.uint64(self.n)).astype(np.int64)
         return pick, owner, per
 
+    @staticmethod
+    def _masks(seeds: np.ndarray) -> np.ndarray:
+        """(M, 4) uint64: the 256 flip bits of each distractor keypoint (p = 1/4 each)."""
+        return np.stack([_quarter_bits(seeds, 20 + 2 * k) for k in range(4)], axis=1)
+
     def postings(self, js: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(words, distractor index within js, embeddings, counts per distractor)."""
+        """(words, distractor index within js, embeddings, counts per distractor): each
+        embedding is that of the flipped descriptor `features` rebuilds, under its word."""
         pick, owner, per = self._layout(js)
         rank = np.arange(owner.size) - np.repeat(np.cumsum(per) - per, per)
         seeds = js.astype(np.uint64)[owner] * np.uint64(1024) + rank.astype(np.uint64)
-        mask = (_quarter_bits(seeds, 11) & np.uint64(0xFFFF)).astype(np.uint16)
-        return self.words[pick], owner, self.he[pick] ^ mask, per
+        pos = self.he_pos[pick].astype(np.int64)  # (M, 16) of 256
+        masks = self._masks(seeds)
+        flip = (np.take_along_axis(masks, pos // 64, axis=1)
+                >> (63 - pos % 64).astype(np.uint64)) & np.uint64(1)
+        bits = np.take_along_axis(self.bits[pick], pos, axis=1) ^ flip.astype(np.uint8)
+        return self.words[pick], owner, pack_he(bits), per
 
     def features(self, j: int) -> LocalFeatures:
-        """The distractor's descriptors: its postings' embeddings and every other bit
-        flipped with probability 1/4, all from its number."""
+        """The distractor's descriptors, every bit flipped with probability 1/4, all from its
+        number."""
         idx, _owner, _per = self._layout(np.array([j]))
-        desc = self.desc[idx].copy()
         seeds = np.uint64(j) * np.uint64(1024) + np.arange(idx.size, dtype=np.uint64)
-        he_mask = (_quarter_bits(seeds, 11) & np.uint64(0xFFFF)).astype(np.uint16)
-        bits = np.unpackbits(desc, axis=1)
-        other = np.stack([_quarter_bits(seeds, 20 + 2 * k) for k in range(4)], axis=1)
-        other_bits = np.unpackbits(other.astype(">u8").view(np.uint8), axis=1)
-        keep = np.ones(256, bool)
-        keep[HE_POSITIONS] = False
-        bits[:, keep] ^= other_bits[:, keep]
-        he_bits = np.unpackbits(he_mask.astype(">u2").view(np.uint8).reshape(-1, 2), axis=1)
-        bits[:, HE_POSITIONS] ^= he_bits
-        return LocalFeatures(self.points[idx].copy(), np.packbits(bits, axis=1), 640, 480)
+        flips = np.unpackbits(self._masks(seeds).astype(">u8").view(np.uint8), axis=1)
+        return LocalFeatures(self.points[idx].copy(), np.packbits(self.bits[idx] ^ flips, axis=1),
+                             640, 480)
 
 
 # -- the archive as the checker sees it -----------------------------------------------------
@@ -246,21 +249,21 @@ def build_compact(real_feats: dict[int, LocalFeatures], pool: Pool, n_syn: int,
                   loader: Any) -> CompactFeatureIndex:
     vocab = default_vocabulary()
     real_keys = sorted(real_feats)
-    chunk_refs = 60_000
+    chunk_refs = 15_000  # postings of one chunk and their flip masks: a few hundred MB
     n_chunks_syn = (n_syn + chunk_refs - 1) // chunk_refs
     syn_counts = np.empty(n_syn, np.uint16)
     for c in range(n_chunks_syn):
         js = np.arange(c * chunk_refs, min(n_syn, (c + 1) * chunk_refs))
-        syn_counts[js] = pool.postings(js)[3]
+        syn_counts[js] = pool._layout(js)[2]
     real_counts = np.array([len(real_feats[k]) for k in real_keys], np.uint16)
     n_real = len(real_keys)
 
     def chunk(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if i == 0:
             desc = np.concatenate([real_feats[k].descriptors for k in real_keys])
-            words = vocab.assign(desc, 1)[0][:, 0].astype(np.int32)
+            words = vocab.assign(desc, 1)[0][:, 0]
             rows = np.repeat(np.arange(n_real, dtype=np.uint32), real_counts.astype(np.int64))
-            return words, rows, he_codes(desc)
+            return words.astype(np.int32), rows, vocab.embed(desc, words)
         js = np.arange((i - 1) * chunk_refs, min(n_syn, i * chunk_refs))
         words, owner, he, _per = pool.postings(js)
         return words, (n_real + js[owner]).astype(np.uint32), he

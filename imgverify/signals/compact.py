@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from imgverify.signals.features import GeometricMatch, LocalFeatures, verify_pair
-from imgverify.signals.vocabulary import Vocabulary, default_vocabulary, he_codes
+from imgverify.signals.vocabulary import Vocabulary, default_vocabulary
 
 #: Keypoints per reference that get a posting (the strongest, as stored): all of them.
 #: Bumped whenever the saved arrays change meaning.
-COMPACT_FORMAT = 1
+COMPACT_FORMAT = 2
 #: Query-side words per descriptor: nearest centroids per half (so up to its square words).
 QUERY_PER_HALF = 2
 #: A query word further than this (summed half distances, bits) from the descriptor than its
@@ -42,6 +42,12 @@ WORD_SLACK = 10
 HE_MAX_DISTANCE = 3
 #: Width of the soft embedding weight exp(-(d / HE_SIGMA)^2) of a vote.
 HE_SIGMA = 6.0
+#: Stop list: a word whose list is longer than STOP_FACTOR times the mean list (and than
+#: STOP_MIN) is not looked up. Such words (flat sky, blur, JPEG blocks) are in so many
+#: references that they say nothing about any, yet gathering their postings was most of
+#: a query's cost at a million references, growing with the archive.
+STOP_FACTOR = 50.0
+STOP_MIN = 2000
 #: Candidates need this many votes, and `CHANCE_FACTOR` times the chance expectation.
 MIN_VOTES = 4
 CHANCE_FACTOR = 2.5
@@ -78,6 +84,7 @@ class CompactFeatureIndex:
         self._cache: OrderedDict[int, LocalFeatures | None] = OrderedDict()
         self._lock = threading.Lock()
         self._key_set: set[int] | None = None
+        self._stop_length: int | None = None
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -100,9 +107,9 @@ class CompactFeatureIndex:
             if not batch:
                 return
             desc = np.concatenate(batch)
-            words, _d = vocab.assign(desc, 1)
-            word_parts.append(words[:, 0].astype(np.int32))
-            he_parts.append(he_codes(desc))
+            words = vocab.assign(desc, 1)[0][:, 0]
+            word_parts.append(words.astype(np.int32))
+            he_parts.append(vocab.embed(desc, words))
             batch, pending = [], 0
 
         for done, (key, desc) in enumerate(items, 1):
@@ -209,6 +216,15 @@ class CompactFeatureIndex:
         counts (the vocabulary is shared by every archive and not counted)."""
         return int(sum(np.asarray(getattr(self, n)).nbytes for n in self._ARRAYS))
 
+    @property
+    def stop_length(self) -> int:
+        """Lists longer than this are stop words (see STOP_FACTOR)."""
+        if self._stop_length is None:
+            offsets = np.asarray(self.offsets)
+            used = int(np.count_nonzero(offsets[1:] != offsets[:-1]))
+            self._stop_length = max(STOP_MIN, int(STOP_FACTOR * len(self) / max(1, used)))
+        return self._stop_length
+
     def keys(self) -> set[int]:
         if self._key_set is None:
             self._key_set = set(np.asarray(self.ref_keys).tolist())
@@ -223,8 +239,9 @@ class CompactFeatureIndex:
         q_idx = np.nonzero(keep)[0]
         w = words[keep]
         lo = np.asarray(self.offsets[w], dtype=np.int64)
-        hi = np.asarray(self.offsets[w + 1], dtype=np.int64)
-        lengths = hi - lo
+        lengths = np.asarray(self.offsets[w + 1], dtype=np.int64) - lo
+        useful = lengths <= self.stop_length
+        q_idx, w, lo, lengths = q_idx[useful], w[useful], lo[useful], lengths[useful]
         total = int(lengths.sum())
         empty = np.zeros(0, np.int64)
         if total == 0:
@@ -232,7 +249,9 @@ class CompactFeatureIndex:
         ends = np.cumsum(lengths)
         positions = np.repeat(lo - (ends - lengths), lengths) + np.arange(total)
         owner_q = np.repeat(q_idx, lengths)
-        he_dist = np.bitwise_count(np.take(self.he, positions) ^ he_codes(desc)[owner_q])
+        # the embedding depends on the word: one per (descriptor, word looked up)
+        query_he = np.repeat(self.vocabulary.embed(desc[q_idx], w), lengths)
+        he_dist = np.bitwise_count(np.take(self.he, positions) ^ query_he)
         ok = he_dist <= HE_MAX_DISTANCE
         rows = np.take(self.postings, positions[ok]).astype(np.int64)
         # a descriptor meets a reference through at most one of its words in practice (one
