@@ -80,7 +80,7 @@ import imgverify  # noqa: E402
 from imgverify.ingest import ingest_manifest  # noqa: E402
 from imgverify.signals.compact import CompactFeatureIndex  # noqa: E402
 from imgverify.signals.features import REF_FEATURES, FeatureIndex, LocalFeatures, extract  # noqa: E402
-from imgverify.signals.vocabulary import default_vocabulary, pack_he  # noqa: E402
+from imgverify.signals.vocabulary import default_vocabulary  # noqa: E402
 from imgverify.store.index import HashIndex  # noqa: E402
 from imgverify.store.sqlite import reference_hashes  # noqa: E402
 
@@ -121,6 +121,7 @@ class Pool:
         self.words = vocab.assign(self.desc, 1)[0][:, 0].astype(np.int32)
         self.bits = np.unpackbits(self.desc, axis=1)  # (n, 256) 0/1
         self.he_pos = vocab.positions(self.words).astype(np.uint8)  # embedded bits per word
+        self.he = vocab.embed(self.desc, self.words)
         self.counts = np.array([len(f) for f in feats], np.int64)  # keypoints per photo
         self.n = int(self.desc.shape[0])
 
@@ -135,32 +136,33 @@ class Pool:
         pick = (_mix(seeds * np.uint64(5) + np.uint64(1)) % np.uint64(self.n)).astype(np.int64)
         return pick, owner, per
 
-    @staticmethod
-    def _masks(seeds: np.ndarray) -> np.ndarray:
-        """(M, 4) uint64: the 256 flip bits of each distractor keypoint (p = 1/4 each)."""
-        return np.stack([_quarter_bits(seeds, 20 + 2 * k) for k in range(4)], axis=1)
-
     def postings(self, js: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(words, distractor index within js, embeddings, counts per distractor): each
-        embedding is that of the flipped descriptor `features` rebuilds, under its word."""
+        embedding is that of the descriptor `features` rebuilds, under its word."""
         pick, owner, per = self._layout(js)
         rank = np.arange(owner.size) - np.repeat(np.cumsum(per) - per, per)
         seeds = js.astype(np.uint64)[owner] * np.uint64(1024) + rank.astype(np.uint64)
-        pos = self.he_pos[pick].astype(np.int64)  # (M, 16) of 256
-        masks = self._masks(seeds)
-        flip = (np.take_along_axis(masks, pos // 64, axis=1)
-                >> (63 - pos % 64).astype(np.uint64)) & np.uint64(1)
-        bits = np.take_along_axis(self.bits[pick], pos, axis=1) ^ flip.astype(np.uint8)
-        return self.words[pick], owner, pack_he(bits), per
+        return self.words[pick], owner, self.he[pick] ^ self._he_mask(seeds), per
+
+    @staticmethod
+    def _he_mask(seeds: np.ndarray) -> np.ndarray:
+        """The flips of the embedded bits (p = 1/4 each), 16 per keypoint."""
+        return (_quarter_bits(seeds, 11) & np.uint64(0xFFFF)).astype(np.uint16)
 
     def features(self, j: int) -> LocalFeatures:
         """The distractor's descriptors, every bit flipped with probability 1/4, all from its
-        number."""
+        number: the embedded bits (at its word's positions) by `_he_mask`, so they match its
+        postings, the others by further draws."""
         idx, _owner, _per = self._layout(np.array([j]))
         seeds = np.uint64(j) * np.uint64(1024) + np.arange(idx.size, dtype=np.uint64)
-        flips = np.unpackbits(self._masks(seeds).astype(">u8").view(np.uint8), axis=1)
-        return LocalFeatures(self.points[idx].copy(), np.packbits(self.bits[idx] ^ flips, axis=1),
-                             640, 480)
+        other = np.stack([_quarter_bits(seeds, 20 + 2 * k) for k in range(4)], axis=1)
+        bits = self.bits[idx] ^ np.unpackbits(other.astype(">u8").view(np.uint8), axis=1)
+        pos = self.he_pos[idx].astype(np.int64)
+        he_flip = np.unpackbits(self._he_mask(seeds).astype(">u2").view(np.uint8)
+                                .reshape(-1, 2), axis=1)
+        np.put_along_axis(bits, pos, np.take_along_axis(self.bits[idx], pos, axis=1) ^ he_flip,
+                          axis=1)
+        return LocalFeatures(self.points[idx].copy(), np.packbits(bits, axis=1), 640, 480)
 
 
 # -- the archive as the checker sees it -----------------------------------------------------
@@ -249,7 +251,7 @@ def build_compact(real_feats: dict[int, LocalFeatures], pool: Pool, n_syn: int,
                   loader: Any) -> CompactFeatureIndex:
     vocab = default_vocabulary()
     real_keys = sorted(real_feats)
-    chunk_refs = 15_000  # postings of one chunk and their flip masks: a few hundred MB
+    chunk_refs = 60_000
     n_chunks_syn = (n_syn + chunk_refs - 1) // chunk_refs
     syn_counts = np.empty(n_syn, np.uint16)
     for c in range(n_chunks_syn):

@@ -26,6 +26,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import pickle  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -82,7 +83,8 @@ class Recorder:
 
 DEFAULT = dict(qph=C.QUERY_PER_HALF, slack=C.WORD_SLACK, he_max=C.HE_MAX_DISTANCE,
                sigma=C.HE_SIGMA, min_votes=C.MIN_VOTES, chance=C.CHANCE_FACTOR,
-               min_weight=C.MIN_WEIGHT, top=C.TOP, stop=0.0, stop_min=0, idf=0.0)
+               min_weight=C.MIN_WEIGHT, top=C.TOP, stop=0.0, stop_min=0,
+               burst="abs", dedup=False)
 
 
 def vote_variant(ix: C.CompactFeatureIndex, query: LocalFeatures, probe: bool,
@@ -106,24 +108,29 @@ def vote_variant(ix: C.CompactFeatureIndex, query: LocalFeatures, probe: bool,
     total = int(lengths.sum())
     if total == 0:
         return [], None
-    ends = np.cumsum(lengths)
-    positions = np.repeat(lo - (ends - lengths), lengths) + np.arange(total)
-    owner_q = np.repeat(q_idx, lengths)
-    query_he = np.repeat(ix.vocabulary.embed(desc[q_idx], w), lengths)
-    he_dist = np.bitwise_count(np.take(ix.he, positions) ^ query_he)
-    ok = he_dist <= p["he_max"]
-    rows = np.take(ix.postings, positions[ok]).astype(np.int64)
-    q = owner_q[ok]
-    hd = he_dist[ok].astype(np.float64)
+    query_he = ix.vocabulary.embed(desc[q_idx], w)
+    q, rows, he_int, pos_ok = _scan_with_positions(lo, lengths, query_he, q_idx, ix, p["he_max"])
+    hd = he_int.astype(np.float64)
     if rows.size == 0:
         return [], None
+    if p["dedup"]:  # each reference posting and each (descriptor, reference) votes once
+        order = np.lexsort((hd, pos_ok))
+        first = np.ones(order.size, bool)
+        first[1:] = pos_ok[order][1:] != pos_ok[order][:-1]
+        sel = order[first]
+        key = q[sel] * np.int64(ix.references) + rows[sel]
+        order2 = np.lexsort((hd[sel], key))
+        first2 = np.ones(order2.size, bool)
+        first2[1:] = key[order2][1:] != key[order2][:-1]
+        sel = sel[order2[first2]]
+        rows, q, hd = rows[sel], q[sel], hd[sel]
     per_q = np.bincount(q, minlength=len(query)).astype(np.float64)
-    weight = np.exp(-(hd / p["sigma"]) ** 2) / np.sqrt(np.maximum(1.0, per_q[q]))
-    if p["idf"]:
-        lens_hit = np.repeat(lengths, lengths)[ok].astype(np.float64)
-        mean_len = len(ix) / 1e6
-        weight *= np.clip(np.log((p["idf"] * mean_len + lens_hit) / np.maximum(1.0, lens_hit))
-                          + 1.0, 0.1, None)
+    fan = per_q
+    if p["burst"] == "rel":  # fan-out relative to the query's typical descriptor
+        fan = per_q / max(1.0, float(np.median(per_q[per_q > 0])))
+    elif p["burst"] == "none":
+        fan = np.ones_like(per_q)
+    weight = np.exp(-(hd / p["sigma"]) ** 2) / np.sqrt(np.maximum(1.0, fan[q]))
     min_votes = ix.probe_votes if probe else p["min_votes"]
     votes_all = np.bincount(rows, minlength=ix.references)
     uniq = np.flatnonzero(votes_all >= min_votes)
@@ -138,6 +145,22 @@ def vote_variant(ix: C.CompactFeatureIndex, query: LocalFeatures, probe: bool,
     keys = [int(ix.ref_keys[uniq[i]]) for i in order]
     rank = keys.index(truth) if truth is not None and truth in keys else None
     return keys[:p["top"]], rank
+
+
+_NUMBERS: dict[int, np.ndarray] = {}
+
+
+def _scan_with_positions(lo: np.ndarray, lengths: np.ndarray, query_he: np.ndarray,
+                         q_idx: np.ndarray, ix: C.CompactFeatureIndex, he_max: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The library's posting scan, run on posting numbers instead of rows so the posting
+    behind each vote is known too (for the de-duplication variant)."""
+    numbers = _NUMBERS.get(id(ix))
+    if numbers is None:
+        numbers = _NUMBERS[id(ix)] = np.arange(len(ix), dtype=np.int64)
+    q, pos, d = C.scan_postings(lo, lengths, query_he, q_idx.astype(np.int64),
+                                np.asarray(ix.he), numbers, he_max)
+    return q, np.asarray(ix.postings)[pos].astype(np.int64), d, pos
 
 
 def replay(ix: C.CompactFeatureIndex, calls: list[Call], tasks: list[Any],
@@ -174,18 +197,27 @@ def replay(ix: C.CompactFeatureIndex, calls: list[Call], tasks: list[Any],
             "neg_ms_p95": float(np.percentile(neg_ms, 95))}
 
 
+_S = {"stop": 50.0, "stop_min": 2000}
 VARIANTS: dict[str, dict[str, Any]] = {
     "no_stop": {"stop": 0.0},
-    "stop50": {"stop": 50.0, "stop_min": 2000},
+    "stop50": _S,
     "stop20": {"stop": 20.0, "stop_min": 2000},
-    "stop10": {"stop": 10.0, "stop_min": 1000},
-    "stop50_he4": {"stop": 50.0, "stop_min": 2000, "he_max": 4},
-    "stop50_he2": {"stop": 50.0, "stop_min": 2000, "he_max": 2},
-    "stop50_qph3": {"stop": 50.0, "stop_min": 2000, "qph": 3},
-    "stop50_qph3_slack16": {"stop": 50.0, "stop_min": 2000, "qph": 3, "slack": 16},
-    "stop50_top16": {"stop": 50.0, "stop_min": 2000, "top": 16},
-    "stop50_chance4": {"stop": 50.0, "stop_min": 2000, "chance": 4.0},
-    "stop50_idf": {"stop": 50.0, "stop_min": 2000, "idf": 4.0},
+    "stop50_rel": {**_S, "burst": "rel"},
+    "stop50_none": {**_S, "burst": "none"},
+    "stop50_rel_top16": {**_S, "burst": "rel", "top": 16},
+    "stop50_rel_he4": {**_S, "burst": "rel", "he_max": 4},
+    "stop50_rel_qph3": {**_S, "burst": "rel", "qph": 3},
+    "stop50_rel_mv3": {**_S, "burst": "rel", "min_votes": 3},
+    "stop50_rel_w15": {**_S, "burst": "rel", "min_weight": 1.5},
+    "rel_dedup": {**_S, "burst": "rel", "dedup": True},
+    "rel_dedup_w15": {**_S, "burst": "rel", "dedup": True, "min_weight": 1.5},
+    "rel_dedup_w25": {**_S, "burst": "rel", "dedup": True, "min_weight": 2.5},
+    "rel_dedup_mv5": {**_S, "burst": "rel", "dedup": True, "min_votes": 5},
+    "rel_dedup_c10": {**_S, "burst": "rel", "dedup": True, "chance": 10.0},
+    "rel_w25": {**_S, "burst": "rel", "min_weight": 2.5},
+    "stop50_he4": {**_S, "he_max": 4},
+    "stop50_qph3": {**_S, "qph": 3},
+    "stop50_top16": {**_S, "top": 16},
 }
 
 
@@ -198,6 +230,8 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=400)
     ap.add_argument("--salt", default="scale")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--calls", default="",
+                    help="a .pkl of recorded votes: replayed if it exists, else written")
     ap.add_argument("--replay-negatives", type=int, default=150,
                     help="negative queries whose votes are replayed per variant (cost figures)")
     args = ap.parse_args()
@@ -210,19 +244,26 @@ def main() -> None:
     print(f"built {args.size:,}: {built}", flush=True)
     rec = Recorder(archive.local)
     archive.local = rec
-    truth: dict[int, int | None] = {}
-    found = 0
-    t0 = time.perf_counter()
-    for i, (kind, _edit, ref_id, data) in enumerate(tasks):
-        rec.task = i
-        truth[i] = keys[ref_id] if ref_id else None
-        res = imgverify.check(data, archive, align=False)
-        top = res.matches[0].reference_id if res.matches else None
-        if kind != "neg" and res.verdict in (scale.LIKELY, scale.POSSIBLY) and top == ref_id:
-            found += 1
-    print(f"recorded {len(rec.calls)} votes over {len(tasks)} queries in "
-          f"{time.perf_counter() - t0:.0f} s; checker found {found} of "
-          f"{sum(1 for v in truth.values() if v is not None)} positives", flush=True)
+    truth: dict[int, int | None] = {
+        i: (keys[t[2]] if t[2] else None) for i, t in enumerate(tasks)}
+    saved = Path(args.calls) if args.calls else None
+    if saved is not None and saved.exists():
+        rec.calls = pickle.loads(saved.read_bytes())
+        print(f"replaying {len(rec.calls)} votes from {saved}", flush=True)
+    else:
+        found = 0
+        t0 = time.perf_counter()
+        for i, (kind, _edit, ref_id, data) in enumerate(tasks):
+            rec.task = i
+            res = imgverify.check(data, archive, align=False)
+            top = res.matches[0].reference_id if res.matches else None
+            if kind != "neg" and res.verdict in (scale.LIKELY, scale.POSSIBLY) and top == ref_id:
+                found += 1
+        print(f"recorded {len(rec.calls)} votes over {len(tasks)} queries in "
+              f"{time.perf_counter() - t0:.0f} s; checker found {found} of "
+              f"{sum(1 for v in truth.values() if v is not None)} positives", flush=True)
+        if saved is not None:
+            saved.write_bytes(pickle.dumps(rec.calls))
     ix = rec.inner
     negs = [i for i, t in enumerate(tasks) if t[0] == "neg"][:args.replay_negatives]
     keep = {i for i, t in enumerate(tasks) if t[0] != "neg"} | set(negs)

@@ -12,7 +12,8 @@ from chance are read back through `loader` and verified geometrically exactly as
 Voting: each query descriptor looks up the lists of its nearest words (several per
 descriptor: a copy's descriptor can fall on a neighbouring word) and keeps the postings whose
 embedded bits agree; it votes once per reference it hits, with weight 1/sqrt(references it
-hits) (burstiness: a logo or ticker on many references lifts none of them). A reference is a
+hits, over what the query's typical descriptor hits) (burstiness: a logo or ticker on many
+references lifts none of them, whatever the archive size). A reference is a
 candidate when its vote count is well above what chance gives a reference with as many
 keypoints, whatever the archive size.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -243,35 +245,37 @@ class CompactFeatureIndex:
         useful = lengths <= self.stop_length
         q_idx, w, lo, lengths = q_idx[useful], w[useful], lo[useful], lengths[useful]
         total = int(lengths.sum())
-        empty = np.zeros(0, np.int64)
         if total == 0:
+            empty = np.zeros(0, np.int64)
             return empty, empty, empty
-        ends = np.cumsum(lengths)
-        positions = np.repeat(lo - (ends - lengths), lengths) + np.arange(total)
-        owner_q = np.repeat(q_idx, lengths)
         # the embedding depends on the word: one per (descriptor, word looked up)
-        query_he = np.repeat(self.vocabulary.embed(desc[q_idx], w), lengths)
-        he_dist = np.bitwise_count(np.take(self.he, positions) ^ query_he)
-        ok = he_dist <= HE_MAX_DISTANCE
-        rows = np.take(self.postings, positions[ok]).astype(np.int64)
+        query_he = self.vocabulary.embed(desc[q_idx], w)
         # a descriptor meets a reference through at most one of its words in practice (one
         # reference keypoint has one word); no per-pair de-duplication (a sort) is needed
-        return owner_q[ok], rows, he_dist[ok].astype(np.int64)
+        return scan_postings(lo, lengths, query_he, q_idx.astype(np.int64),
+                             np.asarray(self.he), np.asarray(self.postings), HE_MAX_DISTANCE)
 
     def vote(self, query: LocalFeatures, top: int = TOP, min_votes: int = MIN_VOTES
              ) -> list[tuple[int, int]]:
         """[(ref_key, votes)] of the references whose votes clearly exceed chance.
 
         A vote weighs more the closer the embedded bits agree (soft Hamming embedding) and
-        less the more references the same query descriptor hits (burstiness).
+        less the more references the same query descriptor hits, relative to the query's
+        typical descriptor (burstiness).
         """
         if len(query) == 0 or self.references == 0 or len(self) == 0:
             return []
         q, rows, he_dist = self._hits(query)
         if rows.size == 0:
             return []
+        # burstiness relative to the query's typical descriptor: a descriptor that hits far
+        # more references than its siblings (a logo, a ticker, flat sky) counts less, but
+        # the typical one keeps weight 1 however large the archive (its fan-out grows with
+        # the archive; an absolute 1/sqrt(hits) made true votes fade as the archive grew)
         per_q = np.bincount(q, minlength=len(query)).astype(np.float64)
-        weight = np.exp(-(he_dist / HE_SIGMA) ** 2) / np.sqrt(np.maximum(1.0, per_q[q]))
+        typical = max(1.0, float(np.median(per_q[per_q > 0])))
+        weight = (np.exp(-(he_dist / HE_SIGMA) ** 2)
+                  / np.sqrt(np.maximum(1.0, per_q[q] / typical)))
         if self.references <= DENSE_VOTES_MAX:  # one pass, no sort
             votes_all = np.bincount(rows, minlength=self.references)
             uniq = np.flatnonzero(votes_all >= min_votes)
@@ -315,6 +319,66 @@ class CompactFeatureIndex:
         if ref is None:
             return None
         return verify_pair(query, ref, ref_key, mirrored)
+
+
+def scan_postings(lo: np.ndarray, lengths: np.ndarray, query_he: np.ndarray,
+                  query_idx: np.ndarray, he: np.ndarray, postings: np.ndarray, max_distance: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query descriptor, reference row, embedding distance) of every posting in the lists
+    looked up (`lo`, `lengths`) whose embedding is within `max_distance` bits of the query's.
+
+    Why compiled: at a million references one query walks millions of postings, and each
+    numpy pass over them (positions, owners, embeddings, distances, filter) allocates and
+    reads them again; one fused loop reads each posting once and keeps only the few percent
+    that agree.
+    """
+    total = int(lengths.sum())
+    capacity = total // 8 + 1024  # a few percent agree; rescanned at full size if not
+    while True:
+        out_q = np.empty(capacity, np.int64)
+        out_row = np.empty(capacity, np.int64)
+        out_d = np.empty(capacity, np.int64)
+        n = _compiled_scan()(
+            np.ascontiguousarray(lo, np.int64), np.ascontiguousarray(lengths, np.int64),
+            np.ascontiguousarray(query_he, np.uint16), query_idx, he, postings, max_distance,
+            _POPCOUNT16, out_q, out_row, out_d)
+        if n >= 0:
+            return out_q[:n], out_row[:n], out_d[:n]
+        capacity = total
+
+
+def _scan_py(lo: Any, lengths: Any, query_he: Any, query_idx: Any, he: Any, postings: Any,
+             max_distance: int, popcount: Any, out_q: Any, out_row: Any, out_d: Any) -> int:
+    n = 0
+    cap = out_q.shape[0]
+    for k in range(lo.shape[0]):
+        h = query_he[k]
+        qi = query_idx[k]
+        start = lo[k]
+        for i in range(start, start + lengths[k]):
+            d = popcount[he[i] ^ h]
+            if d <= max_distance:
+                if n == cap:
+                    return -1
+                out_q[n] = qi
+                out_row[n] = postings[i]
+                out_d[n] = d
+                n += 1
+    return n
+
+
+#: bits set in every 16-bit value (a 64 KB table stays in cache; faster than bit tricks)
+_POPCOUNT16 = np.bitwise_count(np.arange(1 << 16, dtype=np.uint16)).astype(np.uint8)
+
+
+@lru_cache(maxsize=1)
+def _compiled_scan() -> Callable[..., int]:
+    """`_scan_py` compiled on first use (importing numba and compiling take about a second,
+    which a CLI call that never searches a large archive should not pay)."""
+    import numba
+
+    # nogil: threads of a service or batch scan walk postings in parallel
+    return numba.njit(nogil=True)(_scan_py)  # type: ignore[no-any-return]
 
 
 class LayeredLocalIndex:
