@@ -90,6 +90,11 @@ DEFAULT = dict(qph=C.QUERY_PER_HALF, slack=C.WORD_SLACK, he_max=C.HE_MAX_DISTANC
 def vote_variant(ix: C.CompactFeatureIndex, query: LocalFeatures, probe: bool,
                  p: dict[str, Any], truth: int | None) -> tuple[list[int], int | None]:
     """(candidate keys, rank of `truth` among all references above chance or None)."""
+    if p.get("lib"):  # the library's own vote, as shipped
+        mv = ix.probe_votes if probe else p["min_votes"]
+        keys = [k for k, _v in ix.vote(query, top=1000, min_votes=mv)]
+        rank = keys.index(truth) if truth is not None and truth in keys else None
+        return keys[:p["top"]], rank
     desc = np.ascontiguousarray(query.descriptors)
     if desc.shape[0] == 0:
         return [], None
@@ -199,6 +204,9 @@ def replay(ix: C.CompactFeatureIndex, calls: list[Call], tasks: list[Any],
 
 _S = {"stop": 50.0, "stop_min": 2000}
 VARIANTS: dict[str, dict[str, Any]] = {
+    "lib": {"lib": True},
+    "lib_top4": {"lib": True, "top": 4},
+    "lib_top2": {"lib": True, "top": 2},
     "no_stop": {"stop": 0.0},
     "stop50": _S,
     "stop20": {"stop": 20.0, "stop_min": 2000},

@@ -13,9 +13,11 @@ Voting: each query descriptor looks up the lists of its nearest words (several p
 descriptor: a copy's descriptor can fall on a neighbouring word) and keeps the postings whose
 embedded bits agree; it votes once per reference it hits, with weight 1/sqrt(references it
 hits, over what the query's typical descriptor hits) (burstiness: a logo or ticker on many
-references lifts none of them, whatever the archive size). A reference is a
-candidate when its vote count is well above what chance gives a reference with as many
-keypoints, whatever the archive size.
+references lifts none of them, whatever the archive size). A reference with enough votes
+then counts one vote per word it shares with the query (votes through one word agree with
+each other: they are one piece of evidence). It is a candidate when its weighted votes are
+well above what chance gives a reference with as many keypoints. Words held by far more
+references than the mean are not looked up at all (a stop list).
 """
 
 from __future__ import annotations
@@ -54,10 +56,11 @@ STOP_MIN = 2000
 MIN_VOTES = 4
 CHANCE_FACTOR = 2.5
 MIN_WEIGHT = 0.75
-#: Candidates verified per query picture (verification reads them from the store: cheap).
-TOP = 8
+#: Candidates verified per query picture. On TUNE at 10 k and 1 M references the true
+#: reference, when voted at all, came first (bench/vote_tune.py); 4 leave margin.
+TOP = 4
 #: Up to this many references, votes are counted in one dense array (no sort).
-DENSE_VOTES_MAX = 4_000_000
+DENSE_VOTES_MAX = 16_000_000
 #: References whose features are kept decoded after a verification (per index).
 FEATURE_CACHE = 256
 
@@ -233,8 +236,10 @@ class CompactFeatureIndex:
         return self._key_set
 
     # -- search -----------------------------------------------------------------------------
-    def _hits(self, query: LocalFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(query descriptor, reference row, embedding distance) of every agreeing posting."""
+    def _hits(self, query: LocalFeatures
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(query descriptor, reference row, embedding distance, word) of every agreeing
+        posting."""
         desc = np.ascontiguousarray(query.descriptors)
         words, dist = self.vocabulary.assign(desc, QUERY_PER_HALF)
         keep = dist <= dist[:, :1] + WORD_SLACK
@@ -247,13 +252,14 @@ class CompactFeatureIndex:
         total = int(lengths.sum())
         if total == 0:
             empty = np.zeros(0, np.int64)
-            return empty, empty, empty
+            return empty, empty, empty, empty
         # the embedding depends on the word: one per (descriptor, word looked up)
         query_he = self.vocabulary.embed(desc[q_idx], w)
-        # a descriptor meets a reference through at most one of its words in practice (one
-        # reference keypoint has one word); no per-pair de-duplication (a sort) is needed
-        return scan_postings(lo, lengths, query_he, q_idx.astype(np.int64),
-                             np.asarray(self.he), np.asarray(self.postings), HE_MAX_DISTANCE)
+        lookup, rows, dist = scan_postings(lo, lengths, query_he,
+                                           np.arange(q_idx.size, dtype=np.int64),
+                                           np.asarray(self.he), np.asarray(self.postings),
+                                           HE_MAX_DISTANCE)
+        return q_idx[lookup], rows, dist, w[lookup]
 
     def vote(self, query: LocalFeatures, top: int = TOP, min_votes: int = MIN_VOTES
              ) -> list[tuple[int, int]]:
@@ -265,7 +271,7 @@ class CompactFeatureIndex:
         """
         if len(query) == 0 or self.references == 0 or len(self) == 0:
             return []
-        q, rows, he_dist = self._hits(query)
+        q, rows, he_dist, words = self._hits(query)
         if rows.size == 0:
             return []
         # burstiness relative to the query's typical descriptor: a descriptor that hits far
@@ -278,15 +284,26 @@ class CompactFeatureIndex:
                   / np.sqrt(np.maximum(1.0, per_q[q] / typical)))
         if self.references <= DENSE_VOTES_MAX:  # one pass, no sort
             votes_all = np.bincount(rows, minlength=self.references)
-            uniq = np.flatnonzero(votes_all >= min_votes)
-            votes = votes_all[uniq]
-            weighted = np.bincount(rows, weights=weight, minlength=self.references)[uniq]
+            near = votes_all[rows] >= min_votes
         else:
-            keys, inverse = np.unique(rows, return_inverse=True)
-            counts = np.bincount(inverse)
-            keep = counts >= min_votes
-            uniq, votes = keys[keep], counts[keep]
-            weighted = np.bincount(inverse, weights=weight)[keep]
+            keys, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+            near = counts[inverse] >= min_votes
+        # the references with enough votes count again, one vote per word they share with
+        # the query: several query descriptors on one texture, or a reference with several
+        # keypoints on one frequent word, agree with each other and are one piece of evidence
+        sel = np.flatnonzero(near)
+        if sel.size == 0:
+            return []
+        key = rows[sel] * np.int64(self.vocabulary.words) + words[sel]
+        order = np.lexsort((-weight[sel], key))
+        first = np.ones(order.size, bool)
+        first[1:] = key[order[1:]] != key[order[:-1]]
+        best = sel[order[first]]
+        uniq, inverse = np.unique(rows[best], return_inverse=True)
+        votes = np.bincount(inverse)
+        weighted = np.bincount(inverse, weights=weight[best])
+        keep = votes >= min_votes
+        uniq, votes, weighted = uniq[keep], votes[keep], weighted[keep]
         if uniq.size == 0:
             return []
         # chance: the votes land on references in proportion to their postings
