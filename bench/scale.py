@@ -87,7 +87,6 @@ from imgverify.store.sqlite import reference_hashes  # noqa: E402
 GROUPS = {"crop": ("crop_75", "crop_60", "crop_40"), "screenshot": ("screenshot",),
           "story": ("story",), "caption_bar": ("caption_bar",), "collage": ("collage",)}
 SYN_BASE = 2_000_000_000  # keys of synthetic distractors (real keys are small)
-FLIP = 0.25
 LIKELY, POSSIBLY = "likely_recycled", "possibly_recycled"
 
 
