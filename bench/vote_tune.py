@@ -114,7 +114,8 @@ def vote_variant(ix: C.CompactFeatureIndex, query: LocalFeatures, probe: bool,
     if total == 0:
         return [], None
     query_he = ix.vocabulary.embed(desc[q_idx], w)
-    q, rows, he_int, pos_ok = _scan_with_positions(lo, lengths, query_he, q_idx, ix, p["he_max"])
+    q, rows, he_int, pos_ok = _scan_with_positions(lo, lengths, query_he, q_idx, w, ix,
+                                                   p["he_max"])
     hd = he_int.astype(np.float64)
     if rows.size == 0:
         return [], None
@@ -156,16 +157,17 @@ _NUMBERS: dict[int, np.ndarray] = {}
 
 
 def _scan_with_positions(lo: np.ndarray, lengths: np.ndarray, query_he: np.ndarray,
-                         q_idx: np.ndarray, ix: C.CompactFeatureIndex, he_max: int
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                         q_idx: np.ndarray, words: np.ndarray, ix: C.CompactFeatureIndex,
+                         he_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The library's posting scan, run on posting numbers instead of rows so the posting
     behind each vote is known too (for the de-duplication variant)."""
     numbers = _NUMBERS.get(id(ix))
     if numbers is None:
         numbers = _NUMBERS[id(ix)] = np.arange(len(ix), dtype=np.int64)
-    q, pos, d = C.scan_postings(lo, lengths, query_he, q_idx.astype(np.int64),
+    bits, starts = ix.tables_of(words, lengths)
+    k, pos, d = C.scan_postings(lo, lengths, query_he, bits, starts, np.asarray(ix.buckets),
                                 np.asarray(ix.he), numbers, he_max)
-    return q, np.asarray(ix.postings)[pos].astype(np.int64), d, pos
+    return q_idx[k], np.asarray(ix.postings)[pos].astype(np.int64), d, pos
 
 
 def replay(ix: C.CompactFeatureIndex, calls: list[Call], tasks: list[Any],

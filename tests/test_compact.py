@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,47 @@ def test_empty_query_votes_for_nothing(n: int, tmp_path: Path) -> None:
         ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(photos()[:3])))
         flat = Image.new("RGB", (400, 300), (120, 120, 120))
         assert imgverify.check(flat, arch).verdict == "no_match"
+
+
+@pytest.mark.parametrize("max_distance", [0, 1, 3, 4])
+def test_bucketed_lists_give_exactly_the_postings_of_a_full_scan(max_distance: int) -> None:
+    """Long lists are sorted and bucketed by embedding (`finish_lists`); the scan that skips
+    buckets must return the same (lookup, row, distance) set as reading every posting."""
+    from imgverify.signals.compact import (
+        _POPCOUNT16,
+        bucket_bits,
+        finish_lists,
+        scan_postings,
+    )
+
+    rng = np.random.default_rng(max_distance)
+    # lists from empty to far above the longest bucketed length, in one index
+    lengths = np.array([0, 1, 5, 255, 256, 300, 1000, 4097, 20000, 200000], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    rows = rng.integers(0, 50_000, offsets[-1]).astype(np.uint32)
+    # clustered embeddings (as within a word), so some buckets are crowded and some empty
+    he = (rng.integers(0, 1 << 16, offsets[-1]) & rng.choice([0xFFFF, 0xF0FF, 0x0FF0],
+                                                            offsets[-1])).astype(np.uint16)
+    plain_rows, plain_he = rows.copy(), he.copy()
+    buckets = finish_lists(offsets, rows, he)
+    bits = bucket_bits(lengths)
+    assert bits[-1] > 0 and bits[0] == 0
+    starts = np.concatenate([[0], np.cumsum(np.where(bits > 0, (1 << bits) + 1, 0))])
+    for w in range(len(lengths)):  # each list holds the same postings, now sorted
+        s, e = offsets[w], offsets[w + 1]
+        assert np.all(np.diff(he[s:e].astype(np.int64)) >= 0)
+        assert sorted(zip(rows[s:e], he[s:e], strict=True)) \
+            == sorted(zip(plain_rows[s:e], plain_he[s:e], strict=True))
+    words = rng.integers(0, len(lengths), 400)
+    query_he = rng.integers(0, 1 << 16, 400).astype(np.uint16)
+    k, got_rows, got_d = scan_postings(offsets[words], lengths[words], query_he, bits[words],
+                                       starts[words], buckets, he, rows, max_distance)
+    expect: Counter[tuple[int, int, int]] = Counter()
+    for i, w in enumerate(words):
+        s, e = offsets[w], offsets[w + 1]
+        d = _POPCOUNT16[plain_he[s:e] ^ query_he[i]]
+        for j in np.flatnonzero(d <= max_distance):
+            expect[(i, int(plain_rows[s + j]), int(d[j]))] += 1
+    # the same multiset: every agreeing posting once, nothing else
+    assert Counter(zip(k.tolist(), got_rows.tolist(), got_d.tolist(), strict=True)) == expect
+    assert sum(expect.values()) > 20

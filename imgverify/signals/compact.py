@@ -35,8 +35,8 @@ from imgverify.signals.features import GeometricMatch, LocalFeatures, verify_pai
 from imgverify.signals.vocabulary import Vocabulary, default_vocabulary
 
 #: Keypoints per reference that get a posting (the strongest, as stored): all of them.
-#: Bumped whenever the saved arrays change meaning.
-COMPACT_FORMAT = 2
+#: Bumped whenever the saved arrays change meaning (3: lists sorted by embedding, buckets).
+COMPACT_FORMAT = 3
 #: Query-side words per descriptor: nearest centroids per half (so up to its square words).
 QUERY_PER_HALF = 2
 #: A query word further than this (summed half distances, bits) from the descriptor than its
@@ -59,6 +59,18 @@ MIN_WEIGHT = 0.75
 #: Candidates verified per query picture. On TUNE at 10 k and 1 M references the true
 #: reference, when voted at all, came first (bench/vote_tune.py); 4 leave margin.
 TOP = 4
+#: Long lists are sorted by embedding and cut into 2**b buckets by its top b bits, about
+#: BUCKET_TARGET postings each (b from BUCKET_MIN_BITS to BUCKET_MAX_BITS; shorter lists
+#: are scanned whole). A lookup then reads only the buckets whose prefix is within
+#: HE_MAX_DISTANCE bits of the query's, and inside a bucket whose prefix already uses the
+#: whole allowance, only the postings equal to the query in the remaining bits (a binary
+#: search): the same postings as a full scan, at a fraction of the reads. Each bucket costs
+#: 4 bytes, under 1/32 byte per posting. (Measured in bench/scale.py: at a million
+#: references the scan is memory-latency bound, and 32 to 512 postings per bucket cost the
+#: same; the gain grows with list length, so with the archive.)
+BUCKET_TARGET = 128
+BUCKET_MIN_BITS = 3
+BUCKET_MAX_BITS = 12
 #: Up to this many references, votes are counted in one dense array (no sort).
 DENSE_VOTES_MAX = 16_000_000
 #: References whose features are kept decoded after a verification (per index).
@@ -77,13 +89,23 @@ class CompactFeatureIndex:
     probe_votes = 2
 
     def __init__(self, ref_keys: np.ndarray, ref_counts: np.ndarray, offsets: np.ndarray,
-                 postings: np.ndarray, he: np.ndarray, loader: Loader,
+                 postings: np.ndarray, he: np.ndarray, buckets: np.ndarray, loader: Loader,
                  vocabulary: Vocabulary | None = None) -> None:
+        """Arrays as `finish_lists` leaves them (each list sorted by embedding, `buckets`
+        its bucket tables); use `build`, `from_postings`, `from_chunks` or `load`."""
         self.ref_keys = ref_keys  # (N,) int64: archive key per row
         self.ref_counts = ref_counts  # (N,) uint16: postings per reference
         self.offsets = offsets  # (W + 1,) int64 into postings
         self.postings = postings  # (P,) uint32 row numbers, grouped by word
         self.he = he  # (P,) uint16 Hamming embedding
+        self.buckets = buckets  # bucket tables of the long lists, in word order
+        # where each bucketed list's table starts, for those lists only (a per-word array
+        # would outweigh a small archive's postings); a list's bits follow from its length
+        bits = bucket_bits(np.diff(np.asarray(offsets, np.int64)))
+        self.bucketed_words = np.flatnonzero(bits).astype(np.int32)
+        starts = _table_starts(bits)
+        self.table_starts = starts[self.bucketed_words]
+        self.tables_size = int(starts[-1])
         self.loader = loader
         self.vocabulary = vocabulary or default_vocabulary()
         self._cache: OrderedDict[int, LocalFeatures | None] = OrderedDict()
@@ -148,8 +170,10 @@ class CompactFeatureIndex:
         counts = np.bincount(words, minlength=vocab.words)
         offsets = np.zeros(vocab.words + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
-        return cls(ref_keys, ref_counts, offsets, rows[order].astype(np.uint32),
-                   he[order].astype(np.uint16), loader, vocab)
+        postings = rows[order].astype(np.uint32)
+        he_all = he[order].astype(np.uint16)
+        buckets = finish_lists(offsets, postings, he_all)
+        return cls(ref_keys, ref_counts, offsets, postings, he_all, buckets, loader, vocab)
 
     @classmethod
     def from_chunks(cls, ref_keys: np.ndarray, ref_counts: np.ndarray,
@@ -178,10 +202,11 @@ class CompactFeatureIndex:
             postings[pos] = rows[order]
             he_all[pos] = he[order]
             cursor += np.bincount(w, minlength=vocab.words)
-        return cls(ref_keys, ref_counts, offsets, postings, he_all, loader, vocab)
+        buckets = finish_lists(offsets, postings, he_all)
+        return cls(ref_keys, ref_counts, offsets, postings, he_all, buckets, loader, vocab)
 
     # -- persistence ------------------------------------------------------------------------
-    _ARRAYS = ("ref_keys", "ref_counts", "offsets", "postings", "he")
+    _ARRAYS = ("ref_keys", "ref_counts", "offsets", "postings", "he", "buckets")
 
     def save(self, folder: Path) -> dict[str, Any]:
         for name in self._ARRAYS:
@@ -204,8 +229,11 @@ class CompactFeatureIndex:
                 or len(arrs["postings"]) != int(meta["postings"])
                 or len(arrs["offsets"]) != vocab.words + 1):
             return None
-        return cls(arrs["ref_keys"], arrs["ref_counts"], arrs["offsets"], arrs["postings"],
-                   arrs["he"], loader, vocab)
+        index = cls(arrs["ref_keys"], arrs["ref_counts"], arrs["offsets"], arrs["postings"],
+                    arrs["he"], arrs["buckets"], loader, vocab)
+        if index.tables_size != len(arrs["buckets"]):
+            return None
+        return index
 
     # -- size -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -217,9 +245,20 @@ class CompactFeatureIndex:
 
     @property
     def nbytes(self) -> int:
-        """Everything the index holds: postings, embeddings, word offsets, per-row keys and
-        counts (the vocabulary is shared by every archive and not counted)."""
-        return int(sum(np.asarray(getattr(self, n)).nbytes for n in self._ARRAYS))
+        """Everything the index holds: postings, embeddings, word offsets, bucket tables,
+        per-row keys and counts (the vocabulary is shared by every archive and not counted)."""
+        return int(sum(np.asarray(getattr(self, n)).nbytes for n in self._ARRAYS)
+                   + self.bucketed_words.nbytes + self.table_starts.nbytes)
+
+    def tables_of(self, words: np.ndarray, lengths: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """(bucket bits, table start) of the lists of `words` (of `lengths`)."""
+        bits = bucket_bits(lengths)
+        starts = np.zeros(bits.shape, np.int64)
+        sel = bits > 0
+        if sel.any():
+            starts[sel] = self.table_starts[np.searchsorted(self.bucketed_words, words[sel])]
+        return bits, starts
 
     @property
     def stop_length(self) -> int:
@@ -255,10 +294,10 @@ class CompactFeatureIndex:
             return empty, empty, empty, empty
         # the embedding depends on the word: one per (descriptor, word looked up)
         query_he = self.vocabulary.embed(desc[q_idx], w)
-        lookup, rows, dist = scan_postings(lo, lengths, query_he,
-                                           np.arange(q_idx.size, dtype=np.int64),
-                                           np.asarray(self.he), np.asarray(self.postings),
-                                           HE_MAX_DISTANCE)
+        bits, starts = self.tables_of(w, lengths)
+        lookup, rows, dist = scan_postings(
+            lo, lengths, query_he, bits, starts, np.asarray(self.buckets),
+            np.asarray(self.he), np.asarray(self.postings), HE_MAX_DISTANCE)
         return q_idx[lookup], rows, dist, w[lookup]
 
     def vote(self, query: LocalFeatures, top: int = TOP, min_votes: int = MIN_VOTES
@@ -339,53 +378,156 @@ class CompactFeatureIndex:
 
 
 def scan_postings(lo: np.ndarray, lengths: np.ndarray, query_he: np.ndarray,
-                  query_idx: np.ndarray, he: np.ndarray, postings: np.ndarray, max_distance: int
+                  bits: np.ndarray, table_start: np.ndarray, buckets: np.ndarray,
+                  he: np.ndarray, postings: np.ndarray, max_distance: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query descriptor, reference row, embedding distance) of every posting in the lists
-    looked up (`lo`, `lengths`) whose embedding is within `max_distance` bits of the query's.
+    """(lookup number, reference row, embedding distance) of every posting in the lists
+    looked up (`lo`, `lengths`; bucketed by `bits`, `table_start` into `buckets`) whose
+    embedding is within `max_distance` bits of that lookup's `query_he`.
 
     Why compiled: at a million references one query walks millions of postings, and each
     numpy pass over them (positions, owners, embeddings, distances, filter) allocates and
     reads them again; one fused loop reads each posting once and keeps only the few percent
-    that agree.
+    that agree, and skips the buckets that cannot agree.
     """
     total = int(lengths.sum())
-    capacity = total // 8 + 1024  # a few percent agree; rescanned at full size if not
+    capacity = min(total, total // 8 + 1024)  # a few percent agree; rescanned if not
     while True:
         out_q = np.empty(capacity, np.int64)
         out_row = np.empty(capacity, np.int64)
         out_d = np.empty(capacity, np.int64)
         n = _compiled_scan()(
             np.ascontiguousarray(lo, np.int64), np.ascontiguousarray(lengths, np.int64),
-            np.ascontiguousarray(query_he, np.uint16), query_idx, he, postings, max_distance,
-            _POPCOUNT16, out_q, out_row, out_d)
+            np.ascontiguousarray(query_he, np.uint16), np.ascontiguousarray(bits, np.int64),
+            np.ascontiguousarray(table_start, np.int64), buckets, he, postings,
+            max_distance, _POPCOUNT16, _near_masks(max_distance), out_q, out_row, out_d)
         if n >= 0:
             return out_q[:n], out_row[:n], out_d[:n]
         capacity = total
 
 
-def _scan_py(lo: Any, lengths: Any, query_he: Any, query_idx: Any, he: Any, postings: Any,
-             max_distance: int, popcount: Any, out_q: Any, out_row: Any, out_d: Any) -> int:
+def _scan_py(lo: Any, lengths: Any, query_he: Any, bits: Any, table_start: Any, buckets: Any,
+             he: Any, postings: Any, max_distance: int, popcount: Any, masks: Any,
+             out_q: Any, out_row: Any, out_d: Any) -> int:
     n = 0
     cap = out_q.shape[0]
     for k in range(lo.shape[0]):
-        h = query_he[k]
-        qi = query_idx[k]
+        h = np.int64(query_he[k])
         start = lo[k]
-        for i in range(start, start + lengths[k]):
-            d = popcount[he[i] ^ h]
-            if d <= max_distance:
-                if n == cap:
-                    return -1
-                out_q[n] = qi
-                out_row[n] = postings[i]
-                out_d[n] = d
-                n += 1
+        b = bits[k]
+        if b == 0:  # a short list: read it whole
+            for i in range(start, start + lengths[k]):
+                d = popcount[np.int64(he[i]) ^ h]
+                if d <= max_distance:
+                    if n == cap:
+                        return -1
+                    out_q[n] = k
+                    out_row[n] = postings[i]
+                    out_d[n] = d
+                    n += 1
+            continue
+        shift = 16 - b
+        low = h & ((1 << shift) - 1)
+        prefix = h >> shift
+        t = table_start[k]
+        for mi in range(masks.shape[0]):
+            m = masks[mi]
+            if m >= (1 << b):
+                break  # masks ascend: the rest do not fit in b bits
+            p = prefix ^ m
+            s = start + np.int64(buckets[t + p])
+            e = start + np.int64(buckets[t + p + 1])
+            if popcount[m] == max_distance:
+                # the prefix used the whole allowance: only an exact tail agrees, and the
+                # bucket is sorted, so find it by bisection
+                target = (p << shift) | low
+                a = s
+                z = e
+                while a < z:
+                    mid = (a + z) >> 1
+                    if np.int64(he[mid]) < target:
+                        a = mid + 1
+                    else:
+                        z = mid
+                while a < e and np.int64(he[a]) == target:
+                    if n == cap:
+                        return -1
+                    out_q[n] = k
+                    out_row[n] = postings[a]
+                    out_d[n] = max_distance
+                    n += 1
+                    a += 1
+                continue
+            for i in range(s, e):
+                d = popcount[np.int64(he[i]) ^ h]
+                if d <= max_distance:
+                    if n == cap:
+                        return -1
+                    out_q[n] = k
+                    out_row[n] = postings[i]
+                    out_d[n] = d
+                    n += 1
     return n
 
 
 #: bits set in every 16-bit value (a 64 KB table stays in cache; faster than bit tricks)
 _POPCOUNT16 = np.bitwise_count(np.arange(1 << 16, dtype=np.uint16)).astype(np.uint8)
+
+
+@lru_cache(maxsize=4)
+def _near_masks(max_distance: int) -> np.ndarray:
+    """Every 16-bit value with at most `max_distance` bits set, ascending."""
+    return np.flatnonzero(_POPCOUNT16 <= max_distance).astype(np.int64)
+
+
+def bucket_bits(lengths: np.ndarray) -> np.ndarray:
+    """Prefix bits of each list's buckets (0: scanned whole), from its length alone, so the
+    tables need no index of their own (see BUCKET_TARGET)."""
+    lengths = np.asarray(lengths, np.int64)
+    bits = np.zeros(lengths.shape, np.int64)
+    for b in range(BUCKET_MAX_BITS, BUCKET_MIN_BITS - 1, -1):
+        bits[(bits == 0) & (lengths >= BUCKET_TARGET << b)] = b
+    return bits
+
+
+def _table_starts(bits: np.ndarray) -> np.ndarray:
+    sizes = np.where(bits > 0, (np.int64(1) << bits.astype(np.int64)) + 1, 0)
+    starts = np.zeros(bits.shape[0] + 1, np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    return starts
+
+
+def finish_lists(offsets: np.ndarray, postings: np.ndarray, he: np.ndarray) -> np.ndarray:
+    """Sort every list by embedding (in place) and return the bucket tables of the long
+    ones: per list, the offset of the first posting of each prefix, and its length."""
+    offsets = np.asarray(offsets, np.int64)
+    bits = bucket_bits(np.diff(offsets))
+    starts = _table_starts(bits)
+    buckets = np.zeros(int(starts[-1]), np.uint32)
+    _compiled_finish()(offsets, postings, he, bits, starts, buckets)
+    return buckets
+
+
+def _finish_py(offsets: Any, postings: Any, he: Any, bits: Any, starts: Any,
+               buckets: Any) -> None:
+    for w in range(offsets.shape[0] - 1):
+        s = offsets[w]
+        e = offsets[w + 1]
+        if e - s > 1:
+            order = np.argsort(he[s:e], kind="mergesort")  # stable: rows stay ascending
+            he[s:e] = he[s:e][order]
+            postings[s:e] = postings[s:e][order]
+        b = bits[w]
+        if b == 0:
+            continue
+        t = starts[w]
+        shift = 16 - b
+        j = s
+        for p in range(1 << b):
+            while j < e and (np.int64(he[j]) >> shift) < p:
+                j += 1
+            buckets[t + p] = j - s
+        buckets[t + (1 << b)] = e - s
 
 
 @lru_cache(maxsize=1)
@@ -396,6 +538,13 @@ def _compiled_scan() -> Callable[..., int]:
 
     # nogil: threads of a service or batch scan walk postings in parallel
     return numba.njit(nogil=True)(_scan_py)  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=1)
+def _compiled_finish() -> Callable[..., None]:
+    import numba
+
+    return numba.njit(nogil=True)(_finish_py)  # type: ignore[no-any-return]
 
 
 class LayeredLocalIndex:
