@@ -91,6 +91,9 @@ def warm_up(archive: Archive | None = None, claimed_place: bool = False) -> None
         Image.fromarray(noise).save(buf, "JPEG", quality=90)
         check(buf.getvalue(), archive, claimed_date="2000-01-01", max_matches=1,
               name="warm-up")
+        local = archive.feature_index()
+        if hasattr(local, "warm"):
+            local.warm()  # a compact index: compile its scan (the noise may vote nothing)
     if claimed_place:
         from imgverify.report import places
 

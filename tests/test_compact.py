@@ -195,3 +195,34 @@ def test_bucketed_lists_give_exactly_the_postings_of_a_full_scan(max_distance: i
     # the same multiset: every agreeing posting once, nothing else
     assert Counter(zip(k.tolist(), got_rows.tolist(), got_d.tolist(), strict=True)) == expect
     assert sum(expect.values()) > 20
+
+
+def test_warm_up_compiles_the_posting_scan(tmp_path: Path) -> None:
+    """A service warms up (`checker.warm_up`) before its first request; with a compact index
+    that includes compiling its scan for the index's own array types (a memory-mapped,
+    read-only index is a type of its own), so the first real query compiles nothing."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "a.sqlite"
+    with imgverify.Archive(path) as arch:
+        arch.compact_min_refs = 0
+        ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(photos()[:6])))
+    code = ("import sys, imgverify\n"
+            "from imgverify.signals import compact\n"
+            "a = imgverify.Archive.open(sys.argv[1])\n"
+            "a.compact_min_refs = 0\n"
+            "before = compact._compiled_scan.cache_info().currsize\n"
+            "a.feature_index().warm()\n"
+            "warmed = len(compact._compiled_scan().signatures)\n"
+            "r = imgverify.check(sys.argv[2], a)\n"
+            "print(type(a.feature_index()).__name__, before, warmed,\n"
+            "      len(compact._compiled_scan().signatures), r.verdict)\n")
+    crop = tmp_path / "crop.jpg"
+    crop.write_bytes(crop_jpeg(photos()[2], 0.45))
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(crop)],
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    # compiled once, at warm-up; the first real query (found by local features) reuses it
+    assert out.stdout.split()[:4] == ["CompactFeatureIndex", "0", "1", "1"], out.stdout
+    assert out.stdout.split()[4] in FOUND

@@ -355,6 +355,14 @@ class CompactFeatureIndex:
         order = cand[np.argsort(-weighted[cand], kind="stable")][:top]
         return [(int(self.ref_keys[uniq[i]]), int(votes[i])) for i in order]
 
+    def warm(self) -> None:
+        """Compile the posting scan for this index's arrays (memory-mapped ones are read-only,
+        a type of their own) now, at a service's or batch worker's start-up, rather than on
+        the first query that reaches it."""
+        none = np.zeros(0, np.int64)
+        scan_postings(none, none, np.zeros(0, np.uint16), none, none, np.asarray(self.buckets),
+                      np.asarray(self.he), np.asarray(self.postings), HE_MAX_DISTANCE)
+
     def features_of(self, key: int) -> LocalFeatures | None:
         with self._lock:
             if key in self._cache:
@@ -563,6 +571,9 @@ class LayeredLocalIndex:
         self.stale = stale
 
     probe_votes = CompactFeatureIndex.probe_votes
+
+    def warm(self) -> None:
+        self.base.warm()
 
     def __len__(self) -> int:
         return len(self.base) + len(self.delta)
