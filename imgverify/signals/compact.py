@@ -319,8 +319,9 @@ class CompactFeatureIndex:
         # the archive; an absolute 1/sqrt(hits) made true votes fade as the archive grew)
         per_q = np.bincount(q, minlength=len(query)).astype(np.float64)
         typical = max(1.0, float(np.median(per_q[per_q > 0])))
-        weight = (np.exp(-(he_dist / HE_SIGMA) ** 2)
-                  / np.sqrt(np.maximum(1.0, per_q[q] / typical)))
+        # per descriptor and per distance, then gathered: one multiply per hit
+        burst = 1.0 / np.sqrt(np.maximum(1.0, per_q / typical))
+        weight = _HE_WEIGHT[he_dist] * burst[q]
         if self.references <= DENSE_VOTES_MAX:  # one pass, no sort
             votes_all = np.bincount(rows, minlength=self.references)
             near = votes_all[rows] >= min_votes
@@ -478,6 +479,8 @@ def _scan_py(lo: Any, lengths: Any, query_he: Any, bits: Any, table_start: Any, 
     return n
 
 
+#: the soft embedding weight of each distance a vote can have
+_HE_WEIGHT = np.exp(-(np.arange(17) / HE_SIGMA) ** 2)
 #: bits set in every 16-bit value (a 64 KB table stays in cache; faster than bit tricks)
 _POPCOUNT16 = np.bitwise_count(np.arange(1 << 16, dtype=np.uint16)).astype(np.uint8)
 
