@@ -11,7 +11,9 @@ from chance are read back through `loader` and verified geometrically exactly as
 
 Voting: each query descriptor looks up the lists of its nearest words (several per
 descriptor: a copy's descriptor can fall on a neighbouring word) and keeps the postings whose
-embedded bits agree; it votes once per reference it hits, with weight 1/sqrt(references it
+embedded bits agree (lists are sorted by embedding and the long ones bucketed by its top
+bits, so only buckets that can agree are read: lists grow with the archive, the buckets
+read per lookup much less); it votes once per reference it hits, with weight 1/sqrt(references it
 hits, over what the query's typical descriptor hits) (burstiness: a logo or ticker on many
 references lifts none of them, whatever the archive size). A reference with enough votes
 then counts one vote per word it shares with the query (votes through one word agree with
