@@ -211,3 +211,13 @@ def copy_location(request: pytest.FixtureRequest, small_archive: SmallArchive,
         report = ingest_manifest(arch, small_archive.manifest)
     assert (report.added, report.errors) == (20, [])
     return url
+
+
+# -- caches of PostgreSQL archives go to a private folder, not the user's cache ---------------
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`store.cache.user_cache_dir` (PostgreSQL's compact index cache): a folder of this run,
+    for every test and the processes they start."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IMGVERIFY_CACHE_DIR", str(tmp_path_factory.mktemp("user-cache")))
+        yield

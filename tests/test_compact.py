@@ -74,6 +74,9 @@ def test_references_added_since_the_build_are_searched_and_removed_never_cited(
         assert isinstance(index, LayeredLocalIndex)  # the build plus an exact delta
         r = imgverify.check(crop_jpeg(ps[18], 0.45), arch)
         assert r.verdict in FOUND and r.matches[0].caption == "Caption 18"
+        # the new references' exact votes must not crowd the base's candidates out
+        old = imgverify.check(crop_jpeg(ps[3], 0.45), arch)
+        assert old.verdict in FOUND and old.matches[0].caption == "Caption 3"
         gone = r.matches[0].reference_id
         assert arch.remove([gone]) == 1
         again = imgverify.check(crop_jpeg(ps[18], 0.45), arch)
@@ -226,3 +229,57 @@ def test_warm_up_compiles_the_posting_scan(tmp_path: Path) -> None:
     # compiled once, at warm-up; the first real query (found by local features) reuses it
     assert out.stdout.split()[:4] == ["CompactFeatureIndex", "0", "1", "1"], out.stdout
     assert out.stdout.split()[4] in FOUND
+
+
+def test_postgres_compact_index_is_read_by_the_next_process_not_rebuilt(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL has no file to keep a cache beside, so the compact index an ingest or
+    `archive index` builds goes to the local cache directory; a later process (a CLI check,
+    a scan worker) reads it, folds in what changed since, and never builds on its first
+    query. Another database's cache there is never read."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("IMGVERIFY_CACHE_DIR", str(cache))
+    ps = photos()
+    with imgverify.Archive.open(pg_url) as arch:
+        arch.compact_min_refs = 0
+        ingest_manifest(arch, write_manifest(tmp_path / "a.csv", manifest_rows(ps[:16])))
+        rows = manifest_rows(ps)[16:20]  # added after the build, not indexed
+        ingest_manifest(arch, write_manifest(tmp_path / "b.csv", rows), build_index=False)
+        archive_id = arch.archive_id()
+    published = list(cache.glob(f"postgres-{archive_id}/local-f*"))
+    assert len(published) == 1
+    code = ("import sys, imgverify\n"
+            "from imgverify.signals import compact\n"
+            "calls = []\n"
+            "real = compact.CompactFeatureIndex.build\n"
+            "compact.CompactFeatureIndex.build = classmethod(\n"
+            "    lambda cls, *a, **k: calls.append(1) or real.__func__(cls, *a, **k))\n"
+            "a = imgverify.Archive.open(sys.argv[1])\n"
+            "a.compact_min_refs = 0\n"
+            "new = imgverify.check(sys.argv[2], a)\n"
+            "old = imgverify.check(sys.argv[3], a)\n"
+            "ix = a.feature_index()\n"
+            "print(type(ix).__name__, type(ix.base.postings).__name__, len(calls),\n"
+            "      new.verdict, new.matches[0].caption.replace(' ', '_'),\n"
+            "      old.verdict, old.matches[0].caption.replace(' ', '_'))\n")
+    new_crop, old_crop = tmp_path / "new.jpg", tmp_path / "old.jpg"
+    new_crop.write_bytes(crop_jpeg(ps[18], 0.45))
+    old_crop.write_bytes(crop_jpeg(ps[3], 0.45))
+    out = subprocess.run([sys.executable, "-c", code, pg_url, str(new_crop), str(old_crop)],
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    kind, postings, builds, v_new, c_new, v_old, c_old = out.stdout.split()
+    assert (kind, postings, builds) == ("LayeredLocalIndex", "memmap", "0"), out.stdout
+    assert v_new in FOUND and c_new == "Caption_18"  # from the delta
+    assert v_old in FOUND and c_old == "Caption_3"  # from the cached base
+    # a cache folder copied under another database's name is never read for it
+    with imgverify.Archive.open(pg_url) as arch:
+        arch.compact_min_refs = 0
+        other = cache / "postgres-0123456789abcdef"
+        shutil.copytree(published[0].parent, other)
+        assert arch._cached_compact(10**9) is not None
+        monkeypatch.setattr(arch, "archive_id", lambda: "0123456789abcdef")
+        assert arch._cached_compact(10**9) is None  # its manifest names the real id

@@ -589,12 +589,19 @@ class LayeredLocalIndex:
 
     def vote(self, query: LocalFeatures, top: int = TOP, min_votes: int = MIN_VOTES
              ) -> list[tuple[int, int]]:
-        found = [(k, v) for k, v in self.base.vote(query, top + min(len(self.stale), 16))
+        """The base's best and the delta's best, each up to `top`, base first.
+
+        Their vote counts are not comparable: the delta's are exact nearest neighbours among
+        a few references (a handful of new references take every query descriptor's nearest
+        neighbour and so many votes), the base's are weighted word votes. Cutting the merged
+        list at `top` let a small delta crowd every base candidate out, so an old reference
+        was not verified at all until the next `archive index`."""
+        found = [(k, v) for k, v in self.base.vote(query, top + min(len(self.stale), 16),
+                                                   min_votes)
                  if k not in self.stale][:top]
         if len(self.delta):
             found += self.delta.vote(query, top)
-        found.sort(key=lambda kv: -kv[1])
-        return found[:top]
+        return found
 
     def verify(self, query: LocalFeatures, ref_key: int, mirrored: bool = False
                ) -> GeometricMatch | None:

@@ -62,6 +62,16 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def user_cache_dir() -> Path:
+    """Where caches of archives without a file of their own (PostgreSQL) are kept:
+    $IMGVERIFY_CACHE_DIR, else $XDG_CACHE_HOME/imgverify, else ~/.cache/imgverify."""
+    explicit = os.environ.get("IMGVERIFY_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "imgverify"
+
+
 def cache_dir_name(kind: str, fmt: int, key: CacheKey) -> str:
     return f"{kind}-f{fmt}-{key.slug()}"
 
@@ -150,4 +160,4 @@ def _prune(root: Path, kind: str, keep: str) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-__all__ = ["CacheKey", "open_cache", "publish_cache", "cache_dir_name"]
+__all__ = ["CacheKey", "open_cache", "publish_cache", "cache_dir_name", "user_cache_dir"]

@@ -29,6 +29,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -39,9 +40,15 @@ from imgverify.media.load import Limits
 from imgverify.signals.compact import CompactFeatureIndex, LayeredLocalIndex
 from imgverify.signals.features import FeatureIndex, LocalFeatures, LocalIndex, empty_copy
 from imgverify.signals.hashing import HASH_PIPELINE, HashSet
+from imgverify.store.cache import CacheKey, user_cache_dir
 from imgverify.store.index import PDQ_ONLY_PART, HashIndex
 from imgverify.store.layered import LayeredIndex
-from imgverify.store.local_index import COMPACT_MIN_REFS, build_compact
+from imgverify.store.local_index import (
+    COMPACT_MIN_REFS,
+    build_compact,
+    latest_compact,
+    publish_compact,
+)
 from imgverify.store.local_index import stats as local_stats
 from imgverify.store.manifest import CONTEXT_FIELDS
 from imgverify.store.sightings import SIGHTING_COLUMNS, Sighting, sighting_from_row
@@ -498,17 +505,25 @@ class PostgresArchive:
                 self._features = None
             return {"references_with_features": count, **local_stats(self.feature_index())}
 
-        def read(conn: Any) -> tuple[CompactFeatureIndex, int]:
-            gen = int(conn.execute("SELECT value FROM meta WHERE key='generation'")
-                      .fetchone()[0])
+        def read(conn: Any) -> tuple[CompactFeatureIndex, int, str]:
+            meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN "
+                                     "('generation', 'change_token')").fetchall())
             with conn.cursor(name="imgverify_features") as cur:  # server-side: streamed
                 cur.itersize = 5_000
                 cur.execute("SELECT ref_id, descriptors FROM features ORDER BY ref_id")
                 items = ((int(r[0]), np.frombuffer(bytes(r[1]), np.uint8).reshape(-1, 32))
                          for r in cur)
-                return build_compact(items, self.features_of, progress), gen
+                return (build_compact(items, self.features_of, progress),
+                        int(meta["generation"]), str(meta.get("change_token", "")))
 
-        base, generation = self._snapshot(read)
+        base, generation, token = self._snapshot(read)
+        root, archive_id = self._local_cache_root()
+        if root is not None and archive_id is not None:
+            # on local disk, so the next process (a CLI check, a scan worker) reads it
+            # instead of building it on its first query; it is only a cache of the database
+            # (readonly concerns the database), keyed by the state it was built at
+            publish_compact(root, CacheKey(archive_id, str(generation), token,
+                                           self.hash_pipeline()), base)
         with self._index_lock:
             self._compact_base = (base, generation)
             self._features = base
@@ -526,7 +541,9 @@ class PostgresArchive:
                 return self._features
             base = getattr(self, "_compact_base", None)
         if base is None and self._feature_count() >= self.compact_min_refs:
-            self.build_local_index()  # never built in this process: once, then deltas
+            base = self._cached_compact(current)
+            if base is None:
+                self.build_local_index()  # never built anywhere: once, then deltas
             base = self._compact_base
         with self._index_lock:
             if base is not None:
@@ -563,6 +580,29 @@ class PostgresArchive:
             self._features = FeatureIndex(keys, [by_key[k] for k in keys], None, trained)
             self._features_generation = generation
             return self._features
+
+    def _local_cache_root(self) -> tuple[Path | None, str | None]:
+        archive_id = self.archive_id()
+        if not archive_id:
+            return None, None
+        return user_cache_dir() / f"postgres-{archive_id}", archive_id
+
+    def _cached_compact(self, current: int) -> tuple[CompactFeatureIndex, int] | None:
+        """The compact index another process built for this database (`archive index`, an
+        ingest), from the local cache; the references changed since its generation are
+        folded in by `_layered`. A cache of a later generation than the database's (a
+        database restored from an older backup) is never used."""
+        root, archive_id = self._local_cache_root()
+        if root is None or archive_id is None:
+            return None
+        found = latest_compact(root, archive_id, self.hash_pipeline(), self.features_of)
+        if found is None or int(found[1].generation) > current:
+            return None
+        base = (found[0], int(found[1].generation))
+        with self._index_lock:
+            if self._compact_base is None:
+                self._compact_base = base
+        return base
 
     def _layered(self, base: CompactFeatureIndex, built_at: int) -> tuple[LocalIndex, int]:
         def read(conn: Any) -> tuple[dict[int, LocalFeatures], set[int], int]:
