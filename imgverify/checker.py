@@ -60,6 +60,24 @@ from imgverify.signals.hashing import DIHEDRAL_TRANSPOSE
 from imgverify.store.sqlite import Archive, shared_default_archive
 from imgverify.threads import native_threads
 
+#: Said when a large archive's crop index has not been built (`PendingLocalIndex`).
+LOCAL_INDEX_PENDING_NOTE = (
+    "Crops, screenshots and collages were not searched: this archive's local-feature index "
+    "has not been built for this version (run `imgverify archive index --archive ARCHIVE` "
+    "once). Whole-picture matches were searched as usual.")
+
+
+def prepare_local_index(archive: Archive) -> Any:
+    """The archive's local-feature index, built now if it never was (a service's or batch
+    scan's start-up: preparation, not a user's query) and with its scan compiled."""
+    local = archive.feature_index()
+    if getattr(local, "pending", False):
+        archive.build_local_index()
+        local = archive.feature_index()
+    if hasattr(local, "warm"):
+        local.warm()  # a compact index: compile its scan (a noise picture may vote nothing)
+    return local
+
 
 def warm_up(archive: Archive | None = None, claimed_place: bool = False) -> None:
     """Import what `check` would otherwise import on first use (OpenCV, faiss, the EXIF and
@@ -91,9 +109,7 @@ def warm_up(archive: Archive | None = None, claimed_place: bool = False) -> None
         Image.fromarray(noise).save(buf, "JPEG", quality=90)
         check(buf.getvalue(), archive, claimed_date="2000-01-01", max_matches=1,
               name="warm-up")
-        local = archive.feature_index()
-        if hasattr(local, "warm"):
-            local.warm()  # a compact index: compile its scan (the noise may vote nothing)
+        prepare_local_index(archive)
     if claimed_place:
         from imgverify.report import places
 
@@ -200,7 +216,9 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         zero = {"pdq": 0, "phash": 0, "dhash": 0, "whash": 0}
         matches.append(_match(refs[exact.key], 1.0, "likely", zero, "identical file", claimed,
                               True))
+    local_pending = False
     if thresholds.use_local_features and not any(m.strength == "likely" for m in matches):
+        local_pending = bool(getattr(archive.feature_index(), "pending", False))
         _add_local_matches(loaded, archive, thresholds, matches, claimed, query, scenes,
                            pictures)
     matches, desk_checks = split_desk_checks(matches)
@@ -213,6 +231,8 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
     summary = _summary(archive)
     notes = notes_for(verdict, matches, exif, claimed, claimed_place, summary)
     notes[-1:-1] = [s.note() for s in scenes[:3]]
+    if local_pending:
+        notes[-1:-1] = [LOCAL_INDEX_PENDING_NOTE]
     hs = query.default_hashset()
     findings = [f.to_dict() for f in check_claims(matches, exif, claimed, claimed_place)]
     credentials = read_credentials(loaded.data, loaded.format) if loaded.format != "PIL" else None

@@ -24,7 +24,7 @@ import imgverify
 from imgverify.cli import app
 from imgverify.ingest import ingest_manifest
 from imgverify.signals.compact import CompactFeatureIndex, LayeredLocalIndex
-from imgverify.store.local_index import latest_compact
+from imgverify.store.local_index import PendingLocalIndex, latest_compact
 
 FOUND = ("likely_recycled", "possibly_recycled")
 
@@ -126,10 +126,64 @@ def test_the_cache_is_reused_and_never_read_for_another_archive(tmp_path: Path) 
         assert archive_id is not None
         assert latest_compact(other.with_name(other.name + ".index"), b.archive_id() or "",
                               b.hash_pipeline(), b.features_of) is None
+        assert isinstance(b.feature_index(), PendingLocalIndex)  # never built for b
+        b.build_local_index()
         index = b.feature_index()
         assert isinstance(index, CompactFeatureIndex) and index.references == 4
         r = imgverify.check(crop_jpeg(ps[2], 0.45), b)  # archived in a, not in b
         assert r.verdict == "no_match"
+
+
+def test_a_never_indexed_archive_is_not_indexed_on_a_query(location: str,
+                                                           tmp_path: Path) -> None:
+    """Issue 16: the compact index of a large archive is built by `archive index`, an
+    ingest or a service's/scan's warm-up, never on a user's query (minutes at a million
+    references). A check before that still answers at once, searches the whole picture, and
+    says that crops were not searched; `archive index` (another process) makes them found."""
+    ps = photos()
+    with imgverify.Archive.open(location) as arch:
+        arch.compact_min_refs = 0
+        ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(ps[:12])),
+                        build_index=False)
+        assert isinstance(arch.feature_index(), PendingLocalIndex)
+        crop = crop_jpeg(ps[4], 0.45)
+        r = imgverify.check(crop, arch)
+        assert r.verdict == "no_match"
+        assert any("were not searched" in n and "archive index" in n for n in r.notes)
+        assert isinstance(arch.feature_index(), PendingLocalIndex)  # the query built nothing
+        whole = imgverify.check(ps[5].read_bytes(), arch)  # the global stage still works
+        assert whole.verdict == "likely_recycled"
+        assert not any("were not searched" in n for n in whole.notes)
+        # `archive index` in another process; this one picks the build up on its next query
+        import subprocess
+        import sys
+
+        code = ("import sys, imgverify\n"
+                "a = imgverify.Archive.open(sys.argv[1])\n"
+                "a.compact_min_refs = 0\n"
+                "print(a.build_local_index()['references'])\n")
+        out = subprocess.run([sys.executable, "-c", code, location], capture_output=True,
+                             text=True, timeout=240)
+        assert out.returncode == 0 and out.stdout.strip() == "12", out.stderr
+        again = imgverify.check(crop, arch)
+        assert again.verdict in FOUND and again.matches[0].caption == "Caption 4"
+        assert not any("were not searched" in n for n in again.notes)
+
+
+def test_warm_up_builds_a_never_built_local_index(tmp_path: Path) -> None:
+    """A service or batch scan prepares before its first request: `warm_up` builds it."""
+    from imgverify.checker import warm_up
+
+    ps = photos()
+    with imgverify.Archive(tmp_path / "a.sqlite") as arch:
+        arch.compact_min_refs = 0
+        ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(ps[:8])),
+                        build_index=False)
+        assert isinstance(arch.feature_index(), PendingLocalIndex)
+        warm_up(arch)
+        assert isinstance(arch.feature_index(), CompactFeatureIndex)
+        r = imgverify.check(crop_jpeg(ps[6], 0.45), arch)
+        assert r.verdict in FOUND and r.matches[0].caption == "Caption 6"
 
 
 def test_archive_index_command(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from imgverify._version import __version__
-from imgverify.checker import check
+from imgverify.checker import check, prepare_local_index
 from imgverify.errors import ArchiveError, ImgVerifyError
 from imgverify.ingest import prepare_reference, prepare_reference_bytes
 from imgverify.match.verdict import parse_claimed_date
@@ -569,7 +569,8 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
         checks.start()
         if warm_up:
             try:  # build the indexes now, not in the first client's request
-                await checks.run(lambda: (archive.index(), archive.feature_index()), None)
+                await checks.run(lambda: (archive.index(), prepare_local_index(archive)),
+                                 None)
             except ArchiveError as exc:
                 log.error("archive not ready", extra={"event": "warm_up",
                                                       "error": exc.message})

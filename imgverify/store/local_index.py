@@ -74,6 +74,31 @@ def latest_compact(root: Path, archive_id: str, hash_pipeline: int, loader: Load
     return None
 
 
+class PendingLocalIndex:
+    """Stands in for the compact index of a large archive that has none built for its
+    current state or any earlier one (never indexed, copied without its cache, or a cache
+    format older than this version's): it finds nothing, and says so (`pending`).
+
+    Why not build it on the query: at a million references that takes minutes, at ten
+    million about twenty, which no one checking one picture should wait for unwarned. It
+    is built by `imgverify archive index` (or an ingest), or by `checker.warm_up` before a
+    service or a batch scan starts; until then the check reports that crops, screenshots
+    and collages were not searched.
+    """
+
+    pending = True
+    nbytes = 0
+
+    def __len__(self) -> int:
+        return 0
+
+    def vote(self, query: Any, top: int = 5, min_votes: int = 8) -> list[tuple[int, int]]:
+        return []
+
+    def verify(self, query: Any, ref_key: int, mirrored: bool = False) -> None:
+        return None
+
+
 def stats(index: Any) -> dict[str, Any]:
     """What `archive index` reports about a built local index."""
     refs = getattr(index, "references", None)

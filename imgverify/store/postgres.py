@@ -45,6 +45,7 @@ from imgverify.store.index import PDQ_ONLY_PART, HashIndex
 from imgverify.store.layered import LayeredIndex
 from imgverify.store.local_index import (
     COMPACT_MIN_REFS,
+    PendingLocalIndex,
     build_compact,
     latest_compact,
     publish_compact,
@@ -537,14 +538,19 @@ class PostgresArchive:
         the references changed since."""
         current = int(self.generation())
         with self._index_lock:
-            if self._features is not None and current == self._features_generation:
+            if (self._features is not None and current == self._features_generation
+                    and not getattr(self._features, "pending", False)):
                 return self._features
             base = getattr(self, "_compact_base", None)
         if base is None and self._feature_count() >= self.compact_min_refs:
             base = self._cached_compact(current)
             if base is None:
-                self.build_local_index()  # never built anywhere: once, then deltas
-            base = self._compact_base
+                # never built anywhere: not on a query (see PendingLocalIndex); looked for
+                # again on the next one, in case `archive index` has run since
+                with self._index_lock:
+                    self._features = PendingLocalIndex()
+                    self._features_generation = current
+                    return self._features
         with self._index_lock:
             if base is not None:
                 self._features, self._features_generation = self._layered(*base)

@@ -45,6 +45,7 @@ from imgverify.store.cache import CacheKey, open_cache, publish_cache
 from imgverify.store.index import CACHE_FORMAT, LINEAR_MAX, PDQ_ONLY_PART, HashIndex
 from imgverify.store.local_index import (
     COMPACT_MIN_REFS,
+    PendingLocalIndex,
     build_compact,
     latest_compact,
     open_compact,
@@ -678,7 +679,8 @@ class Archive:
         """
         state, key = self._state()
         with self._index_lock:
-            if self._features is None or state != self._features_generation:
+            if (self._features is None or state != self._features_generation
+                    or getattr(self._features, "pending", False)):  # built elsewhere since?
                 if self._feature_count() >= self.compact_min_refs:
                     self._features = self._compact_index(key)
                     self._features_generation = state
@@ -750,7 +752,8 @@ class Archive:
     def _compact_index(self, key: CacheKey | None) -> Any:
         """The compact local index for the current state: the cache built for it; else the
         last one built for this archive plus an exact delta of the references added since;
-        else (an archive never indexed) built now and cached."""
+        else (an archive never indexed) a `PendingLocalIndex`: it is never built on a
+        query."""
         root = self.index_cache_dir
         if key is not None:
             exact = open_compact(root, key, self.features_of)
@@ -764,7 +767,7 @@ class Archive:
                 keys = sorted(added)
                 delta = FeatureIndex(keys, [added[k] for k in keys])
                 return LayeredLocalIndex(base, delta, set())
-        return self._build_compact(key)
+        return PendingLocalIndex()
 
     def _keys_after(self, newest: int) -> list[int]:
         return [int(r[0]) for r in self._query(
