@@ -58,10 +58,8 @@ def main() -> None:
     for p in photos:
         with Image.open(p) as im:
             desc = np.ascontiguousarray(extract(im.convert("RGB"), QUERY_FEATURES).descriptors)
-        ws, dist = vocab.assign(desc, C.QUERY_PER_HALF)
-        keep = dist <= dist[:, :1] + C.WORD_SLACK
-        w = ws[keep]
-        query_he = vocab.embed(desc[np.nonzero(keep)[0]], w)
+        q_idx, w = C.query_words(vocab, desc)
+        query_he = vocab.embed(desc[q_idx], w)
         for k in range(w.size):
             s, e = offsets[w[k]], offsets[w[k] + 1]
             scanned += int(e - s)

@@ -38,15 +38,8 @@ Lookup = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def lookups(ix: C.CompactFeatureIndex, desc: np.ndarray) -> Lookup:
-    """The lists `vote` would scan for these descriptors (as `_hits` selects them)."""
-    words, dist = ix.vocabulary.assign(desc, C.QUERY_PER_HALF)
-    keep = dist <= dist[:, :1] + C.WORD_SLACK
-    q_idx = np.nonzero(keep)[0]
-    w = words[keep]
-    lo = np.asarray(ix.offsets[w], np.int64)
-    lengths = np.asarray(ix.offsets[w + 1], np.int64) - lo
-    ok = lengths <= ix.stop_length
-    q_idx, w, lo, lengths = q_idx[ok], w[ok], lo[ok], lengths[ok]
+    """The lists `vote` would scan for these descriptors."""
+    q_idx, w, lo, lengths = ix.lookups(desc)
     query_he = ix.vocabulary.embed(desc[q_idx], w)
     bits, starts = ix.tables_of(w, lengths)
     return lo, lengths, query_he, bits, starts

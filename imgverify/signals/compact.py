@@ -277,19 +277,22 @@ class CompactFeatureIndex:
         return self._key_set
 
     # -- search -----------------------------------------------------------------------------
+    def lookups(self, desc: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(descriptor, word, list start, list length) of every list a vote reads for these
+        descriptors: their near words (`query_words`), stop words left out."""
+        q_idx, w = query_words(self.vocabulary, desc)
+        lo = np.asarray(self.offsets[w], dtype=np.int64)
+        lengths = np.asarray(self.offsets[w + 1], dtype=np.int64) - lo
+        useful = lengths <= self.stop_length
+        return q_idx[useful], w[useful], lo[useful], lengths[useful]
+
     def _hits(self, query: LocalFeatures
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(query descriptor, reference row, embedding distance, word) of every agreeing
         posting."""
         desc = np.ascontiguousarray(query.descriptors)
-        words, dist = self.vocabulary.assign(desc, QUERY_PER_HALF)
-        keep = dist <= dist[:, :1] + WORD_SLACK
-        q_idx = np.nonzero(keep)[0]
-        w = words[keep]
-        lo = np.asarray(self.offsets[w], dtype=np.int64)
-        lengths = np.asarray(self.offsets[w + 1], dtype=np.int64) - lo
-        useful = lengths <= self.stop_length
-        q_idx, w, lo, lengths = q_idx[useful], w[useful], lo[useful], lengths[useful]
+        q_idx, w, lo, lengths = self.lookups(desc)
         total = int(lengths.sum())
         if total == 0:
             empty = np.zeros(0, np.int64)
@@ -388,6 +391,14 @@ class CompactFeatureIndex:
         return verify_pair(query, ref, ref_key, mirrored)
 
 
+def query_words(vocabulary: Vocabulary, desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(descriptor, word) pairs a query looks up: each descriptor's QUERY_PER_HALF nearest
+    centroids per half, the words within WORD_SLACK bits of its nearest one."""
+    words, dist = vocabulary.assign(desc, QUERY_PER_HALF)
+    keep = dist <= dist[:, :1] + WORD_SLACK
+    return np.nonzero(keep)[0], words[keep]
+
+
 def scan_postings(lo: np.ndarray, lengths: np.ndarray, query_he: np.ndarray,
                   bits: np.ndarray, table_start: np.ndarray, buckets: np.ndarray,
                   he: np.ndarray, postings: np.ndarray, max_distance: int
@@ -425,18 +436,7 @@ def _scan_py(lo: Any, lengths: Any, query_he: Any, bits: Any, table_start: Any, 
     for k in range(lo.shape[0]):
         h = np.int64(query_he[k])
         start = lo[k]
-        b = bits[k]
-        if b == 0:  # a short list: read it whole
-            for i in range(start, start + lengths[k]):
-                d = popcount[np.int64(he[i]) ^ h]
-                if d <= max_distance:
-                    if n == cap:
-                        return -1
-                    out_q[n] = k
-                    out_row[n] = postings[i]
-                    out_d[n] = d
-                    n += 1
-            continue
+        b = bits[k]  # 0: a short list, one range read whole (the mask loop runs once)
         shift = 16 - b
         low = h & ((1 << shift) - 1)
         prefix = h >> shift
@@ -446,31 +446,28 @@ def _scan_py(lo: Any, lengths: Any, query_he: Any, bits: Any, table_start: Any, 
             if m >= (1 << b):
                 break  # masks ascend: the rest do not fit in b bits
             p = prefix ^ m
-            s = start + np.int64(buckets[t + p])
-            e = start + np.int64(buckets[t + p + 1])
-            if popcount[m] == max_distance:
+            if b == 0:
+                s, e = start, start + lengths[k]
+            else:
+                s = start + np.int64(buckets[t + p])
+                e = start + np.int64(buckets[t + p + 1])
+            exact = popcount[m] == max_distance
+            target = (p << shift) | low
+            if exact:
                 # the prefix used the whole allowance: only an exact tail agrees, and the
-                # bucket is sorted, so find it by bisection
-                target = (p << shift) | low
-                a = s
+                # range is sorted, so bisect to it and read only its run
                 z = e
-                while a < z:
-                    mid = (a + z) >> 1
+                while s < z:
+                    mid = (s + z) >> 1
                     if np.int64(he[mid]) < target:
-                        a = mid + 1
+                        s = mid + 1
                     else:
                         z = mid
-                while a < e and np.int64(he[a]) == target:
-                    if n == cap:
-                        return -1
-                    out_q[n] = k
-                    out_row[n] = postings[a]
-                    out_d[n] = max_distance
-                    n += 1
-                    a += 1
-                continue
             for i in range(s, e):
-                d = popcount[np.int64(he[i]) ^ h]
+                value = np.int64(he[i])
+                if exact and value != target:
+                    break
+                d = popcount[value ^ h]
                 if d <= max_distance:
                     if n == cap:
                         return -1
