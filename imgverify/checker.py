@@ -287,8 +287,7 @@ def _align_top(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
         features = archive.feature_index()
     except ArchiveError:
         return
-    picture = picture_for_features(loaded, FEATURE_SIDE)
-    side = max(FEATURE_SIDE, *picture.size)
+    picture, side = _local_picture(loaded)
     best = None
     extraction = QueryExtraction(picture, QUERY_FEATURES, side=side)
     for mirrored in (False, True):
@@ -371,15 +370,10 @@ def _salvage(source: Source, limits: Limits | None) -> tuple[str | None, ExifEvi
     return hashlib.sha256(data).hexdigest(), read_exif(data)
 
 
-def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
-                       matches: list[Match], claimed: dt.date | None,
-                       query: QueryHashes, scenes: list[SceneMatch],
-                       pictures: _ReferencePictures) -> None:
-    """Crops, insets and screenshots: local features with geometric verification, then the
-    aligned pixels decide between "copy of the archived photo" and "same place, another
-    photo" (see Thresholds.copy_agreement)."""
-    # tall or wide layouts (phone screenshots, stories) get more pixels on their long side,
-    # so the photo inside them keeps about the resolution the references were indexed at
+def _local_picture(loaded: LoadedImage) -> tuple[Image.Image, int]:
+    """The submitted picture as local features see it, and its long side: about the
+    resolution the references were indexed at (FEATURE_SIDE), more for tall or wide layouts
+    (phone screenshots, stories) so the photo inside them keeps that resolution."""
     w, h = loaded.original_size
     aspect = max(w, h) / max(1, min(w, h))
     side = int(min(2.2 * FEATURE_SIDE, FEATURE_SIDE * max(1.0, aspect / 1.2)))
@@ -389,6 +383,17 @@ def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresh
         # pixels than the references were indexed at only make keypoint detection dearer
         picture = picture.copy()
         picture.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return picture, max(side, *picture.size)
+
+
+def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
+                       matches: list[Match], claimed: dt.date | None,
+                       query: QueryHashes, scenes: list[SceneMatch],
+                       pictures: _ReferencePictures) -> None:
+    """Crops, insets and screenshots: local features with geometric verification, then the
+    aligned pixels decide between "copy of the archived photo" and "same place, another
+    photo" (see Thresholds.copy_agreement)."""
+    picture, _side = _local_picture(loaded)
     found = find_local(picture, archive.feature_index(), thresholds, query.inner_regions(),
                        pictures)
     if not found:
