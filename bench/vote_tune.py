@@ -90,9 +90,23 @@ DEFAULT = dict(qph=C.QUERY_PER_HALF, slack=C.WORD_SLACK, he_max=C.HE_MAX_DISTANC
 def vote_variant(ix: C.CompactFeatureIndex, query: LocalFeatures, probe: bool,
                  p: dict[str, Any], truth: int | None) -> tuple[list[int], int | None]:
     """(candidate keys, rank of `truth` among all references above chance or None)."""
-    if p.get("lib"):  # the library's own vote, as shipped
+    if p.get("lib"):  # the library's own vote, as shipped (or with module constants set)
         mv = ix.probe_votes if probe else p["min_votes"]
-        keys = [k for k, _v in ix.vote(query, top=1000, min_votes=mv)]
+        patch = {k[2:]: v for k, v in p.items() if k.startswith("C_")}
+        saved = {k: getattr(C, k) for k in patch}
+        for k, v in patch.items():
+            setattr(C, k, v)
+        try:
+            gate = p.get("gate", 0)
+            if gate and not probe and len(query) > gate and not ix.vote(
+                    LocalFeatures(query.points[:gate], query.descriptors[:gate],
+                                  query.width, query.height),
+                    top=1000, min_votes=ix.probe_votes):
+                return [], None  # a whole-picture probe gate, as regions have
+            keys = [k for k, _v in ix.vote(query, top=1000, min_votes=mv)]
+        finally:
+            for k, v in saved.items():
+                setattr(C, k, v)
         rank = keys.index(truth) if truth is not None and truth in keys else None
         return keys[:p["top"]], rank
     desc = np.ascontiguousarray(query.descriptors)
@@ -209,6 +223,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lib": {"lib": True},
     "lib_top4": {"lib": True, "top": 4},
     "lib_top2": {"lib": True, "top": 2},
+    # the per-lookup chance-hit budget (C.HE_HIT_BUDGET; inf: 3 bits on every list, as
+    # before it), and a whole-picture probe gate as regions have
+    "budget_inf": {"lib": True, "top": 4, "C_HE_HIT_BUDGET": float("inf")},
+    "budget20": {"lib": True, "top": 4, "C_HE_HIT_BUDGET": 20.0},
+    "budget100": {"lib": True, "top": 4, "C_HE_HIT_BUDGET": 100.0},
+    "budget50_min2": {"lib": True, "top": 4, "C_HE_HIT_BUDGET": 50.0, "C_HE_MIN_DISTANCE": 2},
+    "gate160": {"lib": True, "top": 4, "gate": 160},
     "no_stop": {"stop": 0.0},
     "stop50": _S,
     "stop20": {"stop": 20.0, "stop_min": 2000},
@@ -244,7 +265,13 @@ def main() -> None:
                     help="a .pkl of recorded votes: replayed if it exists, else written")
     ap.add_argument("--replay-negatives", type=int, default=150,
                     help="negative queries whose votes are replayed per variant (cost figures)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="set a constant of imgverify.signals.compact for the whole run "
+                         "(the recording checker included), e.g. HE_HIT_BUDGET=50")
     args = ap.parse_args()
+    for item in args.set:
+        name, _, value = item.partition("=")
+        setattr(C, name, type(getattr(C, name))(value))
     args.split = "tune"  # never the report split: this is where parameters are chosen
     if not scale.PHOTOS.is_dir():
         sys.exit(f"skipped: {scale.PHOTOS} not found")

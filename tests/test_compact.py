@@ -210,10 +210,11 @@ def test_empty_query_votes_for_nothing(n: int, tmp_path: Path) -> None:
         assert imgverify.check(flat, arch).verdict == "no_match"
 
 
-@pytest.mark.parametrize("max_distance", [0, 1, 3, 4])
+@pytest.mark.parametrize("max_distance", [0, 1, 3, 4, -1])
 def test_bucketed_lists_give_exactly_the_postings_of_a_full_scan(max_distance: int) -> None:
     """Long lists are sorted and bucketed by embedding (`finish_lists`); the scan that skips
-    buckets must return the same (lookup, row, distance) set as reading every posting."""
+    buckets must return the same (lookup, row, distance) set as reading every posting.
+    -1: each lookup has its own distance (0 to 4), as the chance-hit budget gives them."""
     from imgverify.signals.compact import (
         _POPCOUNT16,
         bucket_bits,
@@ -221,7 +222,7 @@ def test_bucketed_lists_give_exactly_the_postings_of_a_full_scan(max_distance: i
         scan_postings,
     )
 
-    rng = np.random.default_rng(max_distance)
+    rng = np.random.default_rng(max_distance + 1)
     # lists from empty to far above the longest bucketed length, in one index
     lengths = np.array([0, 1, 5, 255, 256, 300, 1000, 4097, 20000, 200000], np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -241,13 +242,15 @@ def test_bucketed_lists_give_exactly_the_postings_of_a_full_scan(max_distance: i
             == sorted(zip(plain_rows[s:e], plain_he[s:e], strict=True))
     words = rng.integers(0, len(lengths), 400)
     query_he = rng.integers(0, 1 << 16, 400).astype(np.uint16)
+    limit = rng.integers(0, 5, 400) if max_distance < 0 else np.full(400, max_distance)
     k, got_rows, got_d = scan_postings(offsets[words], lengths[words], query_he, bits[words],
-                                       starts[words], buckets, he, rows, max_distance)
+                                       starts[words], buckets, he, rows,
+                                       limit if max_distance < 0 else max_distance)
     expect: Counter[tuple[int, int, int]] = Counter()
     for i, w in enumerate(words):
         s, e = offsets[w], offsets[w + 1]
         d = _POPCOUNT16[plain_he[s:e] ^ query_he[i]]
-        for j in np.flatnonzero(d <= max_distance):
+        for j in np.flatnonzero(d <= limit[i]):
             expect[(i, int(plain_rows[s + j]), int(d[j]))] += 1
     # the same multiset: every agreeing posting once, nothing else
     assert Counter(zip(k.tolist(), got_rows.tolist(), got_d.tolist(), strict=True)) == expect
@@ -337,3 +340,26 @@ def test_postgres_compact_index_is_read_by_the_next_process_not_rebuilt(
         assert arch._cached_compact(10**9) is not None
         monkeypatch.setattr(arch, "archive_id", lambda: "0123456789abcdef")
         assert arch._cached_compact(10**9) is None  # its manifest names the real id
+
+
+def test_long_lists_allow_fewer_embedding_bits_within_the_chance_budget() -> None:
+    """The per-lookup chance-hit budget: a short list keeps the full allowance (a small
+    archive votes as before), a longer one allows fewer bits so that the postings that
+    agree by chance stay within HE_HIT_BUDGET, down to HE_MIN_DISTANCE, never below."""
+    from imgverify.signals.compact import (
+        _CHANCE_SHARE,
+        HE_HIT_BUDGET,
+        HE_MAX_DISTANCE,
+        HE_MIN_DISTANCE,
+        distance_limits,
+    )
+
+    lengths = np.unique(np.geomspace(1, 10_000_000, 400).astype(np.int64))
+    limits = distance_limits(lengths)
+    assert limits[0] == HE_MAX_DISTANCE and limits[-1] == HE_MIN_DISTANCE
+    assert np.all(np.diff(limits) <= 0)  # never more bits for a longer list
+    chance = lengths * _CHANCE_SHARE[limits]
+    assert np.all((chance <= HE_HIT_BUDGET) | (limits == HE_MIN_DISTANCE))
+    # each list keeps the widest allowance the budget admits
+    wider = np.minimum(limits + 1, HE_MAX_DISTANCE)
+    assert np.all((limits == HE_MAX_DISTANCE) | (lengths * _CHANCE_SHARE[wider] > HE_HIT_BUDGET))

@@ -24,6 +24,7 @@ references than the mean are not looked up at all (a stop list).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -46,6 +47,16 @@ QUERY_PER_HALF = 2
 WORD_SLACK = 10
 #: Postings whose embedded bits differ from the query descriptor's in more places are no vote.
 HE_MAX_DISTANCE = 3
+#: Chance-hit budget per lookup. A list allows the largest embedding distance, from
+#: HE_MAX_DISTANCE down to HE_MIN_DISTANCE, at which its length times the share of random
+#: 16-bit embeddings that close stays within HE_HIT_BUDGET postings. Nearly all chance
+#: agreement comes from the few long lists, where a true match is one posting among
+#: thousands: at a million references, allowing 3 bits everywhere gave every vote four
+#: chance candidates to verify and was most of a negative's cost. Short lists (every list
+#: of a small archive) keep 3 bits. Chosen on TUNE at 1 M references (bench/vote_tune.py):
+#: the checker found the same positives; see CHANGELOG for the figures.
+HE_HIT_BUDGET = 50.0
+HE_MIN_DISTANCE = 1
 #: Width of the soft embedding weight exp(-(d / HE_SIGMA)^2) of a vote.
 HE_SIGMA = 6.0
 #: Stop list: a word whose list is longer than STOP_FACTOR times the mean list (and than
@@ -113,7 +124,7 @@ class CompactFeatureIndex:
         self._cache: OrderedDict[int, LocalFeatures | None] = OrderedDict()
         self._lock = threading.Lock()
         self._key_set: set[int] | None = None
-        self._stop_length: int | None = None
+        self._mean_list: float | None = None
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -263,13 +274,18 @@ class CompactFeatureIndex:
         return bits, starts
 
     @property
-    def stop_length(self) -> int:
-        """Lists longer than this are stop words (see STOP_FACTOR)."""
-        if self._stop_length is None:
+    def mean_list(self) -> float:
+        """Mean length of the lists that hold any posting."""
+        if self._mean_list is None:
             offsets = np.asarray(self.offsets)
             used = int(np.count_nonzero(offsets[1:] != offsets[:-1]))
-            self._stop_length = max(STOP_MIN, int(STOP_FACTOR * len(self) / max(1, used)))
-        return self._stop_length
+            self._mean_list = len(self) / max(1, used)
+        return self._mean_list
+
+    @property
+    def stop_length(self) -> int:
+        """Lists longer than this are stop words (see STOP_FACTOR)."""
+        return max(STOP_MIN, int(STOP_FACTOR * self.mean_list))
 
     def keys(self) -> set[int]:
         if self._key_set is None:
@@ -302,7 +318,7 @@ class CompactFeatureIndex:
         bits, starts = self.tables_of(w, lengths)
         lookup, rows, dist = scan_postings(
             lo, lengths, query_he, bits, starts, np.asarray(self.buckets),
-            np.asarray(self.he), np.asarray(self.postings), HE_MAX_DISTANCE)
+            np.asarray(self.he), np.asarray(self.postings), distance_limits(lengths))
         return q_idx[lookup], rows, dist, w[lookup]
 
     def vote(self, query: LocalFeatures, top: int = TOP, min_votes: int = MIN_VOTES
@@ -401,11 +417,12 @@ def query_words(vocabulary: Vocabulary, desc: np.ndarray) -> tuple[np.ndarray, n
 
 def scan_postings(lo: np.ndarray, lengths: np.ndarray, query_he: np.ndarray,
                   bits: np.ndarray, table_start: np.ndarray, buckets: np.ndarray,
-                  he: np.ndarray, postings: np.ndarray, max_distance: int
+                  he: np.ndarray, postings: np.ndarray, max_distance: int | np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lookup number, reference row, embedding distance) of every posting in the lists
     looked up (`lo`, `lengths`; bucketed by `bits`, `table_start` into `buckets`) whose
-    embedding is within `max_distance` bits of that lookup's `query_he`.
+    embedding is within `max_distance` bits (one for all lookups, or one per lookup) of that
+    lookup's `query_he`.
 
     Why compiled: at a million references one query walks millions of postings, and each
     numpy pass over them (positions, owners, embeddings, distances, filter) allocates and
@@ -414,6 +431,11 @@ def scan_postings(lo: np.ndarray, lengths: np.ndarray, query_he: np.ndarray,
     """
     total = int(lengths.sum())
     capacity = min(total, total // 8 + 1024)  # a few percent agree; rescanned if not
+    if np.ndim(max_distance) == 0:
+        limit = np.full(np.shape(lo), int(max_distance), np.int64)
+    else:
+        limit = np.array(max_distance, np.int64)  # a writable copy: one compiled type
+    widest = int(limit.max()) if limit.size else 0
     while True:
         out_q = np.empty(capacity, np.int64)
         out_row = np.empty(capacity, np.int64)
@@ -422,19 +444,20 @@ def scan_postings(lo: np.ndarray, lengths: np.ndarray, query_he: np.ndarray,
             np.ascontiguousarray(lo, np.int64), np.ascontiguousarray(lengths, np.int64),
             np.ascontiguousarray(query_he, np.uint16), np.ascontiguousarray(bits, np.int64),
             np.ascontiguousarray(table_start, np.int64), buckets, he, postings,
-            max_distance, _POPCOUNT16, _near_masks(max_distance), out_q, out_row, out_d)
+            limit, _POPCOUNT16, _near_masks(widest), out_q, out_row, out_d)
         if n >= 0:
             return out_q[:n], out_row[:n], out_d[:n]
         capacity = total
 
 
 def _scan_py(lo: Any, lengths: Any, query_he: Any, bits: Any, table_start: Any, buckets: Any,
-             he: Any, postings: Any, max_distance: int, popcount: Any, masks: Any,
+             he: Any, postings: Any, limit: Any, popcount: Any, masks: Any,
              out_q: Any, out_row: Any, out_d: Any) -> int:
     n = 0
     cap = out_q.shape[0]
     for k in range(lo.shape[0]):
         h = np.int64(query_he[k])
+        max_distance = limit[k]
         start = lo[k]
         b = bits[k]  # 0: a short list, one range read whole (the mask loop runs once)
         shift = 16 - b
@@ -445,6 +468,8 @@ def _scan_py(lo: Any, lengths: Any, query_he: Any, bits: Any, table_start: Any, 
             m = masks[mi]
             if m >= (1 << b):
                 break  # masks ascend: the rest do not fit in b bits
+            if popcount[m] > max_distance:
+                continue  # this lookup allows fewer bits than the widest one
             p = prefix ^ m
             if b == 0:
                 s, e = start, start + lengths[k]
@@ -478,6 +503,8 @@ def _scan_py(lo: Any, lengths: Any, query_he: Any, bits: Any, table_start: Any, 
     return n
 
 
+#: share of random 16-bit embeddings within d bits of a given one
+_CHANCE_SHARE = np.cumsum([math.comb(16, d) for d in range(17)]) / 65536.0
 #: the soft embedding weight of each distance a vote can have
 _HE_WEIGHT = np.exp(-(np.arange(17) / HE_SIGMA) ** 2)
 #: bits set in every 16-bit value (a 64 KB table stays in cache; faster than bit tricks)
@@ -488,6 +515,17 @@ _POPCOUNT16 = np.bitwise_count(np.arange(1 << 16, dtype=np.uint16)).astype(np.ui
 def _near_masks(max_distance: int) -> np.ndarray:
     """Every 16-bit value with at most `max_distance` bits set, ascending."""
     return np.flatnonzero(_POPCOUNT16 <= max_distance).astype(np.int64)
+
+
+def distance_limits(lengths: np.ndarray) -> np.ndarray:
+    """The embedding distance each lookup allows, by its list's length (see
+    HE_HIT_BUDGET)."""
+    lengths = np.asarray(lengths, np.int64)
+    limits = np.full(lengths.shape, HE_MAX_DISTANCE, np.int64)
+    for d in range(HE_MAX_DISTANCE, HE_MIN_DISTANCE, -1):
+        over = (limits == d) & (lengths * _CHANCE_SHARE[d] > HE_HIT_BUDGET)
+        limits[over] = d - 1
+    return limits
 
 
 def bucket_bits(lengths: np.ndarray) -> np.ndarray:
