@@ -302,7 +302,15 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=0,
                     help="pad the archive with synthetic distractors to this many references "
                          "(bench/scale.py's generator; pool photos from the REPORT split)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="set a constant of imgverify.signals.compact for the run (tuning "
+                         "on these TUNE photos), e.g. HE_HIT_BUDGET=100")
     args = ap.parse_args()
+    from imgverify.signals import compact
+
+    for item in args.set:
+        name, _, value = item.partition("=")
+        setattr(compact, name, type(getattr(compact, name))(value))
     warnings.simplefilter("ignore")  # decoder warnings of odd sample files
     logging.getLogger("exifread").setLevel(logging.ERROR)
     classes = args.classes.split(",")
