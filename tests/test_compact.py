@@ -363,3 +363,17 @@ def test_long_lists_allow_fewer_embedding_bits_within_the_chance_budget() -> Non
     # each list keeps the widest allowance the budget admits
     wider = np.minimum(limits + 1, HE_MAX_DISTANCE)
     assert np.all((limits == HE_MAX_DISTANCE) | (lengths * _CHANCE_SHARE[wider] > HE_HIT_BUDGET))
+
+
+def test_vote_counting_matches_a_full_count_and_leaves_no_residue() -> None:
+    """`rows_with_votes` counts in a per-thread byte array it clears after each call: the
+    same mask as a full bincount, call after call, with more than 255 hits on one row."""
+    from imgverify.signals.compact import rows_with_votes
+
+    rng = np.random.default_rng(7)
+    for call in range(6):
+        rows = np.concatenate([rng.integers(0, 5000, 3000), np.full(300 * (call % 2), 17)])
+        for min_votes in (1, 2, 4, 300):
+            expect = np.bincount(rows, minlength=5000)[rows] >= min_votes
+            assert np.array_equal(rows_with_votes(rows, min_votes, 5000), expect)
+    assert not rows_with_votes(np.zeros(0, np.int64), 4, 5000).size

@@ -84,8 +84,6 @@ TOP = 4
 BUCKET_TARGET = 128
 BUCKET_MIN_BITS = 3
 BUCKET_MAX_BITS = 12
-#: Up to this many references, votes are counted in one dense array (no sort).
-DENSE_VOTES_MAX = 16_000_000
 #: References whose features are kept decoded after a verification (per index).
 FEATURE_CACHE = 256
 
@@ -343,12 +341,7 @@ class CompactFeatureIndex:
         # per descriptor and per distance, then gathered: one multiply per hit
         burst = 1.0 / np.sqrt(np.maximum(1.0, per_q / typical))
         weight = _HE_WEIGHT[he_dist] * burst[q]
-        if self.references <= DENSE_VOTES_MAX:  # one pass, no sort
-            votes_all = np.bincount(rows, minlength=self.references)
-            near = votes_all[rows] >= min_votes
-        else:
-            keys, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
-            near = counts[inverse] >= min_votes
+        near = rows_with_votes(rows, min_votes, self.references)
         # the references with enough votes count again, one vote per word they share with
         # the query: several query descriptors on one texture, or a reference with several
         # keypoints on one frequent word, agree with each other and are one piece of evidence
@@ -384,6 +377,7 @@ class CompactFeatureIndex:
         none = np.zeros(0, np.int64)
         scan_postings(none, none, np.zeros(0, np.uint16), none, none, np.asarray(self.buckets),
                       np.asarray(self.he), np.asarray(self.postings), HE_MAX_DISTANCE)
+        rows_with_votes(none, MIN_VOTES, self.references)
 
     def features_of(self, key: int) -> LocalFeatures | None:
         with self._lock:
@@ -517,6 +511,38 @@ def _near_masks(max_distance: int) -> np.ndarray:
     return np.flatnonzero(_POPCOUNT16 <= max_distance).astype(np.int64)
 
 
+#: per thread: one saturating vote counter per reference, all zero between calls
+_COUNTERS = threading.local()
+
+
+def rows_with_votes(rows: np.ndarray, min_votes: int, references: int) -> np.ndarray:
+    """Mask of the hits whose reference row has at least `min_votes` hits.
+
+    Why not np.bincount: it allocates and zeroes a counter per reference on every vote
+    (8 bytes each, 80 MB at ten million references) to count a few thousand hits; this
+    counts in a per-thread byte array and clears only the entries it touched.
+    """
+    if min_votes > 255:  # beyond what a byte counts (never asked for by the vote)
+        return np.asarray(np.bincount(rows, minlength=references)[rows] >= min_votes)
+    counters = getattr(_COUNTERS, "array", None)
+    if counters is None or counters.shape[0] < references:
+        counters = _COUNTERS.array = np.zeros(references, np.uint8)
+    out = np.empty(rows.shape[0], np.bool_)
+    _compiled_votes()(np.ascontiguousarray(rows, np.int64), int(min_votes), counters, out)
+    return out
+
+
+def _votes_py(rows: Any, min_votes: int, counters: Any, out: Any) -> None:
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        if counters[r] < 255:
+            counters[r] += 1
+    for i in range(rows.shape[0]):
+        out[i] = counters[rows[i]] >= min_votes
+    for i in range(rows.shape[0]):
+        counters[rows[i]] = 0
+
+
 def distance_limits(lengths: np.ndarray) -> np.ndarray:
     """The embedding distance each lookup allows, by its list's length (see
     HE_HIT_BUDGET)."""
@@ -586,6 +612,13 @@ def _compiled_scan() -> Callable[..., int]:
 
     # nogil: threads of a service or batch scan walk postings in parallel
     return numba.njit(nogil=True)(_scan_py)  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=1)
+def _compiled_votes() -> Callable[..., None]:
+    import numba
+
+    return numba.njit(nogil=True)(_votes_py)  # type: ignore[no-any-return]
 
 
 @lru_cache(maxsize=1)
