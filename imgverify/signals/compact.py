@@ -13,8 +13,10 @@ Voting: each query descriptor looks up the lists of its nearest words (several p
 descriptor: a copy's descriptor can fall on a neighbouring word) and keeps the postings whose
 embedded bits agree (lists are sorted by embedding and the long ones bucketed by its top
 bits, so only buckets that can agree are read: lists grow with the archive, the buckets
-read per lookup much less); it votes once per reference it hits, with weight 1/sqrt(references it
-hits, over what the query's typical descriptor hits) (burstiness: a logo or ticker on many
+read per lookup much less; a long list allows fewer bits, so the postings that agree by
+chance per lookup stay within a budget, `HE_HIT_BUDGET`); it votes once per reference
+it hits, with weight 1/sqrt(references it hits, over what the query's typical descriptor
+hits) (burstiness: a logo or ticker on many
 references lifts none of them, whatever the archive size). A reference with enough votes
 then counts one vote per word it shares with the query (votes through one word agree with
 each other: they are one piece of evidence). It is a candidate when its weighted votes are
