@@ -7,12 +7,13 @@ it is safe to call from many threads on one open `Archive`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import io
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from PIL import Image
@@ -217,14 +218,17 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         matches.append(_match(refs[exact.key], 1.0, "likely", zero, "identical file", claimed,
                               True))
     local_pending = False
+    # the local-feature picture is decoded again from the original bytes at most once per
+    # check, though both the crop search and the report's alignment may need it
+    local_picture = functools.cache(lambda: _local_picture(loaded))
     if thresholds.use_local_features and not any(m.strength == "likely" for m in matches):
         local_pending = bool(getattr(archive.feature_index(), "pending", False))
         _add_local_matches(loaded, archive, thresholds, matches, claimed, query, scenes,
-                           pictures)
+                           pictures, local_picture())
     matches, desk_checks = split_desk_checks(matches)
     matches = order_matches(matches)[:max_matches]
     if align and thresholds.use_local_features and matches:
-        _align_top(loaded, archive, thresholds, matches[0])
+        _align_top(loaded, archive, thresholds, matches[0], local_picture)
     verdict = decide(matches)
     matched = {m.key for m in matches}
     scenes = _unique_scenes(s for s in scenes if s.key not in matched)[:max_matches]
@@ -276,7 +280,7 @@ def _locate(loaded: LoadedImage, archive: Archive, g: GeometricMatch
 
 
 def _align_top(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
-               top: Match) -> None:
+               top: Match, local_picture: Callable[[], tuple[Image.Image, int]]) -> None:
     """Where a match found by its global hashes sits, for the report: fit the local-feature
     transform against that one reference. A crop matched by its hashes then outlines the
     part of the archived photo it kept, and the HTML shows the alignment. Strength, score
@@ -287,7 +291,7 @@ def _align_top(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
         features = archive.feature_index()
     except ArchiveError:
         return
-    picture, side = _local_picture(loaded)
+    picture, side = local_picture()
     best = None
     extraction = QueryExtraction(picture, QUERY_FEATURES, side=side)
     for mirrored in (False, True):
@@ -389,11 +393,12 @@ def _local_picture(loaded: LoadedImage) -> tuple[Image.Image, int]:
 def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
                        matches: list[Match], claimed: dt.date | None,
                        query: QueryHashes, scenes: list[SceneMatch],
-                       pictures: _ReferencePictures) -> None:
+                       pictures: _ReferencePictures,
+                       local_picture: tuple[Image.Image, int]) -> None:
     """Crops, insets and screenshots: local features with geometric verification, then the
     aligned pixels decide between "copy of the archived photo" and "same place, another
     photo" (see Thresholds.copy_agreement)."""
-    picture, _side = _local_picture(loaded)
+    picture, _side = local_picture
     found = find_local(picture, archive.feature_index(), thresholds, query.inner_regions(),
                        pictures)
     if not found:
