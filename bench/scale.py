@@ -91,6 +91,14 @@ LIKELY, POSSIBLY = "likely_recycled", "possibly_recycled"
 
 
 # -- counter-based randomness: a distractor is rebuilt from its number alone ----------------
+def set_constants(module: Any, assignments: list[str]) -> None:
+    """Apply NAME=VALUE settings of a module's constants for one bench run (`--set`, for
+    tuning on TUNE: the library itself never changes them)."""
+    for item in assignments:
+        name, _, value = item.partition("=")
+        setattr(module, name, type(getattr(module, name))(value))
+
+
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser, vectorised (uint64 wrap-around is the point)."""
     with np.errstate(over="ignore"):

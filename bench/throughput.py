@@ -306,11 +306,12 @@ def main() -> None:
                     help="set a constant of imgverify.signals.compact for the run (tuning "
                          "on these TUNE photos), e.g. HE_HIT_BUDGET=100")
     args = ap.parse_args()
-    from imgverify.signals import compact
+    if args.set:
+        import scale as S
 
-    for item in args.set:
-        name, _, value = item.partition("=")
-        setattr(compact, name, type(getattr(compact, name))(value))
+        from imgverify.signals import compact
+
+        S.set_constants(compact, args.set)
     warnings.simplefilter("ignore")  # decoder warnings of odd sample files
     logging.getLogger("exifread").setLevel(logging.ERROR)
     classes = args.classes.split(",")

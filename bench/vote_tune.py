@@ -269,9 +269,7 @@ def main() -> None:
                     help="set a constant of imgverify.signals.compact for the whole run "
                          "(the recording checker included), e.g. HE_HIT_BUDGET=50")
     args = ap.parse_args()
-    for item in args.set:
-        name, _, value = item.partition("=")
-        setattr(C, name, type(getattr(C, name))(value))
+    scale.set_constants(C, args.set)
     args.split = "tune"  # never the report split: this is where parameters are chosen
     if not scale.PHOTOS.is_dir():
         sys.exit(f"skipped: {scale.PHOTOS} not found")
