@@ -223,8 +223,9 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
     local_picture = functools.cache(lambda: _local_picture(loaded))
     if thresholds.use_local_features and not any(m.strength == "likely" for m in matches):
         local_pending = bool(getattr(archive.feature_index(), "pending", False))
-        _add_local_matches(loaded, archive, thresholds, matches, claimed, query, scenes,
-                           pictures, local_picture())
+        if not local_pending:  # a pending index finds nothing: no keypoints to extract
+            _add_local_matches(loaded, archive, thresholds, matches, claimed, query, scenes,
+                               pictures, local_picture())
     matches, desk_checks = split_desk_checks(matches)
     matches = order_matches(matches)[:max_matches]
     if align and thresholds.use_local_features and matches:
@@ -291,6 +292,8 @@ def _align_top(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
         features = archive.feature_index()
     except ArchiveError:
         return
+    if getattr(features, "pending", False):
+        return  # nothing to align against until the index is built
     picture, side = local_picture()
     best = None
     extraction = QueryExtraction(picture, QUERY_FEATURES, side=side)
