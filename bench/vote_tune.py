@@ -190,11 +190,33 @@ def replay(ix: C.CompactFeatureIndex, calls: list[Call], tasks: list[Any],
     first: dict[int, bool] = {}
     ms: dict[int, float] = {}
     ncand = []
+    gated: set[int] = set()  # tasks whose next full vote a failed probe cancels
+    seen: set[int] = set()  # tasks whose whole-picture vote was replayed
+    after_probe = False
     for c in calls:
         t0 = time.process_time()
+        if not c.probe and c.task in seen and not after_probe and p.get("mirror_probe") \
+                and len(c.query) > p["mirror_probe"]:
+            # a mirror vote (a full vote neither first nor after a probe), gated by a probe
+            # of its strongest descriptors as regions are
+            n = p["mirror_probe"]
+            head = LocalFeatures(c.query.points[:n], c.query.descriptors[:n], c.query.width,
+                                 c.query.height)
+            if not vote_variant(ix, head, True, p, None)[0]:
+                gated.add(c.task)
+        after_probe = c.probe
+        seen.add(c.task)
+        if not c.probe and c.task in gated:
+            gated.discard(c.task)
+            ms[c.task] = ms.get(c.task, 0.0) + (time.process_time() - t0) * 1000
+            continue
         keys, rank = vote_variant(ix, c.query, c.probe, p, truth[c.task])
         ms[c.task] = ms.get(c.task, 0.0) + (time.process_time() - t0) * 1000
-        if c.probe:
+        if c.probe:  # the region's full vote (next) happens only when its probe passes
+            if keys:
+                gated.discard(c.task)
+            else:
+                gated.add(c.task)
             continue
         ncand.append(len(keys))
         if truth[c.task] is not None:
@@ -230,6 +252,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "budget100": {"lib": True, "top": 4, "C_HE_HIT_BUDGET": 100.0},
     "budget50_min2": {"lib": True, "top": 4, "C_HE_HIT_BUDGET": 50.0, "C_HE_MIN_DISTANCE": 2},
     "gate160": {"lib": True, "top": 4, "gate": 160},
+    # the count-based chance bar (C.CHANCE_REFERENCES: references expected to reach a
+    # candidate's votes by chance; inf: off, as before it), and a probe gate on mirror votes
+    "nfa_off": {"lib": True, "top": 4, "C_CHANCE_REFERENCES": float("inf")},
+    "nfa1": {"lib": True, "top": 4, "C_CHANCE_REFERENCES": 1.0},
+    "nfa0.1": {"lib": True, "top": 4, "C_CHANCE_REFERENCES": 0.1},
+    "nfa100": {"lib": True, "top": 4, "C_CHANCE_REFERENCES": 100.0},
+    "mirror_probe": {"lib": True, "top": 4, "mirror_probe": 160},
     "no_stop": {"stop": 0.0},
     "stop50": _S,
     "stop20": {"stop": 20.0, "stop_min": 2000},

@@ -377,3 +377,52 @@ def test_vote_counting_matches_a_full_count_and_leaves_no_residue() -> None:
             expect = np.bincount(rows, minlength=5000)[rows] >= min_votes
             assert np.array_equal(rows_with_votes(rows, min_votes, 5000), expect)
     assert not rows_with_votes(np.zeros(0, np.int64), 4, 5000).size
+
+
+def test_poisson_tail_bounds_the_exact_tail_tightly_where_chance_is_small() -> None:
+    import math
+
+    from imgverify.signals.compact import poisson_log_tail
+
+    for lam in (1e-4, 0.01, 0.3, 2.0, 9.0):
+        for k in range(1, 40):
+            exact = 1.0 - sum(math.exp(-lam) * lam ** i / math.factorial(i) for i in range(k))
+            got = float(poisson_log_tail(np.array([k]), np.array([lam]))[0])
+            if exact <= 1e-12:  # below float resolution of 1 - sum: compare with the terms
+                exact = sum(math.exp(-lam) * lam ** i / math.factorial(i)
+                            for i in range(k, k + 60))
+            assert got >= math.log(exact) - 1e-9  # never below: chance is not understated
+            if lam / (k + 1) <= 0.5:
+                assert got - math.log(exact) < math.log(2.0)
+
+
+def test_a_probe_at_a_million_references_is_not_passed_by_chance(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lists shared by a million references hand hundreds of them two probe votes by chance;
+    the count-based bar keeps only a reference with more votes than chance gives any."""
+    from imgverify.signals import compact as C
+    from imgverify.signals.features import LocalFeatures
+    from imgverify.signals.vocabulary import default_vocabulary
+
+    rng = np.random.default_rng(3)
+    vocab = default_vocabulary()
+    desc = rng.integers(0, 256, (160, 32), dtype=np.uint8)
+    q_idx, words = C.query_words(vocab, desc)
+    query_he = vocab.embed(desc[q_idx], words)
+    n, per_list = 1_000_000, 3000
+    rows = rng.integers(1, n, (words.size, per_list))
+    he = rng.integers(0, 1 << 16, (words.size, per_list)).astype(np.uint16)
+    planted = np.unique(q_idx, return_index=True)[1][:6]  # six descriptors' first words
+    rows[planted, 0] = 0
+    he[planted, 0] = query_he[planted]
+    all_words = np.repeat(words, per_list)
+    ix = C.CompactFeatureIndex.from_postings(
+        np.arange(n, dtype=np.int64), np.bincount(rows.ravel(), minlength=n).astype(np.uint16),
+        all_words, rows.ravel(), he.ravel(), lambda keys: {}, vocab)
+    query = LocalFeatures(np.zeros((160, 2), np.float32), desc, 640, 480)
+    counted = ix.vote(query, top=10_000, min_votes=ix.probe_votes)
+    monkeypatch.setattr(C, "CHANCE_REFERENCES", float("inf"))
+    by_ratio = ix.vote(query, top=10_000, min_votes=ix.probe_votes)
+    assert len(by_ratio) > 20, len(by_ratio)  # chance alone passes the ratio test
+    assert counted and counted[0][0] == 0 and counted[0][1] >= 6
+    assert len(counted) <= 3, counted

@@ -20,8 +20,9 @@ hits) (burstiness: a logo or ticker on many
 references lifts none of them, whatever the archive size). A reference with enough votes
 then counts one vote per word it shares with the query (votes through one word agree with
 each other: they are one piece of evidence). It is a candidate when its weighted votes are
-well above what chance gives a reference with as many keypoints. Words held by far more
-references than the mean are not looked up at all (a stop list).
+well above what chance gives a reference with as many keypoints, and so many that chance
+would give them to almost no reference of the whole archive (`CHANCE_REFERENCES`). Words
+held by far more references than the mean are not looked up at all (a stop list).
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ STOP_MIN = 2000
 MIN_VOTES = 4
 CHANCE_FACTOR = 2.5
 MIN_WEIGHT = 0.75
+#: Chance, counted over the archive: a reference is a candidate only when fewer than this many
+#: of the archive's references would reach its word votes by chance (Poisson, with its share
+#: of the query's hits: `poisson_log_tail`). The ratio test above does not see the archive's
+#: size: at a million references a query's hits give hundreds of references 2 or 3 votes by
+#: chance, each a verification after a full vote and a pass after a probe. Chosen on TUNE at
+#: 1 M references (bench/vote_tune.py, bench/throughput.py; CHANGELOG): 10 keeps every
+#: positive the checker found; 1 was cheaper still but lost two.
+CHANCE_REFERENCES = 10.0
 #: Candidates verified per query picture. On TUNE at 10 k and 1 M references the true
 #: reference, when voted at all, came first (bench/vote_tune.py); 4 leave margin.
 TOP = 4
@@ -366,6 +375,9 @@ class CompactFeatureIndex:
         share = np.asarray(self.ref_counts[uniq], np.float64) / max(1, len(self))
         expected = float(weight.sum()) * share
         ok = weighted >= CHANCE_FACTOR * expected + MIN_WEIGHT
+        if math.isfinite(CHANCE_REFERENCES):
+            tail = poisson_log_tail(votes, rows.size * share)
+            ok &= math.log(self.references) + tail <= math.log(CHANCE_REFERENCES)
         if not ok.any():
             return []
         cand = np.flatnonzero(ok)
@@ -401,6 +413,22 @@ class CompactFeatureIndex:
         if ref is None:
             return None
         return verify_pair(query, ref, ref_key, mirrored)
+
+
+_LOG_FACTORIAL = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, 1 << 16)))])
+
+
+def poisson_log_tail(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """log P(X >= k) for X ~ Poisson(lam), elementwise (k >= 1), from its first term and the
+    geometric bound on the rest (tight where chance is small, which is where it matters;
+    0 where lam is not below k + 1)."""
+    k = np.minimum(np.asarray(k, np.int64), _LOG_FACTORIAL.size - 1)
+    lam = np.maximum(np.asarray(lam, np.float64), 1e-300)
+    ratio = lam / (k + 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        first = k * np.log(lam) - lam - _LOG_FACTORIAL[k]
+        out = first - np.log1p(-np.minimum(ratio, 1.0))
+    return np.where(ratio < 1.0, np.minimum(out, 0.0), 0.0)
 
 
 def query_words(vocabulary: Vocabulary, desc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
