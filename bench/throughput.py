@@ -277,8 +277,9 @@ def print_table(summary: dict[str, Any]) -> None:
 
 
 def profile(queries: list[dict[str, Any]], archive: Any, which: str, top: int) -> None:
-    cls, kind = which.split("-")
-    qs = [q for q in queries if q["cls"] == cls and q["kind"] == kind]
+    cls, kind, *edit = which.split("-", 2)
+    qs = [q for q in queries if q["cls"] == cls and q["kind"] == kind
+          and (not edit or q["edit"] == edit[0])]
     prof = cProfile.Profile()
     prof.enable()
     for q in qs:
@@ -296,7 +297,8 @@ def main() -> None:
     ap.add_argument("--camera", type=int, default=14, help="archived (and negative) camera JPEGs")
     ap.add_argument("--repeat", type=int, default=1, help="timings per query (the least counts)")
     ap.add_argument("--classes", default="small,camera")
-    ap.add_argument("--profile", default="", help="e.g. small-neg: cProfile those checks")
+    ap.add_argument("--profile", default="",
+                    help="e.g. small-neg or small-neg-collage: cProfile those checks")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--json", default="", help="write the summary here")
     ap.add_argument("--scale", type=int, default=0,
@@ -345,6 +347,11 @@ def main() -> None:
                  and q["verdict"] in ("likely_recycled", "possibly_recycled")]
         print(f"positives missed: {[(q['cls'], q['edit']) for q in missed]}")
         print(f"negatives flagged: {[(q['cls'], q['edit'], q['verdict']) for q in false]}")
+        by_edit: dict[tuple[str, str, str], list[float]] = {}
+        for q in queries:
+            by_edit.setdefault((q["cls"], q["kind"], q["edit"]), []).append(min(q["check"]))
+        print("mean CPU ms per edit: " + ", ".join(
+            f"{c}/{k}/{e} {statistics.mean(v):.0f}" for (c, k, e), v in sorted(by_edit.items())))
         slow = sorted(queries, key=lambda q: -min(q["check"]))[:8]
         print("slowest: " + ", ".join(f"{q['cls']}/{q['kind']}/{q['edit']} "
                                       f"{min(q['check']):.0f} ms" for q in slow))
