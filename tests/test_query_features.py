@@ -54,6 +54,24 @@ def test_descriptors_of_kept_keypoints_are_detect_and_compute() -> None:
         assert np.allclose(got.points * [arr.shape[1], arr.shape[0]], want, atol=1e-3)
 
 
+def test_a_probe_head_is_the_start_of_the_full_description() -> None:
+    """Regions describe only their probe's keypoints until the probe passes: the same
+    descriptors as the first ones of the full description, before or after it."""
+    for path in _photos(3):
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+        early = QueryExtraction(rgb, QUERY_FEATURES)
+        head = early.head(160)
+        full = early.features
+        assert len(head) == 160 and len(full) > 160
+        assert np.array_equal(head.descriptors, full.descriptors[:160])
+        assert np.array_equal(head.points, full.points[:160])
+        assert np.array_equal(early.head(160).descriptors, head.descriptors)
+        late = QueryExtraction(rgb, QUERY_FEATURES)
+        assert np.array_equal(late.features.descriptors, full.descriptors)
+        assert np.array_equal(late.head(160).descriptors, head.descriptors)
+
+
 def test_mirrored_descriptors_match_the_mirror_images_own() -> None:
     agree = total = 0
     for path in _photos(3):

@@ -177,15 +177,14 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
         return any(g.inliers >= thresholds.local_likely and confirmed(g)
                    for g in found.values())
 
-    def promising(query: LocalFeatures) -> bool:
-        # a region's strongest, spread-out descriptors vote first; only when they lift some
-        # reference above chance do all of them vote (most inner regions of a picture that
-        # is not archived stop here, at a third of the cost)
-        if len(query) <= REGION_PROBE_FEATURES:
-            return True
-        probe = LocalFeatures(query.points[:REGION_PROBE_FEATURES],
-                              query.descriptors[:REGION_PROBE_FEATURES],
-                              query.width, query.height)
+    def promising(region: QueryExtraction) -> bool:
+        # a region's strongest, spread-out descriptors vote first (only they are described
+        # so far); only when they lift some reference above chance are the rest described
+        # and all of them vote (most inner regions of a picture that is not archived stop
+        # here, at a third of the cost)
+        if len(region) <= REGION_PROBE_FEATURES:
+            return True  # that is all there is: the full vote is the probe
+        probe = region.head(REGION_PROBE_FEATURES)
         return bool(features.vote(probe, min_votes=getattr(features, "probe_votes",
                                                          REGION_PROBE_VOTES)))
 
@@ -203,9 +202,9 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
             if box[2] - box[0] < 48 or box[3] - box[1] < 48:
                 continue
             crop = picture.crop(box)
-            local = extraction(crop).features
+            local = extraction(crop)
             if promising(local):
-                attempt(local, crop, False, (x0, y0, x1, y1))
+                attempt(local.features, crop, False, (x0, y0, x1, y1))
             if not strong() and name == "photo":
                 # a screenshot of a screenshot: the photo band holds another layout, with
                 # the photo inside it; one level deeper is enough in practice

@@ -114,20 +114,45 @@ class QueryExtraction:
 
         self._array = _gray_array(picture, side)
         h, w = self._array.shape
+        self._chosen: list[Any] = []  # detected, strongest spread first, not yet described
         self._keypoints: list[Any] = []
         self._orb: Any = None
+        self._features: LocalFeatures | None = None
+        self._heads: dict[int, LocalFeatures] = {}
         self._mirrored: LocalFeatures | None = None
-        self.features = _empty(w, h)
         if min(h, w) < 32:
             return
         self._orb = cv2.ORB_create(  # type: ignore[attr-defined]
             nfeatures=max_features * 3, fastThreshold=12, edgeThreshold=15, patchSize=31)
         keypoints = self._orb.detect(self._array, None)
-        if not keypoints:
-            return
-        order = _spread(keypoints, w, h, max_features)
-        self._keypoints, self.features = self._describe(self._array, [keypoints[i]
-                                                                      for i in order])
+        if keypoints:
+            self._chosen = [keypoints[i] for i in _spread(keypoints, w, h, max_features)]
+
+    def __len__(self) -> int:
+        """Keypoints kept (described or not)."""
+        return len(self._chosen)
+
+    @property
+    def features(self) -> LocalFeatures:
+        """All kept keypoints, described on first use."""
+        if self._features is None:
+            if self._chosen:
+                self._keypoints, self._features = self._describe(self._array, self._chosen)
+            else:
+                h, w = self._array.shape
+                self._features = _empty(w, h)
+        return self._features
+
+    def head(self, n: int) -> LocalFeatures:
+        """The `n` strongest spread keypoints' features. Only these are described when a
+        probe of them is all a picture gets (most regions of a picture not archived)."""
+        if self._features is not None or len(self._chosen) <= n:
+            full = self.features
+            return LocalFeatures(full.points[:n], full.descriptors[:n], full.width,
+                                 full.height)
+        if n not in self._heads:
+            self._heads[n] = self._describe(self._array, self._chosen[:n])[1]
+        return self._heads[n]
 
     def _describe(self, arr: np.ndarray, keypoints: list[Any]
                   ) -> tuple[list[Any], LocalFeatures]:
@@ -149,6 +174,7 @@ class QueryExtraction:
         if self._mirrored is None:
             import cv2
 
+            self.features  # noqa: B018 - the kept keypoints, which are mirrored
             h, w = self._array.shape
             flipped = np.ascontiguousarray(self._array[:, ::-1])
             scale_factor = float(self._orb.getScaleFactor()) if self._orb is not None else 1.2
