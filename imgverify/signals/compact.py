@@ -415,7 +415,9 @@ class CompactFeatureIndex:
         return verify_pair(query, ref, ref_key, mirrored)
 
 
-_LOG_FACTORIAL = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, 1 << 16)))])
+#: log k! for the vote counts a query can give; a larger count is clamped, which overstates
+#: its chance (the tail only shrinks with k), never understates it
+_LOG_FACTORIAL = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, 4096)))])
 
 
 def poisson_log_tail(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
