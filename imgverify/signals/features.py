@@ -118,7 +118,7 @@ class QueryExtraction:
         self._keypoints: list[Any] = []
         self._orb: Any = None
         self._features: LocalFeatures | None = None
-        self._heads: dict[int, LocalFeatures] = {}
+        self._heads: dict[int, tuple[list[Any], LocalFeatures]] = {}  # described first n
         self._mirrored: LocalFeatures | None = None
         if min(h, w) < 32:
             return
@@ -136,11 +136,17 @@ class QueryExtraction:
     def features(self) -> LocalFeatures:
         """All kept keypoints, described on first use."""
         if self._features is None:
-            if self._chosen:
-                self._keypoints, self._features = self._describe(self._array, self._chosen)
-            else:
-                h, w = self._array.shape
-                self._features = _empty(w, h)
+            h, w = self._array.shape
+            done = max(self._heads, default=0)  # a probe's head is not described again
+            kept, rest = self._describe(self._array, self._chosen[done:]) \
+                if len(self._chosen) > done else ([], _empty(w, h))
+            if done:
+                head_kept, head = self._heads[done]
+                kept = head_kept + kept
+                rest = LocalFeatures(np.concatenate([head.points, rest.points]),
+                                     np.concatenate([head.descriptors, rest.descriptors]),
+                                     w, h)
+            self._keypoints, self._features = kept, rest
         return self._features
 
     def head(self, n: int) -> LocalFeatures:
@@ -151,8 +157,8 @@ class QueryExtraction:
             return LocalFeatures(full.points[:n], full.descriptors[:n], full.width,
                                  full.height)
         if n not in self._heads:
-            self._heads[n] = self._describe(self._array, self._chosen[:n])[1]
-        return self._heads[n]
+            self._heads[n] = self._describe(self._array, self._chosen[:n])
+        return self._heads[n][1]
 
     def _describe(self, arr: np.ndarray, keypoints: list[Any]
                   ) -> tuple[list[Any], LocalFeatures]:
