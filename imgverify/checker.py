@@ -221,15 +221,18 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
     # the local-feature picture is decoded again from the original bytes at most once per
     # check, though both the crop search and the report's alignment may need it
     local_picture = functools.cache(lambda: _local_picture(loaded))
+    # and its keypoints found once: the crop search and the alignment see the same picture
+    local_extraction = functools.cache(
+        lambda: QueryExtraction(local_picture()[0], QUERY_FEATURES, side=local_picture()[1]))
     if thresholds.use_local_features and not any(m.strength == "likely" for m in matches):
         local_pending = bool(getattr(archive.feature_index(), "pending", False))
         if not local_pending:  # a pending index finds nothing: no keypoints to extract
             _add_local_matches(loaded, archive, thresholds, matches, claimed, query, scenes,
-                               pictures, local_picture())
+                               pictures, local_picture()[0], local_extraction())
     matches, desk_checks = split_desk_checks(matches)
     matches = order_matches(matches)[:max_matches]
     if align and thresholds.use_local_features and matches:
-        _align_top(loaded, archive, thresholds, matches[0], local_picture)
+        _align_top(loaded, archive, thresholds, matches[0], local_extraction)
     verdict = decide(matches)
     matched = {m.key for m in matches}
     scenes = _unique_scenes(s for s in scenes if s.key not in matched)[:max_matches]
@@ -281,7 +284,7 @@ def _locate(loaded: LoadedImage, archive: Archive, g: GeometricMatch
 
 
 def _align_top(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
-               top: Match, local_picture: Callable[[], tuple[Image.Image, int]]) -> None:
+               top: Match, local_extraction: Callable[[], QueryExtraction]) -> None:
     """Where a match found by its global hashes sits, for the report: fit the local-feature
     transform against that one reference. A crop matched by its hashes then outlines the
     part of the archived photo it kept, and the HTML shows the alignment. Strength, score
@@ -294,9 +297,8 @@ def _align_top(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
         return
     if getattr(features, "pending", False):
         return  # nothing to align against until the index is built
-    picture, side = local_picture()
     best = None
-    extraction = QueryExtraction(picture, QUERY_FEATURES, side=side)
+    extraction = local_extraction()
     for mirrored in (False, True):
         g = features.verify(extraction.mirrored() if mirrored else extraction.features,
                             top.key, mirrored=mirrored)
@@ -396,14 +398,13 @@ def _local_picture(loaded: LoadedImage) -> tuple[Image.Image, int]:
 def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
                        matches: list[Match], claimed: dt.date | None,
                        query: QueryHashes, scenes: list[SceneMatch],
-                       pictures: _ReferencePictures,
-                       local_picture: tuple[Image.Image, int]) -> None:
+                       pictures: _ReferencePictures, picture: Image.Image,
+                       extraction: QueryExtraction) -> None:
     """Crops, insets and screenshots: local features with geometric verification, then the
     aligned pixels decide between "copy of the archived photo" and "same place, another
     photo" (see Thresholds.copy_agreement)."""
-    picture, _side = local_picture
     found = find_local(picture, archive.feature_index(), thresholds, query.inner_regions(),
-                       pictures)
+                       pictures, whole=extraction)
     if not found:
         return
     refs = archive.references([g.ref_key for g in found])

@@ -118,8 +118,8 @@ def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
 
 def find_local(picture: Image.Image, features: LocalIndex, thresholds: Thresholds,
                regions: list[tuple[str, tuple[float, float, float, float]]] | None = None,
-               reference_picture: Callable[[int], Image.Image | None] | None = None
-               ) -> list[GeometricMatch]:
+               reference_picture: Callable[[int], Image.Image | None] | None = None,
+               whole: QueryExtraction | None = None) -> list[GeometricMatch]:
     """References found by local features + RANSAC, strongest first.
 
     The whole picture is tried first, then (if nothing verified) its mirror image, then each
@@ -130,6 +130,8 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
     logo, badge or ticker) is dropped. `reference_picture(key)` gives a reference's pixels
     (the archive's thumbnail) to measure how well the aligned query reproduces them
     (`GeometricMatch.agreement`), which tells a copy from another photo of the same place.
+    `whole` is the picture's own extraction when the caller has one (the report's alignment
+    uses the same keypoints).
     """
     if len(features) == 0:
         return []
@@ -188,7 +190,7 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
         return bool(features.vote(probe, min_votes=getattr(features, "probe_votes",
                                                          REGION_PROBE_VOTES)))
 
-    whole = extraction(picture)
+    whole = whole or extraction(picture)
     attempt(whole.features, picture, False, None)
     if not any(confirmed(g) for g in found.values()):
         # the mirror image's descriptors at the mirrored keypoints: no second detection
