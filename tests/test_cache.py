@@ -118,37 +118,70 @@ def _racing_writer(root: str, generation: int, start: Any) -> None:
 
 def test_writers_racing_to_save_never_mix_generations(tmp_path: Path) -> None:
     """Six processes publish caches of three generations (two writers each) at the same time:
-    every cache that opens holds exactly its own generation's arrays.
-
-    Each publish prunes the others, so two writers finishing together can prune each other
-    and leave none (allowed: it is rebuilt); the race is run again until one survives, so
-    the check is never vacuous."""
+    every cache that opens holds exactly its own generation's arrays, and the newest survives
+    (a writer of an older generation finishing last must not delete it)."""
     ctx = multiprocessing.get_context("fork")
-    opened = 0
-    for _round in range(5):
-        start = ctx.Barrier(6)
-        procs = [ctx.Process(target=_racing_writer, args=(str(tmp_path), 1 + i % 3, start))
-                 for i in range(6)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(120)
-            assert p.exitcode == 0
-        for generation in (1, 2, 3):
-            key = CacheKey("arch", str(generation), f"token{generation}", 2)
-            found = open_cache(tmp_path, "index", CACHE_FORMAT, key)
-            if found is None:
-                continue  # removed by a later writer: allowed, it is rebuilt
-            opened += 1
-            loaded = HashIndex.load(*found)
-            expected = _random_index(generation)
-            assert loaded is not None
-            assert np.array_equal(np.asarray(loaded.pdq), np.asarray(expected.pdq))
-            assert set(np.asarray(loaded.phash).tolist()) == {generation}
-        if opened:
-            break
-    assert opened >= 1
+    start = ctx.Barrier(6)
+    procs = [ctx.Process(target=_racing_writer, args=(str(tmp_path), 1 + i % 3, start))
+             for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    opened = []
+    for generation in (1, 2, 3):
+        key = CacheKey("arch", str(generation), f"token{generation}", 2)
+        found = open_cache(tmp_path, "index", CACHE_FORMAT, key)
+        if found is None:
+            continue  # an older generation, removed by a newer writer: allowed
+        opened.append(generation)
+        loaded = HashIndex.load(*found)
+        expected = _random_index(generation)
+        assert loaded is not None
+        assert np.array_equal(np.asarray(loaded.pdq), np.asarray(expected.pdq))
+        assert set(np.asarray(loaded.phash).tolist()) == {generation}
+    assert 3 in opened, "the newest generation's cache is never pruned by an older writer"
     assert not list(tmp_path.glob(".index-*")), "no private folder is left behind"
+
+
+def test_a_damaged_cache_is_replaced_by_the_next_writer(tmp_path: Path) -> None:
+    """A cache damaged under its own name (a full disk, a crash during a copy) must not make
+    every later process rebuild the index for as long as the archive stays the same."""
+    index = _random_index(7)
+    key = CacheKey("arch", "4", "token", 2)
+
+    def save(folder: Path) -> dict[str, Any]:
+        return index.save(folder, with_mih=False)
+
+    folder = publish_cache(tmp_path, "index", CACHE_FORMAT, key, save)
+    assert folder is not None
+    victim = folder / "pdq.npy"
+    victim.write_bytes(victim.read_bytes()[:-7])
+    assert open_cache(tmp_path, "index", CACHE_FORMAT, key) is None
+    assert publish_cache(tmp_path, "index", CACHE_FORMAT, key, save) == folder
+    found = open_cache(tmp_path, "index", CACHE_FORMAT, key)
+    assert found is not None
+    loaded = HashIndex.load(*found)
+    assert loaded is not None and np.array_equal(np.asarray(loaded.pdq),
+                                                 np.asarray(index.pdq))
+    assert not list(tmp_path.glob(".index-*")), "the damaged copy is gone"
+
+
+def test_an_older_writer_keeps_a_newer_cache_and_a_newer_one_prunes_it(tmp_path: Path
+                                                                       ) -> None:
+    old, new = _random_index(1), _random_index(2)
+    k_old, k_new = CacheKey("arch", "9", "a", 2), CacheKey("arch", "10", "b", 2)
+    publish_cache(tmp_path, "index", CACHE_FORMAT, k_new, lambda f: new.save(f, with_mih=False))
+    publish_cache(tmp_path, "index", CACHE_FORMAT, k_old, lambda f: old.save(f, with_mih=False))
+    assert open_cache(tmp_path, "index", CACHE_FORMAT, k_new) is not None
+    assert open_cache(tmp_path, "index", CACHE_FORMAT, k_old) is not None
+    k_newer = CacheKey("arch", "11", "c", 2)
+    publish_cache(tmp_path, "index", CACHE_FORMAT, k_newer,
+                  lambda f: new.save(f, with_mih=False))
+    assert open_cache(tmp_path, "index", CACHE_FORMAT, k_old) is None
+    assert open_cache(tmp_path, "index", CACHE_FORMAT, k_new) is None
+    assert open_cache(tmp_path, "index", CACHE_FORMAT, k_newer) is not None
 
 
 @pytest.mark.parametrize("victim", ["pdq.npy", "ref_keys.npy", "manifest.json"])

@@ -129,18 +129,56 @@ def publish_cache(root: Path, kind: str, fmt: int, key: CacheKey,
         try:
             os.rename(tmp, final)
         except OSError:
-            # another process published the same key first: theirs is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
-            return final if open_cache(root, kind, fmt, key) is not None else None
+            if open_cache(root, kind, fmt, key) is not None:
+                # another process published the same key first: theirs is as good as ours
+                shutil.rmtree(tmp, ignore_errors=True)
+                return final
+            # a damaged cache under our name (truncated by a full disk, say) would otherwise
+            # be rebuilt by every process that opens the archive, for as long as the archive
+            # does not change: set it aside and publish ours in its place
+            _discard(root, kind, final)
+            os.rename(tmp, final)
     except (OSError, RuntimeError, ValueError):
         shutil.rmtree(tmp, ignore_errors=True)
         return None
-    _prune(root, kind, keep=final.name)
+    _prune(root, kind, keep=final.name, generation=key.generation)
     return final
 
 
-def _prune(root: Path, kind: str, keep: str) -> None:
-    """Best effort: drop other published caches of this kind and stale private folders."""
+def _discard(root: Path, kind: str, folder: Path) -> None:
+    """Move `folder` out of the published names first (so no reader opens it half-deleted),
+    then delete it; another process discarding the same folder at once is not an error."""
+    try:
+        aside = Path(tempfile.mkdtemp(prefix=f".{kind}-", suffix=".tmp", dir=root))
+        os.rename(folder, aside / "damaged")
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _older(theirs: str, ours: str) -> bool:
+    """Whether generation `theirs` precedes `ours` (numbers compare as numbers; anything
+    else that differs counts as older, so it is replaced as before)."""
+    if theirs.isdigit() and ours.isdigit():
+        return int(theirs) < int(ours)
+    return theirs != ours
+
+
+def _generation_of(folder: Path) -> str | None:
+    try:
+        return str(json.loads((folder / MANIFEST).read_text())["key"]["generation"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _prune(root: Path, kind: str, keep: str, generation: str) -> None:
+    """Best effort: drop the caches of this kind that an older state of the archive (or an
+    older format) left, and stale private folders.
+
+    A cache of a newer generation is kept: a process still on an older state that publishes
+    late must not delete what a newer one just wrote (two writers of different generations
+    would otherwise delete each other's caches and leave none).
+    """
     try:
         entries = list(root.iterdir())
     except OSError:
@@ -150,7 +188,9 @@ def _prune(root: Path, kind: str, keep: str) -> None:
         if entry.name == keep or not entry.is_dir():
             continue
         if entry.name.startswith(f"{kind}-f"):
-            shutil.rmtree(entry, ignore_errors=True)
+            theirs = _generation_of(entry)
+            if theirs is None or theirs == generation or _older(theirs, generation):
+                shutil.rmtree(entry, ignore_errors=True)
         elif entry.name.startswith(f".{kind}-") and entry.name.endswith(".tmp"):
             try:
                 abandoned = now - entry.stat().st_mtime > _ABANDONED_AFTER_S
