@@ -255,10 +255,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the count-based chance bar (C.CHANCE_REFERENCES: references expected to reach a
     # candidate's votes by chance; inf: off, as before it), and a probe gate on mirror votes
     "nfa_off": {"lib": True, "top": 4, "C_CHANCE_REFERENCES": float("inf")},
-    "nfa1": {"lib": True, "top": 4, "C_CHANCE_REFERENCES": 1.0},
-    "nfa0.1": {"lib": True, "top": 4, "C_CHANCE_REFERENCES": 0.1},
-    "nfa100": {"lib": True, "top": 4, "C_CHANCE_REFERENCES": 100.0},
+    "nfa1": {"lib": True, "top": 4, "C_CHANCE_REFERENCES": 1.0, "C_CHANCE_STRONG": -1},
+    "nfa0.1": {"lib": True, "top": 4, "C_CHANCE_REFERENCES": 0.1, "C_CHANCE_STRONG": -1},
+    "nfa100": {"lib": True, "top": 4, "C_CHANCE_REFERENCES": 100.0, "C_CHANCE_STRONG": -1},
     "mirror_probe": {"lib": True, "top": 4, "mirror_probe": 160},
+    # the bar's second count, on votes whose embedding agrees to within 0, 1 or 2 bits
+    # (C.CHANCE_STRONG; -1: off); record with --set CHANCE_REFERENCES=inf so that regions a
+    # looser bar would open are in the recording
+    "nfa10": {"lib": True, "top": 4, "C_CHANCE_REFERENCES": 10.0, "C_CHANCE_STRONG": -1},
+    "strong1": {"lib": True, "top": 4, "C_CHANCE_STRONG": 1, "C_CHANCE_REFERENCES": 10.0},
+    "strong0": {"lib": True, "top": 4, "C_CHANCE_STRONG": 0, "C_CHANCE_REFERENCES": 10.0},
+    "strong1_nfa3": {"lib": True, "top": 4, "C_CHANCE_STRONG": 1, "C_CHANCE_REFERENCES": 3.0},
+    "strong1_nfa30": {"lib": True, "top": 4, "C_CHANCE_STRONG": 1,
+                      "C_CHANCE_REFERENCES": 30.0},
+    "strong2": {"lib": True, "top": 4, "C_CHANCE_STRONG": 2, "C_CHANCE_REFERENCES": 10.0},
+    "strong1_nfa1": {"lib": True, "top": 4, "C_CHANCE_STRONG": 1, "C_CHANCE_REFERENCES": 1.0},
     "no_stop": {"stop": 0.0},
     "stop50": _S,
     "stop20": {"stop": 20.0, "stop_min": 2000},
