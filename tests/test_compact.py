@@ -426,35 +426,3 @@ def test_a_probe_at_a_million_references_is_not_passed_by_chance(
     assert len(by_ratio) > 20, len(by_ratio)  # chance alone passes the ratio test
     assert counted and counted[0][0] == 0 and counted[0][1] >= 6
     assert len(counted) <= 3, counted
-
-
-def test_a_probe_with_few_exact_votes_passes_the_bar_that_counts_close_embeddings(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two votes are what chance gives hundreds of references of a million; two votes whose
-    embedded bits agree exactly are not. The bar's second count keeps such a reference, and
-    chance does not pass it either way."""
-    from imgverify.signals import compact as C
-    from imgverify.signals.features import LocalFeatures
-    from imgverify.signals.vocabulary import default_vocabulary
-
-    rng = np.random.default_rng(5)
-    vocab = default_vocabulary()
-    desc = rng.integers(0, 256, (160, 32), dtype=np.uint8)
-    q_idx, words = C.query_words(vocab, desc)
-    query_he = vocab.embed(desc[q_idx], words)
-    n, per_list = 1_000_000, 3000
-    rows = rng.integers(1, n, (words.size, per_list))
-    he = rng.integers(0, 1 << 16, (words.size, per_list)).astype(np.uint16)
-    planted = np.unique(q_idx, return_index=True)[1][:2]  # two descriptors, exact bits
-    rows[planted, 0] = 0
-    he[planted, 0] = query_he[planted]
-    ix = C.CompactFeatureIndex.from_postings(
-        np.arange(n, dtype=np.int64), np.bincount(rows.ravel(), minlength=n).astype(np.uint16),
-        np.repeat(words, per_list), rows.ravel(), he.ravel(), lambda keys: {}, vocab)
-    query = LocalFeatures(np.zeros((160, 2), np.float32), desc, 640, 480)
-    both = ix.vote(query, top=10_000, min_votes=ix.probe_votes)
-    monkeypatch.setattr(C, "CHANCE_STRONG", -1)
-    all_votes_only = ix.vote(query, top=10_000, min_votes=ix.probe_votes)
-    assert 0 not in [key for key, _ in all_votes_only]
-    assert both and both[0][0] == 0, both
-    assert len(both) <= 3 and len(all_votes_only) <= 3, (both, all_votes_only)

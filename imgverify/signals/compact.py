@@ -80,13 +80,6 @@ MIN_WEIGHT = 0.75
 #: 1 M references (bench/vote_tune.py, bench/throughput.py; CHANGELOG): 10 keeps every
 #: positive the checker found; 1 was cheaper still but lost two.
 CHANCE_REFERENCES = 10.0
-#: The bar counts a second way, on the votes whose embedded bits agree to within this many
-#: (a true pair's usually do; only 17 of 65,536 random embeddings do), against chance among
-#: the query's hits that close; a reference passes on either count (at twice the chance, for
-#: the two looks). Counting every vote alone lost true references whose few votes were all
-#: exact: on TUNE at 1 M references this finds every reference the vote without a bar
-#: reaches, with the bar's cut in chance candidates (bench/vote_tune.py). -1: off.
-CHANCE_STRONG = 1
 #: Candidates verified per query picture. On TUNE at 10 k and 1 M references the true
 #: reference, when voted at all, came first (bench/vote_tune.py); 4 leave margin.
 TOP = 4
@@ -384,12 +377,6 @@ class CompactFeatureIndex:
         ok = weighted >= CHANCE_FACTOR * expected + MIN_WEIGHT
         if math.isfinite(CHANCE_REFERENCES):
             tail = poisson_log_tail(votes, rows.size * share)
-            if CHANCE_STRONG >= 0:
-                strong = he_dist <= CHANCE_STRONG
-                s_votes = np.bincount(inverse, weights=strong[best])[keep].astype(np.int64)
-                s_tail = poisson_log_tail(np.maximum(s_votes, 1),
-                                          int(np.count_nonzero(strong)) * share)
-                tail = np.minimum(tail, np.where(s_votes > 0, s_tail + math.log(2.0), 0.0))
             ok &= math.log(self.references) + tail <= math.log(CHANCE_REFERENCES)
         if not ok.any():
             return []
