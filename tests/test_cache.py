@@ -172,7 +172,12 @@ def test_an_older_writer_keeps_a_newer_cache_and_a_newer_one_prunes_it(tmp_path:
                                                                        ) -> None:
     old, new = _random_index(1), _random_index(2)
     k_old, k_new = CacheKey("arch", "9", "a", 2), CacheKey("arch", "10", "b", 2)
+    # a copied folder of another archive, at any generation, is not this archive's to keep
+    k_foreign = CacheKey("other", "99", "d", 2)
+    publish_cache(tmp_path, "index", CACHE_FORMAT, k_foreign,
+                  lambda f: new.save(f, with_mih=False))
     publish_cache(tmp_path, "index", CACHE_FORMAT, k_new, lambda f: new.save(f, with_mih=False))
+    assert open_cache(tmp_path, "index", CACHE_FORMAT, k_foreign) is None
     publish_cache(tmp_path, "index", CACHE_FORMAT, k_old, lambda f: old.save(f, with_mih=False))
     assert open_cache(tmp_path, "index", CACHE_FORMAT, k_new) is not None
     assert open_cache(tmp_path, "index", CACHE_FORMAT, k_old) is not None

@@ -141,7 +141,7 @@ def publish_cache(root: Path, kind: str, fmt: int, key: CacheKey,
     except (OSError, RuntimeError, ValueError):
         shutil.rmtree(tmp, ignore_errors=True)
         return None
-    _prune(root, kind, keep=final.name, generation=key.generation)
+    _prune(root, kind, keep=final.name, key=key)
     return final
 
 
@@ -164,14 +164,19 @@ def _older(theirs: str, ours: str) -> bool:
     return theirs != ours
 
 
-def _generation_of(folder: Path) -> str | None:
+def _newer(folder: Path, key: CacheKey) -> bool:
+    """Whether `folder` holds a cache of this archive at a newer generation than `key`."""
     try:
-        return str(json.loads((folder / MANIFEST).read_text())["key"]["generation"])
+        theirs = json.loads((folder / MANIFEST).read_text())["key"]
+        if theirs["archive_id"] != key.archive_id:
+            return False  # another archive's (a copied folder): never ours to keep
+        generation = str(theirs["generation"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return False
+    return generation != key.generation and not _older(generation, key.generation)
 
 
-def _prune(root: Path, kind: str, keep: str, generation: str) -> None:
+def _prune(root: Path, kind: str, keep: str, key: CacheKey) -> None:
     """Best effort: drop the caches of this kind that an older state of the archive (or an
     older format) left, and stale private folders.
 
@@ -188,8 +193,7 @@ def _prune(root: Path, kind: str, keep: str, generation: str) -> None:
         if entry.name == keep or not entry.is_dir():
             continue
         if entry.name.startswith(f"{kind}-f"):
-            theirs = _generation_of(entry)
-            if theirs is None or theirs == generation or _older(theirs, generation):
+            if not _newer(entry, key):
                 shutil.rmtree(entry, ignore_errors=True)
         elif entry.name.startswith(f".{kind}-") and entry.name.endswith(".tmp"):
             try:
