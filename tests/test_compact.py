@@ -426,3 +426,31 @@ def test_a_probe_at_a_million_references_is_not_passed_by_chance(
     assert len(by_ratio) > 20, len(by_ratio)  # chance alone passes the ratio test
     assert counted and counted[0][0] == 0 and counted[0][1] >= 6
     assert len(counted) <= 3, counted
+
+
+def test_the_newest_of_several_compact_caches_is_the_one_layered(tmp_path: Path) -> None:
+    """A writer on an older state that publishes late leaves its cache beside a newer one
+    (pruning keeps newer generations); the newest is used, whatever the names' order
+    ("g10" sorts before "g9")."""
+    from imgverify.signals.vocabulary import default_vocabulary
+    from imgverify.store.cache import CacheKey
+    from imgverify.store.local_index import publish_compact
+
+    vocab = default_vocabulary()
+    rng = np.random.default_rng(1)
+
+    def tiny(n: int) -> CompactFeatureIndex:
+        words = rng.integers(0, vocab.words, 50)
+        rows = rng.integers(0, n, 50)
+        return CompactFeatureIndex.from_postings(
+            np.arange(n, dtype=np.int64) + 100, np.bincount(rows, minlength=n).astype(np.uint16),
+            words, rows, rng.integers(0, 1 << 16, 50).astype(np.uint16), lambda keys: {},
+            vocab)
+
+    newer, older = CacheKey("arch", "10", "b", 2), CacheKey("arch", "9", "a", 2)
+    assert publish_compact(tmp_path, newer, tiny(7)) is not None
+    assert publish_compact(tmp_path, older, tiny(5)) is not None  # late: keeps the newer
+    found = latest_compact(tmp_path, "arch", 2, lambda keys: {})
+    assert found is not None
+    index, key = found
+    assert key == newer and index.references == 7

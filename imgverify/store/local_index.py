@@ -54,12 +54,15 @@ def open_compact(root: Path, key: CacheKey, loader: Loader) -> CompactFeatureInd
 
 def latest_compact(root: Path, archive_id: str, hash_pipeline: int, loader: Loader
                    ) -> tuple[CompactFeatureIndex, CacheKey] | None:
-    """The newest whole compact cache of this archive, whatever state it was built at (only
-    one is kept: publishing prunes the others), with the key it was built for."""
+    """The newest whole compact cache of this archive, whatever state it was built at, with
+    the key it was built for. Usually there is one (publishing prunes older ones), but a
+    writer on an older state that finished late leaves its own beside a newer one; the
+    newest generation is tried first (the references changed since it are the fewest)."""
     try:
-        entries = sorted(root.glob(f"{LOCAL_KIND}-f{cache_format()}-*"))
+        entries = list(root.glob(f"{LOCAL_KIND}-f{cache_format()}-*"))
     except OSError:
         return None
+    keys = []
     for folder in entries:
         try:
             recorded = json.loads((folder / MANIFEST).read_text())["key"]
@@ -68,6 +71,10 @@ def latest_compact(root: Path, archive_id: str, hash_pipeline: int, loader: Load
             continue
         if key.archive_id != archive_id or key.hash_pipeline != hash_pipeline:
             continue  # another archive's cache (a copied folder): never read
+        keys.append(key)
+    keys.sort(key=lambda k: (k.generation.isdigit(), int(k.generation)
+                             if k.generation.isdigit() else 0, k.generation), reverse=True)
+    for key in keys:
         index = open_compact(root, key, loader)
         if index is not None:
             return index, key
