@@ -8,7 +8,8 @@ own format and the hash pipeline. Each cache is one directory, written under a t
 and renamed into place; its manifest records the key and every file's size and CRC-32, and
 is checked before anything is read. Two processes saving at once each write their own
 directory, and the rename lets exactly one of them publish; a truncated or damaged file fails
-the check and the cache is rebuilt.
+the check, and the cache is rebuilt and published in its place. Publishing removes the
+archive's caches of older states, never a newer one that a faster process already wrote.
 """
 
 from __future__ import annotations
