@@ -3,7 +3,7 @@ bars and collage tiles as the archive grows from 10 thousand to 10 million refer
 what cost per query and per reference, and without false alarms?
 
     python bench/scale.py [--sizes 10000,100000,1000000] [--split tune|report]
-                          [--originals 40] [--negatives 5000] [--workers 2]
+                          [--originals 120] [--negatives 5000] [--workers 2]
                           [--design compact|flat]
     python bench/scale.py --sizes 10000000          # the 10 M row, on its own
 
@@ -405,7 +405,10 @@ def prepare(args: argparse.Namespace) -> tuple[Any, HashIndex, dict[int, LocalFe
     used = {rel(p) for p in originals + neg_photos}
     rest = sorted((p for p in photos if rel(p) not in used), key=lambda p: stable_key(
         "pool" + rel(p)))
-    pool_paths, collage_pool = rest[:args.pool], rest[args.pool:args.pool + 12]
+    # the collage edit needs 12 filler photos beyond the pool; a large draw of the split
+    # leaves fewer photos than --pool asks, and the pool gives way (said below)
+    n_pool = max(0, min(args.pool, len(rest) - 12))
+    pool_paths, collage_pool = rest[:n_pool], rest[n_pool:n_pool + 12]
     print(f"split={args.split} (salt {args.salt!r}): {len(originals)} archived originals, "
           f"{len(neg_photos)} negative sources, {len(pool_paths)} pool photos for distractor "
           f"content", flush=True)
@@ -438,7 +441,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--split", choices=("tune", "report"), default="tune")
-    ap.add_argument("--originals", type=int, default=40)
+    ap.add_argument("--originals", type=int, default=120,
+                    help="archived photos per split (each edit group has this many positives; "
+                         "at 40, one photo is 2.5 points of a group's recall)")
     ap.add_argument("--negatives", type=int, default=5000)
     ap.add_argument("--neg-photos", type=int, default=250)
     ap.add_argument("--pool", type=int, default=400, help="photos the distractors are made of")
