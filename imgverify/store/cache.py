@@ -157,11 +157,17 @@ def _discard(root: Path, kind: str, folder: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def generation_order(generation: str) -> tuple[bool, int]:
+    """Sort key of generations: by number ("g10" after "g9", which names would not give),
+    any that is not a number first."""
+    return generation.isdigit(), int(generation) if generation.isdigit() else 0
+
+
 def _older(theirs: str, ours: str) -> bool:
-    """Whether generation `theirs` precedes `ours` (numbers compare as numbers; anything
-    else that differs counts as older, so it is replaced as before)."""
+    """Whether generation `theirs` precedes `ours` (anything that is not a number and
+    differs counts as older, so it is replaced as before)."""
     if theirs.isdigit() and ours.isdigit():
-        return int(theirs) < int(ours)
+        return generation_order(theirs) < generation_order(ours)
     return theirs != ours
 
 
@@ -205,4 +211,5 @@ def _prune(root: Path, kind: str, keep: str, key: CacheKey) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-__all__ = ["CacheKey", "open_cache", "publish_cache", "cache_dir_name", "user_cache_dir"]
+__all__ = ["CacheKey", "open_cache", "publish_cache", "cache_dir_name", "user_cache_dir",
+           "generation_order"]

@@ -24,7 +24,13 @@ import numpy as np
 
 from imgverify.signals.compact import COMPACT_FORMAT, CompactFeatureIndex, Loader
 from imgverify.signals.vocabulary import default_vocabulary
-from imgverify.store.cache import MANIFEST, CacheKey, open_cache, publish_cache
+from imgverify.store.cache import (
+    MANIFEST,
+    CacheKey,
+    generation_order,
+    open_cache,
+    publish_cache,
+)
 
 #: From this many references with local features, the compact index is used.
 COMPACT_MIN_REFS = 5_000
@@ -72,8 +78,7 @@ def latest_compact(root: Path, archive_id: str, hash_pipeline: int, loader: Load
         if key.archive_id != archive_id or key.hash_pipeline != hash_pipeline:
             continue  # another archive's cache (a copied folder): never read
         keys.append(key)
-    keys.sort(key=lambda k: (k.generation.isdigit(), int(k.generation)
-                             if k.generation.isdigit() else 0, k.generation), reverse=True)
+    keys.sort(key=lambda k: generation_order(k.generation), reverse=True)
     for key in keys:
         index = open_compact(root, key, loader)
         if index is not None:
