@@ -190,7 +190,8 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
         return bool(features.vote(probe, min_votes=getattr(features, "probe_votes",
                                                          REGION_PROBE_VOTES)))
 
-    whole = whole or extraction(picture)
+    # (not `whole or ...`: an extraction with no keypoints has length 0, and is still done)
+    whole = whole if whole is not None else extraction(picture)
     attempt(whole.features, picture, False, None)
     if not any(confirmed(g) for g in found.values()):
         # the mirror image's descriptors at the mirrored keypoints: no second detection
