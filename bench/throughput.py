@@ -26,7 +26,12 @@ thread (`OMP_NUM_THREADS` etc. set before numpy/OpenCV load; `check` caps its ow
 
 * decode floor: ``Image.open(bytes).load()`` at full resolution (Pillow);
 * phash: ``imagehash.phash(Image.open(bytes))`` (the peer, no search);
-* check: ``imgverify.check(data, archive)`` with its defaults.
+* check: ``imgverify.check(data, archive)`` with its defaults (the library call, with the
+  report's alignment of a find);
+* with ``--modes``, more configurations of the same call, each its own table: ``scan``
+  (``align=False``, as ``imgverify scan`` runs it) and ``global`` (``align=False`` and
+  ``Thresholds.use_local_features=False``: the global hashes alone, the scan's
+  ``--no-local`` triage setting).
 
 Per-image cost is the thread's CPU time (``time.thread_time``), so "images/s per core" is
 1000 / mean CPU ms; wall-clock p50/p95 are printed beside it. Nothing asserts on time.
@@ -42,6 +47,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
+import dataclasses  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -66,6 +72,7 @@ import robustness as R  # noqa: E402
 
 import imgverify  # noqa: E402
 from imgverify.ingest import ingest_manifest  # noqa: E402
+from imgverify.match.verdict import DEFAULT_THRESHOLDS  # noqa: E402
 
 SMALL_EDITS = ("jpeg", "crop_75", "crop_40", "mirror", "screenshot", "story", "collage",
                "caption_bar", "screenshot_of_screenshot", "mirror_crop_60")
@@ -204,20 +211,34 @@ def phash(data: bytes) -> None:
         imagehash.phash(im)
 
 
-def run(queries: list[dict[str, Any]], archive: Any, repeat: int) -> None:
+#: configurations of `imgverify.check` the bench can time side by side (`--modes`)
+MODES: dict[str, dict[str, Any]] = {
+    "check": {},
+    "scan": {"align": False},
+    "global": {"align": False,
+               "thresholds": dataclasses.replace(DEFAULT_THRESHOLDS, use_local_features=False)},
+}
+
+
+def run(queries: list[dict[str, Any]], archive: Any, repeat: int,
+        modes: tuple[str, ...] = ("check",)) -> None:
     for q in queries:
         q.update(decode=[], phash=[], check=[], check_wall=[])
+        for mode in modes:
+            q[mode] = {"check": [], "check_wall": []}
     for _ in range(repeat):
         for q in queries:
             _o, c, _w = _cpu(decode_floor, q["data"])
             q["decode"].append(c)
             _o, c, _w = _cpu(phash, q["data"])
             q["phash"].append(c)
-            res, c, w = _cpu(imgverify.check, q["data"], archive)
-            q["check"].append(c)
-            q["check_wall"].append(w)
-            q["verdict"] = res.verdict
-            q["method"] = res.matches[0].method if res.matches else None
+            for mode in modes:
+                res, c, w = _cpu(imgverify.check, q["data"], archive, **MODES[mode])
+                q[mode]["check"].append(c)
+                q[mode]["check_wall"].append(w)
+                q[mode]["verdict"] = res.verdict
+    for q in queries:  # the first mode is the one the rest of the report is about
+        q.update(q[modes[0]])
 
 
 def _p(values: list[float], pct: float) -> float:
@@ -225,7 +246,9 @@ def _p(values: list[float], pct: float) -> float:
     return s[min(len(s) - 1, max(0, round(pct / 100 * (len(s) - 1))))]
 
 
-def summarise(queries: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(queries: list[dict[str, Any]], mode: str | None = None) -> dict[str, Any]:
+    if mode is not None:
+        queries = [{**q, **q[mode]} for q in queries]
     out: dict[str, Any] = {}
     for cls in ("small", "camera"):
         rows = [q for q in queries if q["cls"] == cls]
@@ -276,6 +299,11 @@ def print_table(summary: dict[str, Any]) -> None:
           "neg/pos p95 <= 1.5")
 
 
+def _mode_args(mode: str) -> str:
+    return ", ".join(f"{k}={v!r}" if k != "thresholds" else
+                     "use_local_features=False" for k, v in MODES[mode].items()) or "defaults"
+
+
 def profile(queries: list[dict[str, Any]], archive: Any, which: str, top: int) -> None:
     cls, kind, *edit = which.split("-", 2)
     qs = [q for q in queries if q["cls"] == cls and q["kind"] == kind
@@ -301,6 +329,9 @@ def main() -> None:
                     help="e.g. small-neg or small-neg-collage: cProfile those checks")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--json", default="", help="write the summary here")
+    ap.add_argument("--modes", default="check",
+                    help="configurations timed side by side, the first reported in full: "
+                         + ", ".join(MODES))
     ap.add_argument("--scale", type=int, default=0,
                     help="pad the archive with synthetic distractors to this many references "
                          "(bench/scale.py's generator; pool photos from the REPORT split)")
@@ -338,8 +369,18 @@ def main() -> None:
         from imgverify.checker import warm_up
 
         warm_up(archive)
-        run(queries, archive, args.repeat)
+        modes = tuple(args.modes.split(","))
+        unknown = [m for m in modes if m not in MODES]
+        if unknown:
+            ap.error(f"unknown mode(s) {unknown}: choose from {', '.join(MODES)}")
+        run(queries, archive, args.repeat, modes)
         summary = summarise(queries)
+        extras = {}
+        for mode in modes[1:]:
+            print(f"\n== mode {mode}: imgverify.check(..., {_mode_args(mode)})")
+            extras[f"mode_{mode}"] = summarise(queries, mode)
+            print_table(extras[f"mode_{mode}"])
+        print(f"\n== mode {modes[0]}: imgverify.check(..., {_mode_args(modes[0])})")
         print_table(summary)
         missed = [q for q in queries if q["kind"] == "pos"
                   and q["verdict"] not in ("likely_recycled", "possibly_recycled")]
@@ -356,7 +397,7 @@ def main() -> None:
         print("slowest: " + ", ".join(f"{q['cls']}/{q['kind']}/{q['edit']} "
                                       f"{min(q['check']):.0f} ms" for q in slow))
         if args.json:
-            Path(args.json).write_text(json.dumps(summary, indent=1))
+            Path(args.json).write_text(json.dumps({**summary, **extras}, indent=1))
         if args.profile:
             for which in args.profile.split(","):
                 profile(queries, archive, which, args.top)
