@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from imgverify.match.result import CheckResult
+from imgverify.match.verdict import local_thresholds
 from imgverify.media.load import Limits
 from imgverify.workers import one_native_thread, ordered_map, quiet_worker
 
@@ -132,6 +133,8 @@ class ScanConfig:
     claimed_date: str | None = None
     claimed_place: str | None = None
     limits: Limits = field(default_factory=Limits)
+    #: False: whole-picture matches only (`--no-local`, Thresholds.use_local_features)
+    local_features: bool = True
 
 
 _scan_state: dict[str, Any] = {}
@@ -263,7 +266,8 @@ def check_input(item: str | ScanInput, archive: Any, config: ScanConfig,
             # extra local-feature fit that places a hash match for a person's report
             result = check(name if source is None else source, archive,
                            claimed_date=claimed_date, claimed_place=claimed_place,
-                           limits=config.limits, name=name, align=False)
+                           limits=config.limits, name=name, align=False,
+                           thresholds=local_thresholds(config.local_features))
     except _Alarm:
         err = InputTimeoutError(f"{name} took longer than {config.limits.timeout_s:g} s "
                                 "(--timeout); skipped")

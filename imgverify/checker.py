@@ -20,7 +20,7 @@ from PIL import Image
 
 from imgverify.errors import ArchiveError, ImgVerifyError
 from imgverify.ingest.firstseen import add_first_seen, split_desk_checks
-from imgverify.match.result import ERROR, CheckResult, Match, SceneMatch
+from imgverify.match.result import ERROR, LIKELY, CheckResult, Match, SceneMatch
 from imgverify.match.search import QueryHashes, RawMatch, find, find_local, reference_outline
 from imgverify.match.verdict import (
     DEFAULT_THRESHOLDS,
@@ -66,6 +66,11 @@ LOCAL_INDEX_PENDING_NOTE = (
     "Crops, screenshots and collages were not searched: this archive's local-feature index "
     "has not been built for this version (run `imgverify archive index --archive ARCHIVE` "
     "once). Whole-picture matches were searched as usual.")
+#: Said when the caller turned the local stage off (`Thresholds.use_local_features`).
+LOCAL_OFF_NOTE = (
+    "Crops, screenshots and collages were not searched: local features were turned off for "
+    "this check (--no-local). Only whole-picture matches (re-encoded, resized, mirrored, "
+    "bordered copies) were searched.")
 
 
 def prepare_local_index(archive: Archive) -> Any:
@@ -224,11 +229,15 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
     # and its keypoints found once: the crop search and the alignment see the same picture
     local_extraction = functools.cache(
         lambda: QueryExtraction(local_picture()[0], QUERY_FEATURES, side=local_picture()[1]))
+    local_state = "off"
     if thresholds.use_local_features and not any(m.strength == "likely" for m in matches):
         local_pending = bool(getattr(archive.feature_index(), "pending", False))
+        local_state = "pending" if local_pending else "searched"
         if not local_pending:  # a pending index finds nothing: no keypoints to extract
             _add_local_matches(loaded, archive, thresholds, matches, claimed, query, scenes,
                                pictures, local_picture()[0], local_extraction())
+    elif thresholds.use_local_features:
+        local_state = "not_needed"
     matches, desk_checks = split_desk_checks(matches)
     matches = order_matches(matches)[:max_matches]
     if align and thresholds.use_local_features and matches:
@@ -241,6 +250,8 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
     notes[-1:-1] = [s.note() for s in scenes[:3]]
     if local_pending:
         notes[-1:-1] = [LOCAL_INDEX_PENDING_NOTE]
+    elif local_state == "off" and verdict != LIKELY:
+        notes[-1:-1] = [LOCAL_OFF_NOTE]  # a likely whole-picture match needs no more search
     hs = query.default_hashset()
     findings = [f.to_dict() for f in check_claims(matches, exif, claimed, claimed_place)]
     credentials = read_credentials(loaded.data, loaded.format) if loaded.format != "PIL" else None
@@ -260,7 +271,7 @@ def check_loaded(loaded: LoadedImage, archive: Archive, *, label: str, claimed: 
         timeline=events,
         content_credentials=credentials.to_dict() if credentials is not None else None,
         elapsed_ms=(time.perf_counter() - started) * 1000, picture=loaded.image,
-        archive=summary,
+        archive=summary, searched={"global_hashes": "searched", "local_features": local_state},
     )
     add_first_seen(result, archive, desk_checks)
     return result

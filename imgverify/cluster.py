@@ -15,6 +15,7 @@ URLs. `distributed` is an optional dependency: ``pip install 'imgverify[cluster]
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -120,8 +121,7 @@ class ClusterExecutor:
         """
         distributed = _distributed()
         location = _worker_location(config.archive_path)
-        remote = ScanConfig(archive_path=location, claimed_date=config.claimed_date,
-                            claimed_place=config.claimed_place, limits=config.limits)
+        remote = dataclasses.replace(config, archive_path=location)
         cwd = os.getcwd()
         batches = _batches(((item, _worker_source(source_of(item), cwd)) for item in items),
                            self.batch_size)

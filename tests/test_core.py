@@ -170,6 +170,53 @@ def test_scan_end_to_end(photo_archive: tuple[Path, list[Path]], tmp_path: Path)
 
 
 @needs_shared
+def test_scan_without_local_features_finds_whole_copies_and_says_what_it_skipped(
+        photo_archive: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    archive, photos = photo_archive
+    scan_dir = tmp_path / "downloads"
+    scan_dir.mkdir()
+    whole, crops = [], []
+    for p in photos[:3]:
+        im = Image.open(p).convert("RGB")
+        w, h = im.size
+        q = scan_dir / f"{p.stem}-q40.jpg"
+        ImageOps.mirror(im).save(q, "JPEG", quality=40)
+        whole.append(str(q))
+        c = scan_dir / f"{p.stem}-crop.jpg"  # the middle 55 %: beyond the global hashes
+        im.crop((int(w * 0.1), int(h * 0.2), int(w * 0.75), int(h * 0.95))).save(c, "JPEG")
+        crops.append(str(c))
+    negative = sorted((PHOTOS / "bsds500" / "test").glob("*.jpg"))[0]
+    (scan_dir / negative.name).write_bytes(negative.read_bytes())
+    runs = {}
+    for flag in ("--local", "--no-local"):
+        out = tmp_path / f"results{flag}.jsonl"
+        res = runner.invoke(app, ["scan", str(scan_dir), "--archive", str(archive), "--out",
+                                  str(out), "--workers", "1", "--no-progress", flag])
+        assert res.exit_code == 0, res.output
+        runs[flag] = {r["input"]: r for r in map(json.loads, out.read_text().splitlines())}
+    full, fast = runs["--local"], runs["--no-local"]
+    for path in whole:
+        assert full[path]["verdict"] == fast[path]["verdict"] == "likely_recycled", path
+        assert fast[path]["matches"][0]["reference_id"] == full[path]["matches"][0][
+            "reference_id"]
+        assert fast[path]["searched"] == {"global_hashes": "searched", "local_features": "off"}
+        assert full[path]["searched"]["local_features"] == "not_needed"
+    for path in crops:
+        assert full[path]["verdict"] != "no_match", path  # found by the local stage only
+        assert full[path]["searched"]["local_features"] == "searched"
+        assert fast[path]["verdict"] == "no_match", path
+        assert any("were not searched" in n and "--no-local" in n for n in fast[path]["notes"])
+    neg = str(scan_dir / negative.name)
+    assert full[neg]["verdict"] == fast[neg]["verdict"] == "no_match"
+    assert not any("--no-local" in n for n in full[neg]["notes"])
+    # the desk's command takes the same switch
+    res = runner.invoke(app, ["check", crops[0], "--archive", str(archive), "-f", "json",
+                              "--no-local"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["searched"]["local_features"] == "off"
+
+
+@needs_shared
 def test_scan_csv_and_two_workers_agree(photo_archive: tuple[Path, list[Path]],
                                         tmp_path: Path) -> None:
     archive, photos = photo_archive

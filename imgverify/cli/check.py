@@ -15,6 +15,7 @@ from imgverify.cli.common import (
     EXIT_USAGE,
     ArchiveOpt,
     EnvProxyOpt,
+    LocalOpt,
     MaxBytesOpt,
     MaxFramesOpt,
     MaxPixelsOpt,
@@ -27,6 +28,7 @@ from imgverify.cli.common import (
     app,
 )
 from imgverify.errors import ArchiveError
+from imgverify.match.verdict import local_thresholds
 from imgverify.media.load import Limits
 
 
@@ -48,6 +50,7 @@ def check(
     max_frames: MaxFramesOpt = Limits().max_frames,
     allow_private_urls: PrivateOpt = False,
     use_env_proxy: EnvProxyOpt = False,
+    local: LocalOpt = True,
     record: Annotated[bool, typer.Option(
         "--record", help="Remember this check in the archive (a sighting): the next check of "
         "a copy says when it was first submitted to this desk, and from where.")] = False,
@@ -69,7 +72,8 @@ def check(
     try:
         result = run_check(source, arch, claimed_date=claimed_date, claimed_place=claimed_place,
                            limits=_limits(max_pixels, max_bytes, allow_private_urls,
-                                          max_frames, use_env_proxy=use_env_proxy))
+                                          max_frames, use_env_proxy=use_env_proxy),
+                           thresholds=local_thresholds(local))
     except ValueError as exc:
         _fail(str(exc), EXIT_USAGE)
         raise

@@ -54,6 +54,12 @@ MaxFramesOpt = Annotated[int, typer.Option(
 TimeoutOpt = Annotated[float, typer.Option(
     "--timeout", help="Seconds one input may take before it becomes an error line "
     "(0 = no limit).")]
+LocalOpt = Annotated[bool, typer.Option(
+    "--local/--no-local", help="Search crops, screenshots and collages with local features "
+    "(default). --no-local searches whole-picture matches only (re-encoded, resized, "
+    "mirrored, bordered or captioned copies): several times faster, for a first pass over a "
+    "large batch, but tight crops and photos inside collages or screenshots are missed. "
+    "Each result says what was searched (`searched`).")]
 PrivateOpt = Annotated[bool, typer.Option(
     "--allow-private-urls", help="Allow URLs on private/loopback addresses (refused by default "
     "so a shared service cannot be used to reach an internal network).")]

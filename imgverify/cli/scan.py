@@ -31,6 +31,7 @@ from imgverify.cli.common import (
     EXIT_USAGE,
     ArchiveOpt,
     EnvProxyOpt,
+    LocalOpt,
     MaxBytesOpt,
     MaxFramesOpt,
     MaxPixelsOpt,
@@ -95,6 +96,7 @@ def scan_cmd(
     timeout: TimeoutOpt = Limits().timeout_s,
     allow_private_urls: PrivateOpt = False,
     use_env_proxy: EnvProxyOpt = False,
+    local: LocalOpt = True,
     cluster: Annotated[Optional[str], typer.Option(
         "--cluster", help="Run the checks on a Dask cluster: the scheduler's address, e.g. "
         "tcp://scheduler:8786 (needs imgverify[cluster]; workers need imgverify, the archive at "
@@ -173,7 +175,7 @@ def scan_cmd(
         stream = sys.stdout
     run = _ScanRun(report is not None)
     config = ScanConfig(archive_path=arch_path, claimed_date=claimed_date,
-                        claimed_place=claimed_place,
+                        claimed_place=claimed_place, local_features=local,
                         limits=_limits(max_pixels, max_bytes, allow_private_urls, max_frames,
                                        timeout, use_env_proxy))
     writer = LineWriter(stream, fmt, write_header)

@@ -160,6 +160,11 @@ class CheckResult:
     checked_at: str = field(default_factory=lambda: utc_now())
     #: archived photos of the same place that this image is not a copy of (SceneMatch)
     same_scene: list[SceneMatch] = field(default_factory=list)
+    #: what was searched, so "no match" can be read for what it covers: the whole-picture
+    #: hashes ("searched") and the local features for crops, screenshots and collages:
+    #: "searched", "not_needed" (a whole-picture match was already likely), "off" (the
+    #: caller's choice, `--no-local`) or "pending" (the archive's index is not built yet)
+    searched: dict[str, str] = field(default_factory=dict)
     #: the decoded (reduced) picture, for reports; never serialised
     picture: Any = field(default=None, repr=False, compare=False)
 
@@ -182,6 +187,7 @@ class CheckResult:
             "hashes": dict(self.hashes),
             "image_size": list(self.image_size) if self.image_size else None,
             "same_scene": [s.to_dict() for s in self.same_scene],
+            "searched": dict(self.searched),
             "elapsed_ms": round(self.elapsed_ms, 1) if self.elapsed_ms is not None else None,
             "archive": dict(self.archive) if self.archive is not None else None,
             "tool": dict(self.tool), "checked_at": self.checked_at,

@@ -11,7 +11,7 @@ see its output in the CHANGELOG for the figures behind the defaults.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from imgverify.dates import date_problem, parse_claimed_date  # noqa: F401 - re-exported
@@ -72,6 +72,12 @@ class Thresholds:
 
 
 DEFAULT_THRESHOLDS = Thresholds()
+
+
+def local_thresholds(local: bool) -> Thresholds:
+    """The default operating point, with the local-feature stage on or off (`--no-local`):
+    off trades crops, screenshots and collages for speed on a first pass over a batch."""
+    return DEFAULT_THRESHOLDS if local else replace(DEFAULT_THRESHOLDS, use_local_features=False)
 
 
 def combined_distance(distances: dict[str, int]) -> float:

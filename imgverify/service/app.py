@@ -157,6 +157,10 @@ class CheckResponse(BaseModel):
     same_scene: list[dict[str, Any]] = Field(
         default_factory=list, description="Archived photos of the same place that this image is "
         "not a copy of (another viewpoint, another day): context, never a match.")
+    searched: dict[str, str] = Field(
+        default_factory=dict, description="What was searched: global_hashes (whole-picture "
+        "matches) and local_features (crops, screenshots, collages): searched, not_needed "
+        "(a whole-picture match was already likely), off or pending (index not built).")
     tool: dict[str, Any] = Field(description="name, version and hash pipeline of imgverify")
     checked_at: str = Field(description="UTC time of the check")
 
