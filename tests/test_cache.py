@@ -234,3 +234,82 @@ def test_archive_rebuilds_over_a_truncated_cache(tmp_path: Path, caching: None) 
     assert again.verdict == "likely_recycled"
     assert again.matches[0].reference_id == expected.matches[0].reference_id
     assert crop.matches and crop.matches[0].reference_id == expected.matches[0].reference_id
+
+
+def _publish_big(root: Path, key: CacheKey) -> Path:
+    """A cache with one 4 MB file (its checksum sampled) and one small file (checked whole)."""
+    rows = np.random.default_rng(3).integers(0, 2**31, size=(1 << 20), dtype=np.int32)
+
+    def write(folder: Path) -> dict[str, Any]:
+        np.save(folder / "postings.npy", rows)
+        np.save(folder / "ref_keys.npy", np.arange(100, dtype=np.int64))
+        return {}
+
+    folder = publish_cache(root, "local", 1, key, write, sample_over=1 << 20)
+    assert folder is not None
+    return folder
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last", "small_file", "truncated"])
+def test_a_sampled_checksum_catches_damage_where_it_looks(tmp_path: Path, where: str) -> None:
+    """Large local-index files are checked on open by size and spread blocks, not read whole
+    (a desk's one check would otherwise read the whole index): damage in a sampled block,
+    a truncation, or any damage to a small file keeps the cache from being read."""
+    import json
+
+    key = CacheKey("arch", "1", "token", 2)
+    folder = _publish_big(tmp_path, key)
+    files = json.loads((folder / "manifest.json").read_text())["files"]
+    assert "sampled_crc32" in files["postings.npy"] and "crc32" not in files["postings.npy"]
+    assert "crc32" in files["ref_keys.npy"]
+    assert open_cache(tmp_path, "local", 1, key) is not None
+    target = folder / ("ref_keys.npy" if where == "small_file" else "postings.npy")
+    data = bytearray(target.read_bytes())
+    if where == "truncated":
+        del data[-1]
+    else:
+        # the 128th of 256 sampled blocks starts at (size - 64 KB) * 127 // 255
+        at = {"first": 10, "middle": (len(data) - 65536) * 127 // 255 + 100,
+              "last": len(data) - 3, "small_file": len(data) - 3}[where]
+        data[at] ^= 0xFF
+    target.write_bytes(bytes(data))
+    assert open_cache(tmp_path, "local", 1, key) is None
+
+
+def test_the_compact_local_cache_is_published_with_sampled_checksums(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local index asks for sampled checks (its damage costs recall, never attribution);
+    the hash index, whose reference keys attribute, keeps full ones. Damage in a sampled
+    block of a published compact cache still keeps it from being opened."""
+    import json
+
+    import imgverify.store.local_index as local_index
+    from imgverify.signals.compact import CompactFeatureIndex
+    from imgverify.signals.vocabulary import default_vocabulary
+
+    vocab = default_vocabulary()
+    rng = np.random.default_rng(1)
+    n = 40_000
+    words, rows = rng.integers(0, vocab.words, n), rng.integers(0, 500, n)
+    compact = CompactFeatureIndex.from_postings(
+        np.arange(500, dtype=np.int64), np.bincount(rows, minlength=500).astype(np.uint16),
+        words, rows, rng.integers(0, 1 << 16, n).astype(np.uint16), lambda keys: {}, vocab)
+    monkeypatch.setattr(local_index, "SAMPLED_CHECK_OVER", 64 << 10)
+    key = CacheKey("arch", "1", "token", 2)
+    folder = local_index.publish_compact(tmp_path, key, compact)
+    assert folder is not None
+    files = json.loads((folder / "manifest.json").read_text())["files"]
+    sampled = [name for name, info in files.items() if "sampled_crc32" in info]
+    assert "postings.npy" in sampled, files
+    assert local_index.open_compact(tmp_path, key, lambda keys: {}) is not None
+    target = folder / "postings.npy"
+    data = bytearray(target.read_bytes())
+    data[200] ^= 0xFF
+    target.write_bytes(bytes(data))
+    assert local_index.open_compact(tmp_path, key, lambda keys: {}) is None
+    index = _random_index(4)
+    folder = publish_cache(tmp_path, "index", CACHE_FORMAT, key,
+                           lambda f: index.save(f, with_mih=False))
+    assert folder is not None
+    files = json.loads((folder / "manifest.json").read_text())["files"]
+    assert all("crc32" in info for info in files.values())

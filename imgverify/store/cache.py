@@ -8,7 +8,8 @@ own format and the hash pipeline. Each cache is one directory, written under a t
 and renamed into place; its manifest records the key and every file's size and CRC-32, and
 is checked before anything is read. Two processes saving at once each write their own
 directory, and the rename lets exactly one of them publish; a truncated or damaged file fails
-the check, and the cache is rebuilt and published in its place. Publishing removes the
+the check, and the cache is rebuilt and published in its place. (The local index's large files
+carry a sampled checksum: see `publish_cache`.) Publishing removes the
 archive's caches of older states, never a newer one that a faster process already wrote.
 """
 
@@ -55,6 +56,45 @@ def _crc32(path: Path) -> int:
     return crc
 
 
+#: a sampled checksum reads this many blocks of `_SAMPLE_BLOCK` bytes, evenly spread from the
+#: first block to the last
+_SAMPLE_BLOCKS = 256
+_SAMPLE_BLOCK = 1 << 16
+
+
+def _sampled_crc32(path: Path, blocks: int = _SAMPLE_BLOCKS, block: int = _SAMPLE_BLOCK
+                   ) -> int:
+    """CRC-32 of `blocks` blocks spread evenly over the file (its first and last included).
+
+    Why: a full checksum of a ten-million-reference local index reads about 10 GB before a
+    desk's first check can start, though a query touches a few MB of it (it is memory-mapped).
+    Used only for caches whose damage cannot attribute (`publish_cache(sample_over=...)`).
+    """
+    size = path.stat().st_size
+    crc = 0
+    with path.open("rb") as fh:
+        last = max(0, size - block)
+        for i in range(blocks):
+            fh.seek(last * i // max(1, blocks - 1))
+            crc = zlib.crc32(fh.read(block), crc)
+    return crc
+
+
+def _file_entry(path: Path, sample_over: int | None) -> dict[str, Any]:
+    size = path.stat().st_size
+    if sample_over is not None and size > sample_over:
+        return {"bytes": size, "sampled_crc32": _sampled_crc32(path),
+                "sample": [_SAMPLE_BLOCKS, _SAMPLE_BLOCK]}
+    return {"bytes": size, "crc32": _crc32(path)}
+
+
+def _file_whole(path: Path, info: dict[str, Any]) -> bool:
+    if "crc32" in info:
+        return _crc32(path) == int(info["crc32"])
+    blocks, block = (int(v) for v in info["sample"])
+    return _sampled_crc32(path, blocks, block) == int(info["sampled_crc32"])
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -95,7 +135,7 @@ def open_cache(root: Path, kind: str, fmt: int, key: CacheKey
             path = folder / name
             if path.parent != folder or path.stat().st_size != int(info["bytes"]):
                 return None
-            if _crc32(path) != int(info["crc32"]):
+            if not _file_whole(path, info):
                 return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -103,8 +143,14 @@ def open_cache(root: Path, kind: str, fmt: int, key: CacheKey
 
 
 def publish_cache(root: Path, kind: str, fmt: int, key: CacheKey,
-                  write: Callable[[Path], dict[str, Any] | None]) -> Path | None:
+                  write: Callable[[Path], dict[str, Any] | None],
+                  sample_over: int | None = None) -> Path | None:
     """Write a cache with `write(folder)` into a private folder, then rename it into place.
+
+    Every file's size is recorded, and its CRC-32; files over `sample_over` bytes get a
+    sampled one instead (`_sampled_crc32`: size and spread blocks checked on open). Only a
+    cache whose damage can cost recall but never attribute a wrong reference may ask for it:
+    the local index, whose every candidate is verified against the store's own features.
 
     Returns the published folder, or None when it could not be written (a cache we cannot
     write only costs time). Older caches of the same kind are removed afterwards; a process
@@ -122,7 +168,7 @@ def publish_cache(root: Path, kind: str, fmt: int, key: CacheKey,
         for path in sorted(tmp.iterdir()):
             if path.is_file():
                 _fsync(path)
-                files[path.name] = {"bytes": path.stat().st_size, "crc32": _crc32(path)}
+                files[path.name] = _file_entry(path, sample_over)
         manifest = {"kind": kind, "format": fmt, "key": key.to_dict(), "files": files,
                     "extra": extra or {}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))

@@ -47,8 +47,17 @@ def build_compact(items: Iterable[tuple[int, np.ndarray]], loader: Loader,
     return CompactFeatureIndex.build(items, loader, progress=progress)
 
 
+#: Files of the compact cache over this size are checked by sampled checksum on open (size
+#: and spread blocks), not read whole: damage to them can lose or add candidates, and every
+#: candidate is verified against the reference's features read from the store, so it costs
+#: recall, never a wrong attribution; a full read would cost a one-off desk check the whole
+#: index (about 10 GB at ten million references) though a query touches a few MB of it.
+SAMPLED_CHECK_OVER = 64 << 20
+
+
 def publish_compact(root: Path, key: CacheKey, index: CompactFeatureIndex) -> Path | None:
-    return publish_cache(root, LOCAL_KIND, cache_format(), key, index.save)
+    return publish_cache(root, LOCAL_KIND, cache_format(), key, index.save,
+                         sample_over=SAMPLED_CHECK_OVER)
 
 
 def open_compact(root: Path, key: CacheKey, loader: Loader) -> CompactFeatureIndex | None:
