@@ -245,6 +245,29 @@ def test_response_models_name_every_field_of_a_result(live: LiveServer,
     assert set(ReferenceModel.model_fields) == set(ref)
 
 
+def test_local_false_searches_whole_pictures_only_and_says_so(live: LiveServer,
+                                                             small_archive: SmallArchive) -> None:
+    from PIL import Image
+
+    photo = small_archive.photos[4]
+    im = Image.open(photo).convert("RGB")
+    w, h = im.size
+    buf = io.BytesIO()  # the middle 55 %: only the local features find it
+    im.crop((int(w * 0.1), int(h * 0.2), int(w * 0.75), int(h * 0.95))).save(buf, "JPEG")
+    full = upload(live, buf.getvalue())
+    assert full.status_code == 200, full.text
+    assert full.json()["verdict"] != "no_match"
+    assert full.json()["searched"]["local_features"] == "searched"
+    fast = upload(live, buf.getvalue(), local="false")
+    assert fast.status_code == 200, fast.text
+    assert fast.json()["verdict"] == "no_match"
+    assert fast.json()["searched"] == {"global_hashes": "searched", "local_features": "off"}
+    whole = upload(live, photo.read_bytes(), local="false")
+    assert whole.json()["verdict"] == "likely_recycled"
+    bad = upload(live, buf.getvalue(), local="maybe")
+    assert bad.status_code == 422 and "true or false" in bad.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(("data", "kinds"), [
     (b"this is a text file, not a photo\n", {"not_an_image"}),
     (b"", {"empty_input"}),

@@ -46,7 +46,7 @@ from imgverify._version import __version__
 from imgverify.checker import check, prepare_local_index
 from imgverify.errors import ArchiveError, ImgVerifyError
 from imgverify.ingest import prepare_reference, prepare_reference_bytes
-from imgverify.match.verdict import parse_claimed_date
+from imgverify.match.verdict import local_thresholds, parse_claimed_date
 from imgverify.media.fetch import is_url
 from imgverify.media.load import Limits
 from imgverify.store.manifest import OPTIONAL, ManifestRow, RowError, _validate
@@ -165,6 +165,11 @@ class CheckResponse(BaseModel):
     checked_at: str = Field(description="UTC time of the check")
 
 
+_LOCAL_HELP = ("Search crops, screenshots and collages with local features (default true). "
+               "false: whole-picture matches only (re-encoded, resized, mirrored, bordered "
+               "copies), several times faster; the result's `searched` says so.")
+
+
 class CheckUrlRequest(BaseModel):
     """Check the image at a URL (fetched under the server's URL rules)."""
 
@@ -176,6 +181,7 @@ class CheckUrlRequest(BaseModel):
                                                  "(YYYY-MM-DD).")
     claimed_place: str | None = Field(None, max_length=1000,
                                       description="The place the image is claimed to show.")
+    local: bool = Field(True, description=_LOCAL_HELP)
 
 
 class ReferenceModel(BaseModel):
@@ -463,6 +469,15 @@ def _text_field(form: Any, name: str, max_chars: int) -> str | None:
     return str(value)
 
 
+def _flag_field(form: Any, name: str, default: bool) -> bool:
+    value = _text_field(form, name, 8)
+    if value is None:
+        return default
+    if value.strip().lower() not in ("true", "false"):
+        raise ApiError(422, "invalid_request", f"field {name!r} must be true or false")
+    return value.strip().lower() == "true"
+
+
 async def _read_upload(form: Any, name: str = "image") -> tuple[bytes, str]:
     files = form.getlist(name)
     if len(files) != 1 or not isinstance(files[0], UploadFile):
@@ -504,6 +519,8 @@ _MULTIPART_CHECK = {
                          "description": "The date the image is claimed to show (YYYY-MM-DD)."},
         "claimed_place": {"type": "string", "maxLength": 1000,
                           "description": "The place the image is claimed to show."},
+        "local": {"type": "string", "enum": ["true", "false"], "default": "true",
+                  "description": _LOCAL_HELP},
     },
 }
 
@@ -718,14 +735,16 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
             source: str | bytes = req.url
             name = None
             claimed_date, claimed_place = req.claimed_date, req.claimed_place
+            local = req.local
             entry.update(input="url", url=log_safe_url(req.url))
         elif media == "multipart/form-data":
-            async with request.form(max_files=1, max_fields=4,
+            async with request.form(max_files=1, max_fields=5,
                                     max_part_size=_MAX_TEXT_FIELD) as form:
-                _no_other_fields(form, ("image", "claimed_date", "claimed_place"))
+                _no_other_fields(form, ("image", "claimed_date", "claimed_place", "local"))
                 source, name = await _read_upload(form)
                 claimed_date = _text_field(form, "claimed_date", 64)
                 claimed_place = _text_field(form, "claimed_place", 1000)
+                local = _flag_field(form, "local", default=True)
             entry.update(input="upload", bytes=len(source))
         else:
             raise ApiError(415, "unsupported_media_type", "send the image as "
@@ -734,7 +753,7 @@ def create_app(archive: Archive, *, token: str | None = None, read_token: str | 
         place = claimed_place.strip() or None if claimed_place else None
         result = await checks.run(
             lambda: check(source, archive, claimed_date=date, claimed_place=place, limits=lim,
-                          name=name), timeout_s)
+                          name=name, thresholds=local_thresholds(local)), timeout_s)
         body = result.to_dict()
         entry.update(verdict=result.verdict, sha256=result.sha256)
         if result.error:
