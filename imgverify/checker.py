@@ -69,8 +69,8 @@ LOCAL_INDEX_PENDING_NOTE = (
 #: Said when the caller turned the local stage off (`Thresholds.use_local_features`).
 LOCAL_OFF_NOTE = (
     "Crops, screenshots and collages were not searched: local features were turned off for "
-    "this check (--no-local). Only whole-picture matches (re-encoded, resized, mirrored, "
-    "bordered copies) were searched.")
+    "this check (--no-local; local=false in the service). Only whole-picture matches "
+    "(re-encoded, resized, mirrored, bordered copies) were searched.")
 
 
 def prepare_local_index(archive: Archive) -> Any:
