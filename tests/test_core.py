@@ -193,6 +193,7 @@ def test_scan_without_local_features_finds_whole_copies_and_says_what_it_skipped
         res = runner.invoke(app, ["scan", str(scan_dir), "--archive", str(archive), "--out",
                                   str(out), "--workers", "1", "--no-progress", flag])
         assert res.exit_code == 0, res.output
+        assert ("were not searched" in res.stderr) == (flag == "--no-local"), res.stderr
         runs[flag] = {r["input"]: r for r in map(json.loads, out.read_text().splitlines())}
     full, fast = runs["--local"], runs["--no-local"]
     for path in whole:

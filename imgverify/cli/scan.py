@@ -211,7 +211,9 @@ def scan_cmd(
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items())) or "nothing"
     typer.echo(f"imgverify scan: {summary.total} checked ({counts}); "
                f"{summary.skipped} skipped as already done; {summary.rate:.1f} images/s"
-               + (f"; {len(walk_errors)} unreadable folders" if walk_errors else ""), err=True)
+               + (f"; {len(walk_errors)} unreadable folders" if walk_errors else "")
+               + ("; whole-picture matches only (--no-local): crops, screenshots and collages "
+                  "were not searched" if not local else ""), err=True)
     raise typer.Exit(EXIT_BAD_INPUT if summary.errors or walk_errors else EXIT_OK)
 
 
