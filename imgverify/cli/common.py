@@ -57,8 +57,8 @@ TimeoutOpt = Annotated[float, typer.Option(
 LocalOpt = Annotated[bool, typer.Option(
     "--local/--no-local", help="Search crops, screenshots and collages with local features "
     "(default). --no-local searches whole-picture matches only (re-encoded, resized, "
-    "mirrored, bordered or captioned copies): several times faster, for a first pass over a "
-    "large batch, but tight crops and photos inside collages or screenshots are missed. "
+    "mirrored or bordered copies): several times faster, for a first pass over a large "
+    "batch, but crops, caption bars, stories, collages and many screenshots are missed. "
     "Each result says what was searched (`searched`).")]
 PrivateOpt = Annotated[bool, typer.Option(
     "--allow-private-urls", help="Allow URLs on private/loopback addresses (refused by default "
