@@ -262,7 +262,9 @@ def test_a_sampled_checksum_catches_damage_where_it_looks(tmp_path: Path, where:
     files = json.loads((folder / "manifest.json").read_text())["files"]
     assert "sampled_crc32" in files["postings.npy"] and "crc32" not in files["postings.npy"]
     assert "crc32" in files["ref_keys.npy"]
-    assert open_cache(tmp_path, "local", 1, key) is not None
+    assert open_cache(tmp_path, "local", 1, key, sampled_ok=True) is not None
+    # a caller whose cache attributes never accepts a sampled check
+    assert open_cache(tmp_path, "local", 1, key) is None
     target = folder / ("ref_keys.npy" if where == "small_file" else "postings.npy")
     data = bytearray(target.read_bytes())
     if where == "truncated":
@@ -273,7 +275,7 @@ def test_a_sampled_checksum_catches_damage_where_it_looks(tmp_path: Path, where:
               "last": len(data) - 3, "small_file": len(data) - 3}[where]
         data[at] ^= 0xFF
     target.write_bytes(bytes(data))
-    assert open_cache(tmp_path, "local", 1, key) is None
+    assert open_cache(tmp_path, "local", 1, key, sampled_ok=True) is None
 
 
 def test_the_compact_local_cache_is_published_with_sampled_checksums(

@@ -88,10 +88,14 @@ def _file_entry(path: Path, sample_over: int | None) -> dict[str, Any]:
     return {"bytes": size, "crc32": _crc32(path)}
 
 
-def _file_whole(path: Path, info: dict[str, Any]) -> bool:
+def _file_whole(path: Path, info: dict[str, Any], sampled_ok: bool) -> bool:
     if "crc32" in info:
         return _crc32(path) == int(info["crc32"])
+    if not sampled_ok:
+        return False  # a kind that attributes is never opened on a sampled check
     blocks, block = (int(v) for v in info["sample"])
+    if blocks < 2 or block < 1:
+        return False
     return _sampled_crc32(path, blocks, block) == int(info["sampled_crc32"])
 
 
@@ -117,12 +121,14 @@ def cache_dir_name(kind: str, fmt: int, key: CacheKey) -> str:
     return f"{kind}-f{fmt}-{key.slug()}"
 
 
-def open_cache(root: Path, kind: str, fmt: int, key: CacheKey
+def open_cache(root: Path, kind: str, fmt: int, key: CacheKey, sampled_ok: bool = False
                ) -> tuple[Path, dict[str, Any]] | None:
     """The published cache directory for `key` and its manifest's `extra`, if it is whole.
 
     None when there is none, when its manifest names another key or format, or when any
     file's size or checksum differs from the manifest (truncated, damaged, tampered with).
+    Sampled checksums (`publish_cache(sample_over=...)`) are accepted only with
+    `sampled_ok`, from a caller whose cache cannot attribute.
     """
     folder = root / cache_dir_name(kind, fmt, key)
     try:
@@ -135,7 +141,7 @@ def open_cache(root: Path, kind: str, fmt: int, key: CacheKey
             path = folder / name
             if path.parent != folder or path.stat().st_size != int(info["bytes"]):
                 return None
-            if not _file_whole(path, info):
+            if not _file_whole(path, info, sampled_ok):
                 return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -176,7 +182,7 @@ def publish_cache(root: Path, kind: str, fmt: int, key: CacheKey,
         try:
             os.rename(tmp, final)
         except OSError:
-            if open_cache(root, kind, fmt, key) is not None:
+            if open_cache(root, kind, fmt, key, sampled_ok=sample_over is not None) is not None:
                 # another process published the same key first: theirs is as good as ours
                 shutil.rmtree(tmp, ignore_errors=True)
                 return final

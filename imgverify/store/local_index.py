@@ -61,7 +61,7 @@ def publish_compact(root: Path, key: CacheKey, index: CompactFeatureIndex) -> Pa
 
 
 def open_compact(root: Path, key: CacheKey, loader: Loader) -> CompactFeatureIndex | None:
-    found = open_cache(root, LOCAL_KIND, cache_format(), key)
+    found = open_cache(root, LOCAL_KIND, cache_format(), key, sampled_ok=True)
     if found is None:
         return None
     return CompactFeatureIndex.load(found[0], found[1], loader)
