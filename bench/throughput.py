@@ -334,16 +334,17 @@ def _mode_args(mode: str) -> str:
                      "use_local_features=False" for k, v in MODES[mode].items()) or "defaults"
 
 
-def profile(queries: list[dict[str, Any]], archive: Any, which: str, top: int) -> None:
+def profile(queries: list[dict[str, Any]], archive: Any, which: str, top: int,
+            mode: str = "check") -> None:
     cls, kind, *edit = which.split("-", 2)
     qs = [q for q in queries if q["cls"] == cls and q["kind"] == kind
           and (not edit or q["edit"] == edit[0])]
     prof = cProfile.Profile()
     prof.enable()
     for q in qs:
-        imgverify.check(q["data"], archive)
+        imgverify.check(q["data"], archive, **MODES[mode])
     prof.disable()
-    print(f"\nprofile of {len(qs)} {cls} {kind} checks (cumulative):")
+    print(f"\nprofile of {len(qs)} {cls} {kind} checks, mode {mode} (cumulative):")
     pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
     pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
@@ -356,7 +357,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="timings per query (the least counts)")
     ap.add_argument("--classes", default="small,camera")
     ap.add_argument("--profile", default="",
-                    help="e.g. small-neg or small-neg-collage: cProfile those checks")
+                    help="e.g. small-neg or small-neg-collage: cProfile those checks (in the "
+                         "first of --modes)")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--json", default="", help="write the summary here")
     ap.add_argument("--modes", default="check",
@@ -433,7 +435,7 @@ def main() -> None:
             Path(args.json).write_text(json.dumps({**summary, **extras}, indent=1))
         if args.profile:
             for which in args.profile.split(","):
-                profile(queries, archive, which, args.top)
+                profile(queries, archive, which, args.top, modes[0])
         archive.close()
 
 
