@@ -291,12 +291,12 @@ def test_the_compact_local_cache_is_published_with_sampled_checksums(
 
     vocab = default_vocabulary()
     rng = np.random.default_rng(1)
-    n = 40_000
+    n = 6_000
     words, rows = rng.integers(0, vocab.words, n), rng.integers(0, 500, n)
     compact = CompactFeatureIndex.from_postings(
         np.arange(500, dtype=np.int64), np.bincount(rows, minlength=500).astype(np.uint16),
         words, rows, rng.integers(0, 1 << 16, n).astype(np.uint16), lambda keys: {}, vocab)
-    monkeypatch.setattr(local_index, "SAMPLED_CHECK_OVER", 64 << 10)
+    monkeypatch.setattr(local_index, "SAMPLED_CHECK_OVER", 8 << 10)
     key = CacheKey("arch", "1", "token", 2)
     folder = local_index.publish_compact(tmp_path, key, compact)
     assert folder is not None
