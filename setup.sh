@@ -39,7 +39,8 @@ case "$task" in
     echo "== ruff"; .venv/bin/ruff check imgverify tests bench reference_index fixtures
     echo "== mypy"; .venv/bin/mypy
     echo "== import contracts"; .venv/bin/lint-imports
-    echo "== pytest"; .venv/bin/python -m pytest -q
+    # one pytest worker per core (pytest-xdist); IMGVERIFY_TEST_WORKERS=0 runs them in-process
+    echo "== pytest"; .venv/bin/python -m pytest -q -n "${IMGVERIFY_TEST_WORKERS:-auto}"
     ;;
   install)
     pip_install -e .
