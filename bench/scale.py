@@ -96,7 +96,9 @@ def set_constants(module: Any, assignments: list[str]) -> None:
     tuning on TUNE: the library itself never changes them)."""
     for item in assignments:
         name, _, value = item.partition("=")
-        setattr(module, name, type(getattr(module, name))(value))
+        kind = type(getattr(module, name))
+        setattr(module, name, value.lower() in ("1", "true", "yes") if kind is bool
+                else kind(value))
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

@@ -292,7 +292,10 @@ def _archive_summary(archive: Any) -> dict[str, Any] | None:
 # -- output ---------------------------------------------------------------------------------
 CSV_COLUMNS = ("input", "verdict", "score", "reference_id", "event", "date", "place", "caption",
                "source", "source_url", "credit", "transform", "days_before_claim", "sha256",
-               "error_kind", "error_message")
+               "error_kind", "error_message", "local_features")
+#: The columns before `local_features` was added: a scan resumed on such a file goes on
+#: writing them, so every row of one file has the same columns.
+LEGACY_CSV_COLUMNS = CSV_COLUMNS[:-1]
 
 
 def csv_row(result: dict[str, Any]) -> dict[str, Any]:
@@ -306,6 +309,9 @@ def csv_row(result: dict[str, Any]) -> dict[str, Any]:
         "credit": top.get("credit"), "transform": top.get("transform"),
         "days_before_claim": top.get("days_before_claim"), "sha256": result.get("sha256"),
         "error_kind": err.get("kind"), "error_message": err.get("message"),
+        # what the local stage did (searched / not_needed / off / pending): a no_match of a
+        # --no-local scan must not read, in a spreadsheet, like one of a full check
+        "local_features": (result.get("searched") or {}).get("local_features"),
     }
 
 
@@ -321,9 +327,17 @@ def output_format(path: Path) -> str | None:
         return None
     if head.startswith(b"{"):
         return "jsonl"
-    if head.startswith(CSV_HEADER.encode()):
+    if head.startswith(",".join(LEGACY_CSV_COLUMNS).encode()):  # the current header too
         return "csv"
     return "unknown"
+
+
+def csv_columns(path: Path) -> tuple[str, ...]:
+    """The columns of an existing CSV scan output (its header line): rows appended to it,
+    by a resume or a retry, keep them."""
+    with path.open("rb") as fh:
+        first = fh.readline().strip().decode("utf-8", errors="replace")
+    return LEGACY_CSV_COLUMNS if first == ",".join(LEGACY_CSV_COLUMNS) else CSV_COLUMNS
 
 
 def cut_partial_line(path: Path) -> None:
@@ -355,6 +369,8 @@ class OutputRecord:
     start: int
     end: int
     line: bytes
+    #: `searched["local_features"]` of the result (None from files written before it)
+    local_features: str | None = None
 
     def result(self, fmt: str) -> dict[str, Any]:
         """The result as a dict; from CSV, rebuilt with its top match only."""
@@ -371,7 +387,9 @@ class OutputRecord:
             match["score"] = float(row["score"]) if row.get("score") else None
         error = ({"kind": row["error_kind"], "message": row.get("error_message") or ""}
                  if row.get("error_kind") else None)
-        return {"input": row["input"], "verdict": row["verdict"],
+        searched = {"local_features": row["local_features"]} if row.get("local_features") \
+            else {}
+        return {"input": row["input"], "verdict": row["verdict"], "searched": searched,
                 "sha256": row.get("sha256") or None, "error": error,
                 "matches": [match] if match else []}
 
@@ -388,8 +406,10 @@ def iter_output(path: Path, fmt: str) -> Iterator[OutputRecord]:
             start, pos = pos, pos + len(raw)
             try:
                 record = json.loads(raw)
+                searched = record.get("searched")
+                local = searched.get("local_features") if isinstance(searched, dict) else None
                 yield OutputRecord(str(record["input"]), str(record.get("verdict")), start, pos,
-                                   raw)
+                                   raw, None if local is None else str(local))
             except (ValueError, KeyError, TypeError):
                 continue
 
@@ -425,11 +445,12 @@ def _iter_csv_output(fh: Any) -> Iterator[OutputRecord]:
         line = b"".join(lines)
         lines.clear()
         begin, start = start, end
-        if not row or row == list(CSV_COLUMNS):
+        if not row or row in (list(CSV_COLUMNS), list(LEGACY_CSV_COLUMNS)):
             continue
         cells = dict(zip(CSV_COLUMNS, row, strict=False))
         if cells.get("input"):
-            yield OutputRecord(cells["input"], cells.get("verdict", ""), begin, end, line)
+            yield OutputRecord(cells["input"], cells.get("verdict", ""), begin, end, line,
+                               cells.get("local_features") or None)
 
 
 def already_done(out_path: Path, fmt: str, retry_errors: bool = False) -> set[str]:
@@ -540,15 +561,19 @@ def replace_results(out_path: Path, new_path: Path, fmt: str) -> int:
 class LineWriter:
     """Writes one result per line, whole, flushed; JSONL or CSV (header once)."""
 
-    def __init__(self, stream: io.TextIOBase, fmt: str, write_header: bool) -> None:
+    def __init__(self, stream: io.TextIOBase, fmt: str, write_header: bool,
+                 columns: tuple[str, ...] = CSV_COLUMNS) -> None:
+        """`columns`: those of the file being continued (`csv_columns`), for CSV."""
         self.stream = stream
         self.fmt = fmt
+        self.columns = columns
         if fmt == "csv" and write_header:
-            self._write_csv(dict(zip(CSV_COLUMNS, CSV_COLUMNS, strict=True)))
+            self._write_csv(dict(zip(columns, columns, strict=True)))
 
     def _write_csv(self, row: dict[str, Any]) -> None:
         buf = io.StringIO()
-        csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n").writerow(row)
+        csv.DictWriter(buf, self.columns, lineterminator="\n",
+                       extrasaction="ignore").writerow(row)
         self.stream.write(buf.getvalue())
 
     def write(self, result: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from conftest import PG_URL, _server_or_skip, bsds, coco, needs_shared, write_ma
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
-from imgverify.batch import CSV_COLUMNS
+from imgverify.batch import CSV_COLUMNS, LEGACY_CSV_COLUMNS
 from imgverify.cli import app
 
 pytestmark = needs_shared
@@ -254,6 +254,29 @@ def test_resume_csv_keeps_one_header(ws: Workspace, tmp_path: Path) -> None:
     assert text.count("input,verdict,") == 1
     rows = list(csv.DictReader(text.splitlines(keepends=True)))
     assert sorted(r["input"] for r in rows) == sorted(ws.inputs)
+
+
+def test_resume_of_a_csv_written_before_local_features_keeps_its_columns(
+        ws: Workspace, tmp_path: Path) -> None:
+    """A CSV from a version without the local_features column is continued in its own
+    columns: every row of the file stays readable under its one header."""
+    out = tmp_path / "R.csv"
+    scan(str(ws.scan_dir), "--archive", str(ws.archive), "--format", "csv", "--out", str(out),
+         "--workers", "1")
+    rows = list(csv.reader(out.open(encoding="utf-8", newline="")))
+    assert rows[0] == list(CSV_COLUMNS) and rows[0][-1] == "local_features"
+    assert {r[-1] for r in rows[1:] if r[1] != "error"} <= {"searched", "not_needed"}
+    assert {r[-1] for r in rows[1:] if r[1] == "error"} == {""}  # nothing was searched
+    with out.open("w", encoding="utf-8", newline="") as fh:  # as the earlier version wrote it
+        csv.writer(fh, lineterminator="\n").writerows(r[:-1] for r in rows[:-5])
+    res = scan(str(ws.scan_dir), "--archive", str(ws.archive), "--format", "csv", "--out",
+               str(out), "--resume", "--workers", "1")
+    assert res.exit_code in (0, 3), res.output
+    assert _summary_counts(res.stderr) == (5, 47)
+    again = list(csv.reader(out.open(encoding="utf-8", newline="")))
+    assert again[0] == list(LEGACY_CSV_COLUMNS)
+    assert {len(r) for r in again} == {len(LEGACY_CSV_COLUMNS)}
+    assert sorted(r[0] for r in again[1:]) == sorted(ws.inputs)
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])

@@ -210,6 +210,23 @@ def test_scan_without_local_features_finds_whole_copies_and_says_what_it_skipped
     neg = str(scan_dir / negative.name)
     assert full[neg]["verdict"] == fast[neg]["verdict"] == "no_match"
     assert not any("--no-local" in n for n in full[neg]["notes"])
+    # in CSV each row says it, and the HTML summary says how many were searched that way
+    for flag in ("--local", "--no-local"):
+        out, page = tmp_path / f"results{flag}.csv", tmp_path / f"summary{flag}.html"
+        res = runner.invoke(app, ["scan", str(scan_dir), "--archive", str(archive), "--out",
+                                  str(out), "--format", "csv", "--report", str(page),
+                                  "--workers", "1", "--no-progress", flag])
+        assert res.exit_code == 0, res.output
+        rows = {r["input"]: r for r in csv.DictReader(out.open(encoding="utf-8"))}
+        html_text = page.read_text(encoding="utf-8")
+        if flag == "--no-local":
+            assert {r["local_features"] for r in rows.values()} == {"off"}
+            assert "<p id='local-off'><b>7 of these were searched for whole-picture " \
+                "matches only</b>" in html_text
+        else:
+            assert {rows[p]["local_features"] for p in whole} == {"not_needed"}
+            assert {rows[p]["local_features"] for p in crops + [neg]} == {"searched"}
+            assert "local-off" not in html_text
     # the desk's command takes the same switch
     res = runner.invoke(app, ["check", crops[0], "--archive", str(archive), "-f", "json",
                               "--no-local"])

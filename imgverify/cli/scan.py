@@ -11,10 +11,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from imgverify.batch import (
+    CSV_COLUMNS,
     LineWriter,
     ScanConfig,
     ScanSummary,
     already_done,
+    csv_columns,
     iter_inputs,
     iter_output,
     iter_url_file,
@@ -178,7 +180,10 @@ def scan_cmd(
                         claimed_place=claimed_place, local_features=local,
                         limits=_limits(max_pixels, max_bytes, allow_private_urls, max_frames,
                                        timeout, use_env_proxy))
-    writer = LineWriter(stream, fmt, write_header)
+    # rows added to an existing CSV keep its columns (one written before local_features)
+    columns = csv_columns(out) if fmt == "csv" and (resume or retry_errors) and out is not None \
+        and out.exists() and out.stat().st_size > 0 else CSV_COLUMNS
+    writer = LineWriter(stream, fmt, write_header, columns)
     nworkers = workers if workers > 0 else default_workers()
     summary: ScanSummary | None = None
     try:
@@ -255,11 +260,13 @@ class _ScanRun:
         self.finds: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
         self.verdicts: Counter[str] = Counter()
+        self.local_off = 0  # checked with the local stage off (--no-local)
 
     def collect(self, result: dict[str, Any]) -> None:
         if not self.wanted:
             return
         self.verdicts[result["verdict"]] += 1
+        self.local_off += (result.get("searched") or {}).get("local_features") == "off"
         self._keep(result)
 
     def _keep(self, result: dict[str, Any]) -> None:
@@ -281,8 +288,10 @@ class _ScanRun:
         this_run = summary.to_dict() if summary is not None else None
         if out is not None and out.exists():
             self.finds, self.failures, self.verdicts = [], [], Counter()
+            self.local_off = 0
             for record in iter_output(out, fmt):
                 self.verdicts[record.verdict] += 1
+                self.local_off += record.local_features == "off"
                 if record.verdict in ("likely_recycled", "possibly_recycled", "error"):
                     try:
                         self._keep(record.result(fmt))
@@ -290,7 +299,7 @@ class _ScanRun:
                         continue
         self._trim()
         data = {"checked": sum(self.verdicts.values()), "verdicts": dict(self.verdicts),
-                "errors": self.verdicts.get("error", 0),
+                "errors": self.verdicts.get("error", 0), "local_off": self.local_off,
                 "walk_errors": [{"path": p, "error": e} for p, e in walk_errors],
                 "interrupted": summary is None, "this_run": this_run}
         if out is not None:

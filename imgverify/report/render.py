@@ -563,6 +563,13 @@ def to_batch_html(summary: dict[str, Any], finds: list[dict[str, Any]],
     counts = ", ".join(f"{e(str(k))}: {e(str(v))}" for k, v in
                        sorted(summary.get("verdicts", {}).items()))
     parts.append(f"<p id='counts'>{e(str(summary.get('checked', 0)))} checked — {counts}</p>")
+    if summary.get("local_off"):
+        parts.append(
+            f"<p id='local-off'><b>{e(str(summary['local_off']))} of these were "
+            "searched for whole-picture matches only</b> (<code>--no-local</code>): re-encoded, "
+            "resized, mirrored and bordered copies. Crops, screenshots and collages among them "
+            "were not searched, so their no_match says nothing about those edits; scan them "
+            "again without --no-local before relying on it.</p>")
     audited = next((r for r in [*finds, *errors] if r.get("archive")), None)
     if audited is not None:
         a = audited["archive"]
