@@ -150,20 +150,24 @@ def _init_scan(config: ScanConfig, own_process: bool = False) -> None:
     archive: Archive = resolve_archive(config.archive_path)
     # indexes, native libraries and lazy imports before the first timed input: a time-out
     # inside an import would leave the module broken for every later input of this process
-    warm_up(archive, claimed_place=bool(config.claimed_place))
+    warm_up(archive, claimed_place=bool(config.claimed_place), local=config.local_features)
     _scan_state["archive"] = archive
     _scan_state["config"] = config
 
 
 def _warm_caches(config: ScanConfig) -> None:
     """Build the archive's cached indexes once, here, before the workers start: otherwise
-    every worker builds (and trains) the same index at the same time."""
+    every worker builds (and trains) the same index at the same time, which for the local
+    index of a never-indexed large archive is minutes each, and memory for each. A
+    --no-local scan builds no local index at all: it would never read it."""
+    from imgverify.checker import prepare_local_index
     from imgverify.store.sqlite import resolve_archive
 
     archive = resolve_archive(config.archive_path)
     try:
         archive.index()
-        archive.feature_index()
+        if config.local_features:
+            prepare_local_index(archive)  # built and published if it never was
     finally:
         archive.close()
 

@@ -26,6 +26,7 @@ from imgverify.match.verdict import (
     DEFAULT_THRESHOLDS,
     Thresholds,
     decide,
+    local_thresholds,
     notes_for,
     order_matches,
     parse_claimed_date,
@@ -85,13 +86,15 @@ def prepare_local_index(archive: Archive) -> Any:
     return local
 
 
-def warm_up(archive: Archive | None = None, claimed_place: bool = False) -> None:
+def warm_up(archive: Archive | None = None, claimed_place: bool = False,
+            local: bool = True) -> None:
     """Import what `check` would otherwise import on first use (OpenCV, faiss, the EXIF and
     C2PA readers, the fetch stack), build the archive's indexes, and with `claimed_place`
     load the gazetteer: before a caller arms a per-input time limit. A time-out that lands in
     the middle of a module import leaves that module half-imported for the rest of the
     process (OpenCV then refuses to load: "recursion is detected"), so a batch runner calls
-    this once per process before its first timed check."""
+    this once per process before its first timed check. With `local` False (a --no-local
+    scan) the local-feature index is neither built nor loaded: it would not be read."""
     import exifread  # noqa: F401
 
     import imgverify.media.fetch as fetch_module
@@ -114,8 +117,9 @@ def warm_up(archive: Archive | None = None, claimed_place: bool = False) -> None
         buf = io.BytesIO()
         Image.fromarray(noise).save(buf, "JPEG", quality=90)
         check(buf.getvalue(), archive, claimed_date="2000-01-01", max_matches=1,
-              name="warm-up")
-        prepare_local_index(archive)
+              name="warm-up", thresholds=local_thresholds(local))
+        if local:
+            prepare_local_index(archive)
     if claimed_place:
         from imgverify.report import places
 

@@ -265,9 +265,10 @@ def _worker_version() -> str:
     return __version__
 
 
-def _worker_archive(location: str | None) -> Any:
+def _worker_archive(location: str | None, local: bool = True) -> Any:
     """This worker process's handle on the archive: opened (and its index built) by the first
-    batch, shared by the worker's threads (an Archive is thread-safe)."""
+    batch, shared by the worker's threads (an Archive is thread-safe). `local`: the scan
+    searches local features (a --no-local scan never builds their index)."""
     from imgverify.checker import warm_up
     from imgverify.store.sqlite import resolve_archive
 
@@ -277,7 +278,8 @@ def _worker_archive(location: str | None) -> Any:
             archive = resolve_archive(location)
             try:
                 # lazy imports and indexes before the first timed input (checker.warm_up)
-                warm_up(archive)  # a claimed place's gazetteer: check_input loads it
+                warm_up(archive, local=local)  # a claimed place's gazetteer: check_input
+                #                                  loads it
             except BaseException:
                 archive.close()
                 raise
@@ -296,7 +298,7 @@ def _check_batch(config: ScanConfig, batch: list[tuple[Any, str]]) -> list[dict[
     """Check a batch of (input, source) pairs on a worker (an input is its name, or a
     ScanInput with its own claim). Raises only when the archive cannot be opened; an
     input's problem is its own error line, as in a local scan."""
-    archive = _worker_archive(config.archive_path)
+    archive = _worker_archive(config.archive_path, config.local_features)
     results = []
     for item, source in batch:
         name = source_of(item)

@@ -186,6 +186,41 @@ def test_warm_up_builds_a_never_built_local_index(tmp_path: Path) -> None:
         assert r.verdict in FOUND and r.matches[0].caption == "Caption 6"
 
 
+def test_a_scan_builds_a_never_built_local_index_before_its_workers_and_no_local_never(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scan with several workers builds a never-built local index once, before its workers
+    start, rather than in every worker at once (minutes each at a million references); a
+    --no-local scan builds none, since it never reads it."""
+    from imgverify.store.sqlite import Archive
+
+    monkeypatch.setattr(Archive, "compact_min_refs", 0)  # this small archive counts as large
+    ps = photos()
+    path = tmp_path / "a.sqlite"
+    with imgverify.Archive(path) as arch:
+        ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(ps[:8])),
+                        build_index=False)
+        assert isinstance(arch.feature_index(), PendingLocalIndex)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "crop.jpg").write_bytes(crop_jpeg(ps[6], 0.45))
+    runs = {}
+    for name, extra in (("fast", ["--no-local", "--workers", "1"]), ("full", ["--workers", "2"])):
+        out = tmp_path / f"{name}.jsonl"
+        res = CliRunner().invoke(app, ["scan", str(folder), "--archive", str(path), "--out",
+                                       str(out), "--no-progress", *extra])
+        assert res.exit_code == 0, res.output
+        runs[name] = json.loads(out.read_text().splitlines()[0])
+        with imgverify.Archive(path) as arch:
+            index = arch.feature_index()
+        if name == "fast":
+            assert isinstance(index, PendingLocalIndex)  # the --no-local scan built nothing
+            assert runs[name]["searched"]["local_features"] == "off"
+        else:
+            assert isinstance(index, CompactFeatureIndex)  # built by the scan, for everyone
+            assert runs[name]["verdict"] in FOUND
+            assert runs[name]["matches"][0]["caption"] == "Caption 6"
+
+
 def test_archive_index_command(tmp_path: Path) -> None:
     path = tmp_path / "a.sqlite"
     with imgverify.Archive(path) as arch:
