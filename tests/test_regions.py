@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from conftest import bsds
 from PIL import Image, ImageDraw, ImageFilter
 
-from imgverify.signals.regions import _iou, find_parts, photo_region
+from imgverify.signals.regions import _iou, caption_band, find_parts, photo_region
 
 
 def _feed_screenshot(photo: Image.Image, dark: bool, indent: int) -> tuple[Image.Image, tuple]:
@@ -131,3 +133,57 @@ def test_border_trim_judged_by_blocks_is_the_line_by_line_trim() -> None:
     for case in cases:
         assert trim_uniform_borders(case) == _trim_line_by_line(case), case.size
     assert sum(_trim_line_by_line(c) is not None for c in cases) >= 12  # borders were found
+
+
+def _meme(photo: Image.Image, bar_share: float, where: str, dark: bool, lines: int
+          ) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """A meme: a flat bar above or below the photo with one or two lines of big capitals."""
+    bg, fg = ((0, 0, 0), (255, 255, 255)) if dark else ((255, 255, 255), (0, 0, 0))
+    bar = round(photo.height * bar_share)
+    canvas = Image.new("RGB", (photo.width, photo.height + bar), bg)
+    top = bar if where == "above" else 0
+    canvas.paste(photo, (0, top))
+    d = ImageDraw.Draw(canvas)
+    size = int(bar / (lines * 1.5))
+    y = (0 if where == "above" else photo.height) + (bar - lines * size * 1.25) / 2
+    for text in ["WHEN THE ROCKETS FELL LAST NIGHT", "NOBODY SHOWED THIS"][:lines]:
+        d.text((photo.width * 0.04, y), text, fill=fg, font_size=size)
+        y += size * 1.25
+    return canvas, (0, top, photo.width, top + photo.height)
+
+
+@pytest.mark.parametrize("where", ["above", "below"])
+@pytest.mark.parametrize("dark", [False, True])
+@pytest.mark.parametrize("bar_share,lines", [(0.1, 1), (0.25, 2)])
+def test_the_photo_under_a_caption_bar_is_a_part_of_its_own(
+        where: str, dark: bool, bar_share: float, lines: int) -> None:
+    """photo_region takes its background from all four edges, most of which are the photo's
+    own in a meme, so it misses the bar; `caption_band` judges each edge by itself."""
+    for path in bsds(3, split="test"):
+        photo = Image.open(path).convert("RGB")
+        meme, truth = _meme(photo, bar_share, where, dark, lines)
+        buf = io.BytesIO()  # as it is uploaded: JPEG ringing around the glyphs
+        meme.save(buf, "JPEG", quality=85)
+        meme = Image.open(buf).convert("RGB")
+        band = caption_band(meme)
+        assert band is not None, (path, where, dark)
+        assert band[0] == 0 and band[2] == meme.width
+        assert abs(band[1] - truth[1]) <= 0.02 * meme.height, (band, truth)
+        assert abs(band[3] - truth[3]) <= 0.02 * meme.height, (band, truth)
+        assert ("band", band) in find_parts(meme, query=True)
+
+
+def test_no_caption_band_without_a_bar() -> None:
+    """Photos as they were taken, and a photo in flat letterbox borders (the trim's job)."""
+    found = 0
+    photos = bsds(12, split="val")
+    for path in photos:
+        photo = Image.open(path).convert("RGB")
+        found += caption_band(photo) is not None
+        framed = Image.new("RGB", (photo.width, photo.height * 3 // 2), (0, 0, 0))
+        framed.paste(photo, (0, photo.height // 4))
+        # two flat bars and no text: the trimmed part, not another one
+        assert [n for n, _ in find_parts(framed, query=True)].count("band") == 0, path
+    # a photo whose top lines are one flat colour (an overcast sky) may show a band; none of
+    # these do, and a band there costs one more hash, never a match on its own
+    assert found <= 1, found

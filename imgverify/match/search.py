@@ -65,6 +65,8 @@ class RawMatch:
             bits.append(rotation)
         if self.query_part == "photo":
             bits.append(INSIDE_LARGER_IMAGE)
+        elif self.query_part == "band":
+            bits.append("with a caption bar added")
         elif self.query_part.startswith("tile-"):
             bits.append(f"{INSIDE_LARGER_IMAGE}: one tile of a collage")
         elif self.query_part == "trimmed" and self.ref_part == "full":

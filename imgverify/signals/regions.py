@@ -8,6 +8,7 @@ and hashed as extra parts of the query:
 * ``trimmed``: the picture inside flat borders;
 * ``photo``: the largest band of textured rows/columns, i.e. the photo inside text-and-flat
   chrome (screenshot, story frame, caption bar);
+* ``band``: the photo under (or over) a caption bar, each edge judged by its own colour;
 * ``tile-r-c``: the cells of a 2x2, 3x3, 1x2 or 2x1 collage when grid lines are found.
 
 All detection works on a ~256 px grey copy and costs a few milliseconds.
@@ -147,6 +148,66 @@ def photo_region(rgb: Image.Image) -> tuple[int, int, int, int] | None:
     return (int(x0 * sx), int(y0 * sy), int(round(x1 * sx)), int(round(y1 * sy)))
 
 
+#: A caption bar is between these shares of the picture's height.
+BAND_MIN, BAND_MAX = 0.04, 0.45
+
+
+def caption_band(rgb: Image.Image) -> tuple[int, int, int, int] | None:
+    """Box of the photo below (or above) a caption bar, in `rgb` pixels; None if there is
+    none. Why not `photo_region`: it takes the background colour from all four edges, which
+    for a meme are mostly the photo's own, so a bar on one side is not seen; here each of
+    the top and the bottom is judged by its own first line.
+
+    A bar is a run of lines from that edge that are largely the colour of its first line
+    (a uniform line) and hold text: text lines keep much of their background between and
+    around the glyphs, while the photo's lines are rarely that colour. It ends where
+    several lines in a row are mostly not that colour, at the last line before them that
+    is all bar colour."""
+    g = _small_gray(rgb)
+    h, w = g.shape
+    if h < 32 or w < 32:
+        return None
+    top, bottom = 0, h
+    need = max(2, h // 40)  # photo lines in a row that end a bar
+    for side in (0, 1):
+        lines = g if side == 0 else g[::-1]
+        first = lines[0]
+        colour = float(np.median(first))
+        if (np.abs(first - colour) <= 8).mean() < 0.95:
+            continue  # the edge line is not a flat bar
+        # close to the bar's own colour: a bright sky next to a white bar is not the bar
+        share = (np.abs(lines - colour) <= 4).mean(axis=1)
+        photo = share < 0.3
+        end = None
+        for i in range(h - need):
+            if photo[i:i + need].all():
+                end = i
+                break
+        if end is None:
+            continue
+        # the photo starts after the last line that is all bar colour (the bar's margin):
+        # lines between it and the clear photo lines are the photo's own edge in a colour
+        # close to the bar's (a pale road under a white bar)
+        pure = np.flatnonzero(share[:end] >= 0.97)
+        if pure.size:
+            end = int(pure[-1]) + 1
+        if not BAND_MIN * h <= end <= BAND_MAX * h:
+            continue
+        # a caption bar carries text: lines with strokes far from the bar's colour (a
+        # photo's own dark or pale edge has none; flat borders without text are trimmed)
+        strokes = (np.abs(lines[:end] - colour) > 96).mean(axis=1) >= 0.03
+        if strokes.sum() < 2:
+            continue
+        if side == 0:
+            top = end
+        else:
+            bottom = h - end
+    if (top, bottom) == (0, h) or bottom - top < 0.5 * h:
+        return None
+    sy = rgb.height / h
+    return (0, int(top * sy), rgb.width, int(round(bottom * sy)))
+
+
 def _grid_lines(g: np.ndarray, axis: int) -> list[int]:
     """Positions (in `g` pixels) of straight full-length seams across `axis`."""
     if axis == 0:  # horizontal seams: compare consecutive rows
@@ -217,6 +278,11 @@ def find_parts(rgb: Image.Image, query: bool = False) -> list[tuple[str, Box]]:
     region = photo_region(rgb)
     if region is not None and (box is None or _iou(region, box) < 0.9):
         parts.append(("photo", region))
+    band = caption_band(rgb)
+    # (a thin bar leaves a box close to the whole frame: only a near copy of a part is
+    # left out)
+    if band is not None and all(_iou(band, b) < 0.97 for _, b in parts):
+        parts.append(("band", band))
     parts.extend(grid_tiles(rgb))
     return parts
 
