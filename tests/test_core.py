@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 from typer.testing import CliRunner
 
 import imgverify
@@ -232,6 +232,34 @@ def test_scan_without_local_features_finds_whole_copies_and_says_what_it_skipped
                               "--no-local"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["searched"]["local_features"] == "off"
+
+
+@needs_shared
+@pytest.mark.parametrize("where", ["above", "below"])
+def test_a_meme_is_found_by_its_whole_picture_hashes(photo_archive: tuple[Path, list[Path]],
+                                                     tmp_path: Path, where: str) -> None:
+    """The photo under a caption bar is hashed as a part of its own, so a meme is found
+    without local features (--no-local) and the result names the edit."""
+    archive, photos = photo_archive
+    photo = Image.open(photos[1]).convert("RGB")
+    bar = photo.height // 5
+    meme = Image.new("RGB", (photo.width, photo.height + bar), (255, 255, 255))
+    meme.paste(photo, (0, bar if where == "above" else 0))
+    y = (0 if where == "above" else photo.height) + bar // 4
+    ImageDraw.Draw(meme).text((photo.width // 20, y), "THEY DON'T WANT YOU TO SEE THIS",
+                              fill=(0, 0, 0), font_size=bar // 2)
+    path = tmp_path / "meme.jpg"
+    meme.save(path, "JPEG", quality=85)
+    res = runner.invoke(app, ["check", str(path), "--archive", str(archive), "-f", "json",
+                              "--no-local"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["verdict"] == "likely_recycled", out["notes"]
+    top = out["matches"][0]
+    assert top["method"] == "global_hashes" and "caption bar" in (top["transform"] or "")
+    original = runner.invoke(app, ["check", str(photos[1]), "--archive", str(archive), "-f",
+                                   "json"])
+    assert top["reference_id"] == json.loads(original.stdout)["matches"][0]["reference_id"]
 
 
 @needs_shared
