@@ -170,6 +170,39 @@ def test_a_never_indexed_archive_is_not_indexed_on_a_query(location: str,
         assert not any("were not searched" in n for n in again.notes)
 
 
+def test_checks_of_a_never_indexed_archive_do_not_count_its_features_again(
+        tmp_path: Path) -> None:
+    """A pending local index is looked for again on every check (so an `archive index` run
+    elsewhere is picked up at once), but while the archive is unchanged it is known to be
+    large: the COUNT(*) over the features table (a full scan, about a second at ten million
+    rows) is not repeated. Read off SQLite's own statement trace."""
+    ps = photos()
+    with imgverify.Archive(tmp_path / "a.sqlite") as arch:
+        arch.compact_min_refs = 0
+        ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(ps[:6])),
+                        build_index=False)
+        assert isinstance(arch.feature_index(), PendingLocalIndex)
+        statements: list[str] = []
+        arch._conn().set_trace_callback(statements.append)
+        try:
+            for p in ps[6:9]:
+                r = imgverify.check(crop_jpeg(p, 0.5), arch)
+                assert r.searched["local_features"] == "pending"
+        finally:
+            arch._conn().set_trace_callback(None)
+        assert not [s for s in statements if "COUNT(*) FROM features" in s], statements
+        # a change to the archive counts again (it may have become small or large)
+        ingest_manifest(arch, write_manifest(tmp_path / "n.csv", manifest_rows(ps[6:7])),
+                        build_index=False)
+        statements.clear()
+        arch._conn().set_trace_callback(statements.append)
+        try:
+            assert isinstance(arch.feature_index(), PendingLocalIndex)
+        finally:
+            arch._conn().set_trace_callback(None)
+        assert [s for s in statements if "COUNT(*) FROM features" in s]
+
+
 def test_warm_up_builds_a_never_built_local_index(tmp_path: Path) -> None:
     """A service or batch scan prepares before its first request: `warm_up` builds it."""
     from imgverify.checker import warm_up

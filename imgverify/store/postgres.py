@@ -542,7 +542,11 @@ class PostgresArchive:
                     and not getattr(self._features, "pending", False)):
                 return self._features
             base = getattr(self, "_compact_base", None)
-        if base is None and self._feature_count() >= self.compact_min_refs:
+            # pending at an unchanged generation: it was large and still is (no COUNT(*)
+            # over the features table on every check of a never-indexed archive)
+            still_large = (getattr(self._features, "pending", False)
+                           and current == self._features_generation)
+        if base is None and (still_large or self._feature_count() >= self.compact_min_refs):
             base = self._cached_compact(current)
             if base is None:
                 # never built anywhere: not on a query (see PendingLocalIndex); looked for

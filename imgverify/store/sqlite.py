@@ -679,9 +679,14 @@ class Archive:
         """
         state, key = self._state()
         with self._index_lock:
+            pending = getattr(self._features, "pending", False)
             if (self._features is None or state != self._features_generation
-                    or getattr(self._features, "pending", False)):  # built elsewhere since?
-                if self._feature_count() >= self.compact_min_refs:
+                    or pending):  # built elsewhere since?
+                # pending at an unchanged state: it was large and still is; counting again
+                # (a scan of the features table, about a second at ten million rows) on
+                # every check of a never-indexed archive would say the same
+                if (pending and state == self._features_generation) \
+                        or self._feature_count() >= self.compact_min_refs:
                     self._features = self._compact_index(key)
                     self._features_generation = state
                     return self._features
