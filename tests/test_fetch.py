@@ -328,6 +328,31 @@ def test_rebinding_name_at_a_redirect_hop_is_pinned(net: SimpleNamespace) -> Non
     assert net.lookups == ["cdn.test", "rebind.test"]
 
 
+def test_importer_client_connects_where_it_checked(net: SimpleNamespace) -> None:
+    """The importers' polite client (MediaWiki API, feeds, downloads) pins as fetch_url
+    does: it connects to the lookup it checked, so a rebinding name that answers a public
+    address to the check and a local one afterwards never reaches the local server."""
+    from imgverify.ingest.importers.http import ClientConfig, ImportHTTPError, PoliteClient
+
+    net.answers["rebind.test"] = [PUBLIC_IP, "127.0.0.1"]
+    url = f"http://rebind.test:{net.internal.port}/secret.jpg"
+    with PoliteClient(ClientConfig(min_interval=0, retries=0, timeout=2)) as client:
+        assert client.get(url).content == PUBLIC_BODY
+        assert net.internal.seen == []
+        assert net.connects == [(PUBLIC_IP, net.internal.port)]
+        # the next request looks again and now sees the local address: refused, not sent
+        with pytest.raises(ImportHTTPError, match="non-public"):
+            client.get(url)
+        # a redirect hop to a rebinding name is pinned too
+        net.answers["cdn.test"] = [PUBLIC_IP]
+        net.answers["hop.test"] = [PUBLIC_IP, "127.0.0.1"]
+        hop = f"http://hop.test:{net.internal.port}/y"
+        resp = client.get(f"http://cdn.test:{net.internal.port}/go?to={hop}")
+        assert resp.content == PUBLIC_BODY
+    assert net.internal.seen == []
+    assert net.public.seen[-1] == ("/y", f"hop.test:{net.internal.port}")
+
+
 def test_environment_proxy_ignored_unless_asked(net: SimpleNamespace,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     proxy = Loopback(b"\xff\xd8 from the proxy \xff\xd9")

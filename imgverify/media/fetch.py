@@ -169,6 +169,19 @@ def _connect_pinned(conn: Any, pin: _Pin) -> socket.socket:
     raise NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
 
 
+def resolve_pinned(url: str, allow_private: bool = False) -> Any:
+    """Resolve the URL's host once, refuse non-public answers unless `allow_private`, and
+    return a requests adapter whose connections go only to those checked addresses (no
+    second lookup a rebinding name could answer differently), with the pin it carries
+    (`adapter.pin`, comparable between lookups). For other HTTP clients of imgverify (the
+    importers); raises FetchError/UrlRefusedError as `fetch_url` does."""
+    pin = _resolve_and_check(url, FetchPolicy(allow_private=allow_private), proxied=False)
+    assert pin is not None  # only a proxied lookup may come back empty
+    adapter = _pinned_adapter(pin)
+    adapter.pin = pin
+    return adapter
+
+
 def _pinned_adapter(pin: _Pin) -> Any:
     """A requests adapter whose direct connections go to `pin` (proxied ones go to the proxy,
     which urllib3 connects to with its own classes)."""

@@ -9,9 +9,7 @@ environment (trust_env=False) and refuses non-public addresses unless told other
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,8 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from imgverify._version import __version__
-from imgverify.errors import FetchError
-from imgverify.media.fetch import redact_url
+from imgverify.errors import FetchError, UrlRefusedError
+from imgverify.media.fetch import redact_url, resolve_pinned
 
 PROJECT_URL = "https://github.com/imgverify/imgverify"
 CONTACT_ENV = "IMGVERIFY_CONTACT"
@@ -93,22 +91,34 @@ class PoliteClient:
         self.close()
 
     def _check_host(self, url: str) -> None:
+        """Resolve the host once, check every address, and send this host's requests only to
+        those addresses (`fetch.resolve_pinned`): checking one lookup and letting requests
+        connect after a second one would let a rebinding name answer a public address to
+        the check and a local one to the connection."""
         parts = urlsplit(url)
         if parts.scheme.lower() not in ("http", "https"):
             raise ImportHTTPError(f"refusing URL scheme {parts.scheme!r} in {redact_url(url)}")
-        host = parts.hostname
-        if not host:
+        if not parts.hostname:
             raise ImportHTTPError(f"URL has no host: {redact_url(url)}")
-        if self.config.allow_private:
-            return
         try:
-            infos = socket.getaddrinfo(host, parts.port or 443)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise ImportHTTPError(f"cannot resolve host {host!r}: {exc}") from None
-        for info in infos:
-            if not ipaddress.ip_address(info[4][0]).is_global:
-                raise ImportHTTPError(f"refusing non-public address for {host!r}; pass "
-                                      "--allow-private-urls if this is intended")
+            adapter = resolve_pinned(url, allow_private=self.config.allow_private)
+        except UrlRefusedError:
+            raise ImportHTTPError(f"refusing non-public address for {parts.hostname!r}; pass "
+                                  "--allow-private-urls if this is intended") from None
+        except FetchError as exc:
+            raise ImportHTTPError(str(exc)) from None
+        # one adapter per scheme and host, kept while the host resolves to the same
+        # addresses, so keep-alive connections to an API are reused between requests
+        prefix = f"{parts.scheme.lower()}://{parts.netloc.lower()}/"
+        current = self._session.adapters.get(prefix)
+        if current is None or getattr(current, "pin", None) != adapter.pin:
+            if current is not None:
+                current.close()
+            self._session.mount(prefix, adapter)
+        if getattr(self._session.get_adapter(url), "pin", None) is None:
+            # the URL is spelled so that the prefix above does not cover it: never let an
+            # unpinned adapter resolve it again
+            raise ImportHTTPError(f"cannot pin the connection for {redact_url(url)}")
 
     def _wait_turn(self) -> None:
         gap = self.config.min_interval - (time.monotonic() - self._last)
