@@ -277,9 +277,9 @@ def _worker_archive(location: str | None, local: bool = True) -> Any:
         if archive is None or archive.closed:
             archive = resolve_archive(location)
             try:
-                # lazy imports and indexes before the first timed input (checker.warm_up)
-                warm_up(archive, local=local)  # a claimed place's gazetteer: check_input
-                #                                  loads it
+                # lazy imports and indexes before the first timed input (checker.warm_up);
+                # a claimed place's gazetteer: check_input loads it
+                warm_up(archive, local=local)
             except BaseException:
                 archive.close()
                 raise

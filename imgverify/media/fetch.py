@@ -176,7 +176,8 @@ def resolve_pinned(url: str, allow_private: bool = False) -> Any:
     (`adapter.pin`, comparable between lookups). For other HTTP clients of imgverify (the
     importers); raises FetchError/UrlRefusedError as `fetch_url` does."""
     pin = _resolve_and_check(url, FetchPolicy(allow_private=allow_private), proxied=False)
-    assert pin is not None  # only a proxied lookup may come back empty
+    if pin is None:  # only a proxied lookup may come back empty, and this one is not
+        raise FetchError(f"cannot resolve the host of {redact_url(url)}")
     adapter = _pinned_adapter(pin)
     adapter.pin = pin
     return adapter

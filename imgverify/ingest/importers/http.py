@@ -61,6 +61,11 @@ class ClientConfig:
     allow_private: bool = False
 
 
+def _pin_set(adapter: Any) -> Any:
+    pin = getattr(adapter, "pin", None)
+    return None if pin is None else (pin.host, pin.port, frozenset(pin.addresses))
+
+
 class PoliteClient:
     """Serial, rate-limited GETs with retries; thread-safe (one request at a time)."""
 
@@ -107,11 +112,12 @@ class PoliteClient:
                                   "--allow-private-urls if this is intended") from None
         except FetchError as exc:
             raise ImportHTTPError(str(exc)) from None
-        # one adapter per scheme and host, kept while the host resolves to the same
-        # addresses, so keep-alive connections to an API are reused between requests
+        # one adapter per scheme and host, kept while the host resolves to the same set of
+        # addresses (a CDN's round robin reorders them), so keep-alive connections to an
+        # API are reused between requests
         prefix = f"{parts.scheme.lower()}://{parts.netloc.lower()}/"
         current = self._session.adapters.get(prefix)
-        if current is None or getattr(current, "pin", None) != adapter.pin:
+        if current is None or _pin_set(current) != _pin_set(adapter):
             if current is not None:
                 current.close()
             self._session.mount(prefix, adapter)
