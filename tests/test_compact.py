@@ -12,6 +12,8 @@ import io
 import json
 import shutil
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -177,30 +179,40 @@ def test_checks_of_a_never_indexed_archive_do_not_count_its_features_again(
     large: the COUNT(*) over the features table (a full scan, about a second at ten million
     rows) is not repeated. Read off SQLite's own statement trace."""
     ps = photos()
-    with imgverify.Archive(tmp_path / "a.sqlite") as arch:
-        arch.compact_min_refs = 0
-        ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(ps[:6])),
-                        build_index=False)
-        assert isinstance(arch.feature_index(), PendingLocalIndex)
-        statements: list[str] = []
-        arch._conn().set_trace_callback(statements.append)
-        try:
+    with _never_indexed(tmp_path, ps[:6]) as arch:
+        with _statements(arch) as statements:
             for p in ps[6:9]:
                 r = imgverify.check(crop_jpeg(p, 0.5), arch)
                 assert r.searched["local_features"] == "pending"
-        finally:
-            arch._conn().set_trace_callback(None)
         assert not [s for s in statements if "COUNT(*) FROM features" in s], statements
         # a change to the archive counts again (it may have become small or large)
         ingest_manifest(arch, write_manifest(tmp_path / "n.csv", manifest_rows(ps[6:7])),
                         build_index=False)
-        statements.clear()
-        arch._conn().set_trace_callback(statements.append)
-        try:
+        with _statements(arch) as statements:
             assert isinstance(arch.feature_index(), PendingLocalIndex)
-        finally:
-            arch._conn().set_trace_callback(None)
         assert [s for s in statements if "COUNT(*) FROM features" in s]
+
+
+def _never_indexed(folder: Path, ps: list[Path]) -> imgverify.Archive:
+    """An archive treated as large (compact local index) whose local index was never
+    built."""
+    arch = imgverify.Archive(folder / "a.sqlite")
+    arch.compact_min_refs = 0
+    ingest_manifest(arch, write_manifest(folder / "m.csv", manifest_rows(ps)),
+                    build_index=False)
+    assert isinstance(arch.feature_index(), PendingLocalIndex)
+    return arch
+
+
+@contextmanager
+def _statements(arch: imgverify.Archive) -> Iterator[list[str]]:
+    """The SQL statements this thread's connection runs meanwhile (SQLite's own trace)."""
+    seen: list[str] = []
+    arch._conn().set_trace_callback(seen.append)
+    try:
+        yield seen
+    finally:
+        arch._conn().set_trace_callback(None)
 
 
 def test_warm_up_builds_a_never_built_local_index(tmp_path: Path) -> None:
@@ -208,11 +220,7 @@ def test_warm_up_builds_a_never_built_local_index(tmp_path: Path) -> None:
     from imgverify.checker import warm_up
 
     ps = photos()
-    with imgverify.Archive(tmp_path / "a.sqlite") as arch:
-        arch.compact_min_refs = 0
-        ingest_manifest(arch, write_manifest(tmp_path / "m.csv", manifest_rows(ps[:8])),
-                        build_index=False)
-        assert isinstance(arch.feature_index(), PendingLocalIndex)
+    with _never_indexed(tmp_path, ps[:8]) as arch:
         warm_up(arch)
         assert isinstance(arch.feature_index(), CompactFeatureIndex)
         r = imgverify.check(crop_jpeg(ps[6], 0.45), arch)
