@@ -71,7 +71,8 @@ LOCAL_INDEX_PENDING_NOTE = (
 LOCAL_OFF_NOTE = (
     "Crops, screenshots and collages were not searched: local features were turned off for "
     "this check (--no-local; local=false in the service). Only whole-picture matches "
-    "(re-encoded, resized, mirrored, bordered copies) were searched.")
+    "(re-encoded, resized, mirrored, bordered copies, memes with a caption bar) were "
+    "searched.")
 
 
 def prepare_local_index(archive: Archive) -> Any:

@@ -57,8 +57,9 @@ TimeoutOpt = Annotated[float, typer.Option(
 LocalOpt = Annotated[bool, typer.Option(
     "--local/--no-local", help="Search crops, screenshots and collages with local features "
     "(default). --no-local searches whole-picture matches only (re-encoded, resized, "
-    "mirrored or bordered copies): several times faster, for a first pass over a large "
-    "batch, but crops, caption bars, stories, collages and many screenshots are missed. "
+    "mirrored or bordered copies, memes with a caption bar): several times faster, for a "
+    "first pass over a large batch, but crops, stories, collages and many screenshots are "
+    "missed. "
     "Each result says what was searched (`searched`).")]
 PrivateOpt = Annotated[bool, typer.Option(
     "--allow-private-urls", help="Allow URLs on private/loopback addresses (refused by default "
