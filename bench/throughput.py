@@ -239,7 +239,7 @@ def run(queries: list[dict[str, Any]], archive: Any, repeat: int,
     for q in queries:
         q.update(decode=[], phash=[], orb=[], check=[], check_wall=[])
         for mode in modes:
-            q[mode] = {"check": [], "check_wall": []}
+            q[f"mode:{mode}"] = {"check": [], "check_wall": []}
     for _ in range(repeat):
         for q in queries:
             _o, c, _w = _cpu(decode_floor, q["data"])
@@ -250,11 +250,11 @@ def run(queries: list[dict[str, Any]], archive: Any, repeat: int,
             q["orb"].append(c)
             for mode in modes:
                 res, c, w = _cpu(imgverify.check, q["data"], archive, **MODES[mode])
-                q[mode]["check"].append(c)
-                q[mode]["check_wall"].append(w)
-                q[mode]["verdict"] = res.verdict
+                q[f"mode:{mode}"]["check"].append(c)
+                q[f"mode:{mode}"]["check_wall"].append(w)
+                q[f"mode:{mode}"]["verdict"] = res.verdict
     for q in queries:  # the first mode is the one the rest of the report is about
-        q.update(q[modes[0]])
+        q.update(q[f"mode:{modes[0]}"])
 
 
 def _p(values: list[float], pct: float) -> float:
@@ -264,7 +264,7 @@ def _p(values: list[float], pct: float) -> float:
 
 def summarise(queries: list[dict[str, Any]], mode: str | None = None) -> dict[str, Any]:
     if mode is not None:
-        queries = [{**q, **q[mode]} for q in queries]
+        queries = [{**q, **q[f"mode:{mode}"]} for q in queries]
     out: dict[str, Any] = {}
     for cls in ("small", "camera"):
         rows = [q for q in queries if q["cls"] == cls]
@@ -324,7 +324,7 @@ def _found_per_edit(queries: list[dict[str, Any]], mode: str
     for q in queries:
         if q["kind"] == "pos":
             f, n = out.get((q["cls"], q["edit"]), (0, 0))
-            hit = q[mode]["verdict"] in ("likely_recycled", "possibly_recycled")
+            hit = q[f"mode:{mode}"]["verdict"] in ("likely_recycled", "possibly_recycled")
             out[(q["cls"], q["edit"])] = (f + hit, n + 1)
     return out
 

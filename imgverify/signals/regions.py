@@ -107,9 +107,11 @@ def _grow(flat_share: np.ndarray, start: int, end: int, limit: float = 0.97
     return new_start, new_end
 
 
-def photo_region(rgb: Image.Image) -> tuple[int, int, int, int] | None:
-    """Box of the photo inside chrome or caption bars, in `rgb` pixels; None if not framed."""
-    g = _small_gray(rgb)
+def photo_region(rgb: Image.Image, gray: np.ndarray | None = None
+                 ) -> tuple[int, int, int, int] | None:
+    """Box of the photo inside chrome or caption bars, in `rgb` pixels; None if not framed.
+    `gray`: `rgb`'s analysis copy when the caller has it (`find_parts` makes it once)."""
+    g = _small_gray(rgb) if gray is None else gray
     h, w = g.shape
     if h < 32 or w < 32:
         return None
@@ -152,7 +154,8 @@ def photo_region(rgb: Image.Image) -> tuple[int, int, int, int] | None:
 BAND_MIN, BAND_MAX = 0.04, 0.45
 
 
-def caption_band(rgb: Image.Image) -> tuple[int, int, int, int] | None:
+def caption_band(rgb: Image.Image, gray: np.ndarray | None = None
+                 ) -> tuple[int, int, int, int] | None:
     """Box of the photo below (or above) a caption bar, in `rgb` pixels; None if there is
     none. Why not `photo_region`: it takes the background colour from all four edges, which
     for a meme are mostly the photo's own, so a bar on one side is not seen; here each of
@@ -162,8 +165,8 @@ def caption_band(rgb: Image.Image) -> tuple[int, int, int, int] | None:
     (a uniform line) and hold text: text lines keep much of their background between and
     around the glyphs, while the photo's lines are rarely that colour. It ends where
     several lines in a row are mostly not that colour, at the last line before them that
-    is all bar colour."""
-    g = _small_gray(rgb)
+    is all bar colour. `gray` as for `photo_region`."""
+    g = _small_gray(rgb) if gray is None else gray
     h, w = g.shape
     if h < 32 or w < 32:
         return None
@@ -228,9 +231,11 @@ def _grid_lines(g: np.ndarray, axis: int) -> list[int]:
     return found
 
 
-def grid_tiles(rgb: Image.Image) -> list[tuple[str, tuple[int, int, int, int]]]:
-    """Cells of a collage grid (2 or 3 per side), in `rgb` pixels; [] if no grid is seen."""
-    g = _small_gray(rgb)
+def grid_tiles(rgb: Image.Image, gray: np.ndarray | None = None
+               ) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Cells of a collage grid (2 or 3 per side), in `rgb` pixels; [] if no grid is seen.
+    `gray` as for `photo_region`."""
+    g = _small_gray(rgb) if gray is None else gray
     h, w = g.shape
     if h < 48 or w < 48:
         return []
@@ -275,15 +280,16 @@ def find_parts(rgb: Image.Image, query: bool = False) -> list[tuple[str, Box]]:
         parts.append(("trimmed", box))
     if not query:
         return parts
-    region = photo_region(rgb)
+    gray = _small_gray(rgb)  # one analysis copy for the three detectors (none changes it)
+    region = photo_region(rgb, gray)
     if region is not None and (box is None or _iou(region, box) < 0.9):
         parts.append(("photo", region))
-    band = caption_band(rgb)
+    band = caption_band(rgb, gray)
     # (a thin bar leaves a box close to the whole frame: only a near copy of a part is
     # left out)
     if band is not None and all(_iou(band, b) < 0.97 for _, b in parts):
         parts.append(("band", band))
-    parts.extend(grid_tiles(rgb))
+    parts.extend(grid_tiles(rgb, gray))
     return parts
 
 
