@@ -300,6 +300,7 @@ CSV_COLUMNS = ("input", "verdict", "score", "reference_id", "event", "date", "pl
 #: The columns before `local_features` was added: a scan resumed on such a file goes on
 #: writing them, so every row of one file has the same columns.
 LEGACY_CSV_COLUMNS = CSV_COLUMNS[:-1]
+LEGACY_CSV_HEADER = ",".join(LEGACY_CSV_COLUMNS)  # a prefix of CSV_HEADER
 
 
 def csv_row(result: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +332,7 @@ def output_format(path: Path) -> str | None:
         return None
     if head.startswith(b"{"):
         return "jsonl"
-    if head.startswith(",".join(LEGACY_CSV_COLUMNS).encode()):  # the current header too
+    if head.startswith(LEGACY_CSV_HEADER.encode()):  # the current header too
         return "csv"
     return "unknown"
 
@@ -341,7 +342,7 @@ def csv_columns(path: Path) -> tuple[str, ...]:
     by a resume or a retry, keep them."""
     with path.open("rb") as fh:
         first = fh.readline().strip().decode("utf-8", errors="replace")
-    return LEGACY_CSV_COLUMNS if first == ",".join(LEGACY_CSV_COLUMNS) else CSV_COLUMNS
+    return LEGACY_CSV_COLUMNS if first == LEGACY_CSV_HEADER else CSV_COLUMNS
 
 
 def cut_partial_line(path: Path) -> None:

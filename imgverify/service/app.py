@@ -167,7 +167,8 @@ class CheckResponse(BaseModel):
 
 _LOCAL_HELP = ("Search crops, screenshots and collages with local features (default true). "
                "false: whole-picture matches only (re-encoded, resized, mirrored, bordered "
-               "copies), several times faster; the result's `searched` says so.")
+               "copies, memes with a caption bar), several times faster; the result's "
+               "`searched` says so.")
 
 
 class CheckUrlRequest(BaseModel):
