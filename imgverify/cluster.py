@@ -256,6 +256,8 @@ def _internal_error(name: str, exc: BaseException) -> dict[str, Any]:
 
 # -- on the workers -------------------------------------------------------------------------
 _archives: dict[str | None, Any] = {}
+#: archives whose warm-up included the local-feature stage (a --no-local scan's did not)
+_warm_local: set[str | None] = set()
 _archives_lock = threading.Lock()
 
 
@@ -276,6 +278,7 @@ def _worker_archive(location: str | None, local: bool = True) -> Any:
         archive = _archives.get(location)
         if archive is None or archive.closed:
             archive = resolve_archive(location)
+            _warm_local.discard(location)
             try:
                 # lazy imports and indexes before the first timed input (checker.warm_up);
                 # a claimed place's gazetteer: check_input loads it
@@ -284,12 +287,19 @@ def _worker_archive(location: str | None, local: bool = True) -> Any:
                 archive.close()
                 raise
             _archives[location] = archive
+        elif local and location not in _warm_local:
+            # opened for a --no-local scan; this one searches local features: their index
+            # and compiled scan before its first timed input too
+            warm_up(archive, local=True)
+        if local:
+            _warm_local.add(location)
         return archive
 
 
 def _release(location: str | None) -> None:
     with _archives_lock:
         archive = _archives.pop(location, None)
+        _warm_local.discard(location)
     if archive is not None:
         archive.close()
 
