@@ -369,14 +369,19 @@ def main() -> None:
                          "(bench/scale.py's generator; pool photos from the REPORT split)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="set a constant of imgverify.signals.compact for the run (tuning "
-                         "on these TUNE photos), e.g. HE_HIT_BUDGET=100")
+                         "on these TUNE photos), e.g. HE_HIT_BUDGET=100; search.NAME=VALUE "
+                         "sets one of imgverify.match.search")
     args = ap.parse_args()
     if args.set:
         import scale as S
 
+        from imgverify.match import search
         from imgverify.signals import compact
 
-        S.set_constants(compact, args.set)
+        # NAME=VALUE sets imgverify.signals.compact's constant; search.NAME=VALUE search's
+        S.set_constants(compact, [a for a in args.set if not a.startswith("search.")])
+        S.set_constants(search, [a.removeprefix("search.") for a in args.set
+                                 if a.startswith("search.")])
     warnings.simplefilter("ignore")  # decoder warnings of odd sample files
     logging.getLogger("exifread").setLevel(logging.ERROR)
     classes = args.classes.split(",")
