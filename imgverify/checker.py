@@ -164,7 +164,10 @@ def _check(source: Source, archive: Archive | None, *, claimed_date: str | dt.da
     claimed = parse_claimed_date(claimed_date)
     label = name or describe_source(source)
     try:
-        loaded = load(source, limits)
+        # a check that may search local features decodes a large original once, at the
+        # scale they need, and reduces the hash picture from it
+        loaded = load(source, limits, feature_side=_feature_side
+                      if thresholds.use_local_features else None)
     except ImgVerifyError as exc:
         sha256, exif = _salvage(source, limits)
         notes = notes_for(ERROR, [], exif, claimed, claimed_place)
@@ -395,13 +398,19 @@ def _salvage(source: Source, limits: Limits | None) -> tuple[str | None, ExifEvi
     return hashlib.sha256(data).hexdigest(), read_exif(data)
 
 
-def _local_picture(loaded: LoadedImage) -> tuple[Image.Image, int]:
-    """The submitted picture as local features see it, and its long side: about the
-    resolution the references were indexed at (FEATURE_SIDE), more for tall or wide layouts
-    (phone screenshots, stories) so the photo inside them keeps that resolution."""
-    w, h = loaded.original_size
+def _feature_side(original_size: tuple[int, int]) -> int:
+    """The long side local features look at a picture of this size at: about the resolution
+    the references were indexed at (FEATURE_SIDE), more for tall or wide layouts (phone
+    screenshots, stories) so the photo inside them keeps that resolution."""
+    w, h = original_size
     aspect = max(w, h) / max(1, min(w, h))
-    side = int(min(2.2 * FEATURE_SIDE, FEATURE_SIDE * max(1.0, aspect / 1.2)))
+    return int(min(2.2 * FEATURE_SIDE, FEATURE_SIDE * max(1.0, aspect / 1.2)))
+
+
+def _local_picture(loaded: LoadedImage) -> tuple[Image.Image, int]:
+    """The submitted picture as local features see it, and its long side
+    (`_feature_side`)."""
+    side = _feature_side(loaded.original_size)
     picture = picture_for_features(loaded, side)
     if max(picture.size) > side:
         # a large original decodes at up to twice `side` (JPEG scales by halves): more

@@ -298,3 +298,65 @@ def test_grayscale_and_mirrored_pil_images(small_archive: SmallArchive,
         result = imgverify.check(edited, archive)
         assert result.verdict == "likely_recycled"
         assert result.matches[0].event == small_archive.rows[5]["event"]
+
+
+# -- one decode for hashes and local features -------------------------------------------------
+def _opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the images opened for decoding from now on (the observer, not a stand-in:
+    the real function still runs)."""
+    from imgverify.media import load as load_module
+
+    seen: list[str] = []
+    real = load_module.open_image
+
+    def counting(data: bytes, name: str, limits: Limits) -> Image.Image:
+        seen.append(name)
+        return real(data, name, limits)
+
+    monkeypatch.setattr(load_module, "open_image", counting)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["rotated-jpeg", "tall-png"])
+def test_large_picture_is_decoded_once_for_hashes_and_local_features(
+        kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check that searches local features used to decode a large original twice (the hash
+    picture, then a larger one for keypoints); one decode now serves both, with the same
+    feature picture and hashes within a few bits of the old hash picture's."""
+    from imgverify.checker import _feature_side, _local_picture
+
+    if kind == "rotated-jpeg":
+        path = require(EXIF_ROTN / "exif-rotn-6.jpg")  # 12 MP, stored sideways
+    else:  # a phone screenshot saved as PNG: no DCT scaling, every decode is a full one
+        with Image.open(require(coco(1, 7)[0])) as photo:
+            shot = Image.new("RGB", (1080, 2400), (250, 250, 250))
+            shot.paste(photo.convert("RGB").resize((1080, 810)), (0, 700))
+        path = tmp_path / "screenshot.png"
+        shot.save(path)
+    data = path.read_bytes()
+    opened = _opened(monkeypatch)
+    twice = load(data)
+    old_picture, old_side = _local_picture(twice)
+    assert len(opened) == 2  # the hash picture, then the features' re-decode
+    opened.clear()
+    once = load(data, feature_side=_feature_side)
+    picture, side = _local_picture(once)
+    assert len(opened) == 1
+    assert once.larger is not None and max(once.larger.size) >= side
+    assert (once.original_size, once.image.size, side) == \
+        (twice.original_size, twice.image.size, old_side)
+    assert picture.size == old_picture.size
+    # same pixels up to the resampling path (JPEG: the same DCT scale, so identical)
+    diff = np.abs(np.asarray(picture, np.int16) - np.asarray(old_picture, np.int16))
+    assert float(diff.mean()) < (0.01 if kind == "rotated-jpeg" else 3.0)
+    new_hashes, old_hashes = compute_hashes(once.image), compute_hashes(twice.image)
+    assert hamming(new_hashes.pdq, old_hashes.pdq) <= 8
+    assert hamming(new_hashes.phash, old_hashes.phash) <= 4
+
+
+def test_small_picture_has_no_second_copy() -> None:
+    from imgverify.checker import _feature_side
+
+    photo = require(coco(1, 3)[0])
+    loaded = load(photo, feature_side=_feature_side)
+    assert loaded.larger is None  # the hash picture is already large enough for keypoints

@@ -12,6 +12,7 @@ import io
 import os
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -74,6 +75,9 @@ class LoadedImage:
     image: Image.Image  # RGB, oriented, reduced
     original_size: tuple[int, int]  # as displayed (after orientation)
     format: str
+    #: the same decode at the larger scale local features need, when the hash picture is
+    #: smaller than that (`load(..., feature_side=...)`); None otherwise
+    larger: Image.Image | None = None
     _sha256: str | None = None
 
     @property
@@ -279,6 +283,32 @@ def decode(data: bytes, name: str = "<bytes>", limits: Limits | None = None,
 
     Returns (picture, displayed original size, format name).
     """
+    rgb, _larger, size, fmt = _decode(data, name, limits, reduce, None)
+    return rgb, size, fmt
+
+
+#: DCT scalings a JPEG decoder offers (Pillow's `draft`), largest reduction first
+_JPEG_SCALES = (8, 4, 2, 1)
+
+
+def _draft_scale(size: tuple[int, int], request: tuple[int, int]) -> int:
+    """The reduction `Image.draft` picks for `request` (its own rule, so both decodes of a
+    picture can be derived from one)."""
+    scale = min(size[0] // max(1, request[0]), size[1] // max(1, request[1]))
+    return next(s for s in _JPEG_SCALES if scale >= s or s == 1)
+
+
+def _decode(data: bytes, name: str, limits: Limits | None, reduce: bool,
+            side_for: Callable[[tuple[int, int]], int] | None
+            ) -> tuple[Image.Image, Image.Image | None, tuple[int, int], str]:
+    """(hash picture, larger picture for local features or None, displayed original size,
+    format name).
+
+    `side_for(original size)` is the long side local features want. Given, a picture whose
+    hash picture would be smaller than that (a large original decoded at reduced scale) is
+    decoded once, at the scale the features need, and the hash picture is reduced from it:
+    a second decode of the same bytes costs a camera JPEG more than the reduction does.
+    """
     limits = limits or Limits()
     im = open_image(data, name, limits)
     fmt = im.format or "unknown"
@@ -288,9 +318,22 @@ def decode(data: bytes, name: str = "<bytes>", limits: Limits | None = None,
     except Exception:  # noqa: BLE001 - malformed EXIF must not stop the check
         orientation = 1
     w, h = im.size
+    feature_side = side_for((w, h)) if side_for is not None else None
+    request: tuple[int, int] | None = None
+    hash_scale = 1
+    if reduce and fmt in ("JPEG", "MPO") and min(w, h) >= 2 * HASH_MIN_SIDE:
+        request = (HASH_MIN_SIDE, HASH_MIN_SIDE)
+        hash_scale = _draft_scale((w, h), request)
+        if feature_side is not None:
+            ratio = max(w, h) / feature_side
+            target = max(1, int(min(w, h) / ratio))
+            if ratio < 2:
+                request = None  # the features need every pixel: decode in full
+            elif _draft_scale((w, h), (target, target)) < hash_scale:
+                request = (target, target)
     try:
-        if reduce and fmt in ("JPEG", "MPO") and min(w, h) >= 2 * HASH_MIN_SIDE:
-            im.draft("RGB", (HASH_MIN_SIDE, HASH_MIN_SIDE))
+        if request is not None:
+            im.draft("RGB", request)
         im.seek(0)
         im.load()
     except OSError as exc:
@@ -302,18 +345,35 @@ def decode(data: bytes, name: str = "<bytes>", limits: Limits | None = None,
         raise CorruptImageError(f"{name} could not be decoded: {exc}") from None
     except MemoryError:
         raise ImageTooLargeError(f"{name} is too large to decode in memory") from None
+    larger: Image.Image | None = None
     try:
-        rgb = _to_rgb(im)
+        rgb = full = _to_rgb(im)
+        # what the decoder gave may differ from what was asked (a JPEG with several tiles
+        # is not scaled): reduce by what it gave, to the hash picture's scale
+        k = max(1, hash_scale // max(1, round(w / rgb.width)))
+        if k > 1:
+            rgb = rgb.reduce(k)
         if reduce and max(rgb.size) > WORK_MAX_SIDE:
             factor = max(1, max(rgb.size) // (WORK_MAX_SIDE // 2))
             rgb = rgb.reduce(factor) if factor > 1 else rgb
+        if feature_side is not None and rgb is not full \
+                and max(rgb.size) < feature_side <= max(full.size):
+            # the features need more pixels than the hashes: from the same decode, at most
+            # twice their side (as `picture_for_features` would re-decode it)
+            f = max(1, max(full.size) // feature_side)
+            larger = full.reduce(f) if f > 1 else full
+            if max(larger.size) > 2 * feature_side:
+                larger = larger.copy() if larger is full else larger
+                larger.thumbnail((2 * feature_side, 2 * feature_side))
         if orientation in range(2, 9):
             rgb = _apply_orientation(rgb, orientation)
+            if larger is not None:
+                larger = _apply_orientation(larger, orientation)
     except OSError as exc:
         raise CorruptImageError(f"{name} could not be decoded: {exc}") from None
     if orientation in (5, 6, 7, 8):
         w, h = h, w
-    return rgb, (w, h), fmt
+    return rgb, larger, (w, h), fmt
 
 
 _ORIENTATION_TRANSPOSE = {
@@ -337,6 +397,8 @@ def picture_for_features(loaded: LoadedImage, long_side: int) -> Image.Image:
     have = max(loaded.image.size)
     if have >= long_side or have >= max(loaded.original_size) or loaded.format == "PIL":
         return loaded.image
+    if loaded.larger is not None and max(loaded.larger.size) >= long_side:
+        return loaded.larger
     try:
         im = open_image(loaded.data, loaded.name, Limits(max_pixels=2**62))
         ratio = max(im.size) / long_side
@@ -362,8 +424,14 @@ def reduction_scale(original_size: tuple[int, int], size: tuple[int, int]
     return max(1.0, ow / max(w, 1)), max(1.0, oh / max(h, 1))
 
 
-def load(source: Source, limits: Limits | None = None, reduce: bool = True) -> LoadedImage:
-    """Read and decode any supported source; raises a typed InputError on bad input."""
+def load(source: Source, limits: Limits | None = None, reduce: bool = True,
+         feature_side: Callable[[tuple[int, int]], int] | None = None) -> LoadedImage:
+    """Read and decode any supported source; raises a typed InputError on bad input.
+
+    `feature_side(original size)` is the long side the caller's local features will want
+    (`picture_for_features`): given, a large original is decoded once for both the hashes
+    and the features instead of twice.
+    """
     limits = limits or Limits()
     if isinstance(source, Image.Image):
         if source.width * source.height > limits.max_pixels:
@@ -378,8 +446,8 @@ def load(source: Source, limits: Limits | None = None, reduce: bool = True) -> L
         rgb.save(buf, "PNG")
         return LoadedImage("<PIL image>", buf.getvalue(), rgb, size, "PIL")
     name, data = read_source(source, limits)
-    image, size, fmt = decode(data, name, limits, reduce=reduce)
-    return LoadedImage(name, data, image, size, fmt)
+    image, larger, size, fmt = _decode(data, name, limits, reduce, feature_side)
+    return LoadedImage(name, data, image, size, fmt, larger)
 
 
 def reference_image(data: bytes, name: str = "<bytes>",
