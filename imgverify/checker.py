@@ -52,6 +52,7 @@ from imgverify.report.outline import Box, keypoint_box, refine_region
 from imgverify.signals.features import (
     FEATURE_SIDE,
     INSIDE_LARGER_IMAGE,
+    MIN_FEATURE_SIDE,
     QUERY_FEATURES,
     GeometricMatch,
     QueryExtraction,
@@ -420,6 +421,33 @@ def _local_picture(loaded: LoadedImage) -> tuple[Image.Image, int]:
     return picture, max(side, *picture.size)
 
 
+def _sharper_regions(loaded: LoadedImage, picture: Image.Image
+                     ) -> Callable[[tuple[float, float, float, float]], Image.Image | None]:
+    """Regions of the submitted image at up to MIN_FEATURE_SIDE pixels on their long side,
+    from the largest decode they need (made at most once more per check, and only when a
+    region reaches for it); None when `picture` already has every pixel of the original."""
+    decoded: list[Image.Image] = []
+
+    def region(box: tuple[float, float, float, float]) -> Image.Image | None:
+        w, h = picture.size
+        if max(loaded.original_size) <= max(w, h):
+            return None
+        x0, y0, x1, y1 = box
+        long_side = max((x1 - x0) * w, (y1 - y0) * h, 1.0)
+        want = min(max(loaded.original_size),
+                   math.ceil(max(w, h) * MIN_FEATURE_SIDE / long_side))
+        if not decoded or max(decoded[0].size) < want:
+            decoded[:] = [picture_for_features(loaded, want)]
+        pic = decoded[0]
+        crop = pic.crop((int(x0 * pic.width), int(y0 * pic.height),
+                         int(x1 * pic.width), int(y1 * pic.height)))
+        if max(crop.size) > MIN_FEATURE_SIDE:
+            crop.thumbnail((MIN_FEATURE_SIDE, MIN_FEATURE_SIDE), Image.Resampling.BILINEAR)
+        return crop
+
+    return region
+
+
 def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresholds,
                        matches: list[Match], claimed: dt.date | None,
                        query: QueryHashes, scenes: list[SceneMatch],
@@ -429,7 +457,7 @@ def _add_local_matches(loaded: LoadedImage, archive: Archive, thresholds: Thresh
     aligned pixels decide between "copy of the archived photo" and "same place, another
     photo" (see Thresholds.copy_agreement)."""
     found = find_local(picture, archive.feature_index(), thresholds, query.inner_regions(),
-                       pictures, whole=extraction)
+                       pictures, whole=extraction, sharper=_sharper_regions(loaded, picture))
     if not found:
         return
     refs = archive.references([g.ref_key for g in found])

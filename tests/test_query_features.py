@@ -4,12 +4,13 @@ mirrored keypoints, and the region probe of the local stage."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import imagehash
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from imgverify.signals.features import QUERY_FEATURES, QueryExtraction, _gray_array, _spread
 from imgverify.signals.hashing import DIHEDRAL_TRANSPOSE, PictureHasher, imagehash_to_int
@@ -88,3 +89,52 @@ def test_mirrored_descriptors_match_the_mirror_images_own() -> None:
             if gap[j] < 1.5 and np.unpackbits(flipped.descriptors[j] ^ d).sum() <= 16:
                 agree += 1
     assert agree >= 0.9 * total
+
+
+def _collage_2048(photos: list[Path]) -> tuple[bytes, Image.Image]:
+    """A 3 x 3 collage of real photos at 2048 px, as a collage app saves it, and its centre
+    tile as laid out (the truth)."""
+    canvas = Image.new("RGB", (2048, 2048), (255, 255, 255))
+    cell = 2048 // 3
+    centre = None
+    for i, p in enumerate(photos[:9]):
+        with Image.open(p) as im:
+            tile = im.convert("RGB").resize((cell, cell), Image.Resampling.LANCZOS)
+        canvas.paste(tile, ((i % 3) * cell, (i // 3) * cell))
+        if i == 4:
+            centre = tile
+    assert centre is not None
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=90)
+    return buf.getvalue(), centre
+
+
+def test_small_regions_come_from_a_sharper_decode() -> None:
+    """A collage tile is a third of the feature picture's side; it is cut from a larger
+    decode of the same file, not enlarged from those few pixels."""
+    from imgverify.checker import _feature_side, _local_picture, _sharper_regions
+    from imgverify.media.load import load
+    from imgverify.signals.features import MIN_FEATURE_SIDE
+
+    data, truth = _collage_2048(_photos(9))
+    loaded = load(data, feature_side=_feature_side)
+    picture, _side = _local_picture(loaded)
+    box = (1 / 3, 1 / 3, 2 / 3, 2 / 3)
+    w, h = picture.size
+    coarse = picture.crop((int(w / 3), int(h / 3), int(2 * w / 3), int(2 * h / 3)))
+    assert max(coarse.size) < MIN_FEATURE_SIDE  # it would have been enlarged
+    sharp = _sharper_regions(loaded, picture)(box)
+    assert sharp is not None and max(sharp.size) == MIN_FEATURE_SIDE
+    # the detail keypoints are found on: edges of the sharp cut follow the laid-out tile's
+    # far better than those of the enlarged one
+    def edges(im: Image.Image) -> np.ndarray:
+        return np.asarray(im.convert("L").filter(ImageFilter.FIND_EDGES), np.float32).ravel()
+
+    target = edges(truth.resize(sharp.size, Image.Resampling.LANCZOS))
+    r_sharp = np.corrcoef(edges(sharp), target)[0, 1]
+    r_coarse = np.corrcoef(edges(coarse.resize(sharp.size, Image.Resampling.BICUBIC)),
+                           target)[0, 1]
+    assert r_sharp > r_coarse + 0.15, (r_sharp, r_coarse)
+    # a picture that is all the original has gives nothing more
+    small = load(_photos(1)[0], feature_side=_feature_side)
+    assert _sharper_regions(small, _local_picture(small)[0])(box) is None

@@ -18,6 +18,7 @@ from imgverify.match.verdict import Thresholds, combined_distance
 from imgverify.signals.features import (
     FEATURE_SIDE,
     INSIDE_LARGER_IMAGE,
+    MIN_FEATURE_SIDE,
     QUERY_FEATURES,
     GeometricMatch,
     LocalFeatures,
@@ -121,7 +122,9 @@ def find(query: QueryHashes, index: HashIndex, thresholds: Thresholds,
 def find_local(picture: Image.Image, features: LocalIndex, thresholds: Thresholds,
                regions: list[tuple[str, tuple[float, float, float, float]]] | None = None,
                reference_picture: Callable[[int], Image.Image | None] | None = None,
-               whole: QueryExtraction | None = None) -> list[GeometricMatch]:
+               whole: QueryExtraction | None = None,
+               sharper: Callable[[tuple[float, float, float, float]], Image.Image | None]
+               | None = None) -> list[GeometricMatch]:
     """References found by local features + RANSAC, strongest first.
 
     The whole picture is tried first, then (if nothing verified) its mirror image, then each
@@ -133,7 +136,10 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
     (the archive's thumbnail) to measure how well the aligned query reproduces them
     (`GeometricMatch.agreement`), which tells a copy from another photo of the same place.
     `whole` is the picture's own extraction when the caller has one (the report's alignment
-    uses the same keypoints).
+    uses the same keypoints). `sharper(box)` gives a region (normalised box) from a larger
+    decode of the same image, when there is one: a small region (the photo inside a
+    screenshot of a screenshot, a tile of a large collage) would otherwise be enlarged
+    from the few pixels `picture` has, and its keypoints found on interpolated pixels.
     """
     if len(features) == 0:
         return []
@@ -207,6 +213,10 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
             if box[2] - box[0] < 48 or box[3] - box[1] < 48:
                 continue
             crop = picture.crop(box)
+            if sharper is not None and max(crop.size) < MIN_FEATURE_SIDE:
+                better = sharper((x0, y0, x1, y1))
+                if better is not None and max(better.size) > max(crop.size):
+                    crop = better
             local = extraction(crop)
             if promising(local):
                 attempt(local.features, crop, False, (x0, y0, x1, y1))
