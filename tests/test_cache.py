@@ -145,6 +145,22 @@ def test_writers_racing_to_save_never_mix_generations(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".index-*")), "no private folder is left behind"
 
 
+def test_discarding_a_cache_another_writer_already_removed_leaves_nothing(
+        tmp_path: Path) -> None:
+    """The racing writers above once left an empty private folder behind: a writer set a
+    damaged cache aside after another had already pruned it, and its empty aside folder
+    stayed. Nothing of a discard may outlive it, whether there was a folder to move or not."""
+    from imgverify.store.cache import _discard
+
+    _discard(tmp_path, "index", tmp_path / "index-pruned-meanwhile")
+    assert list(tmp_path.iterdir()) == []
+    damaged = tmp_path / "index-damaged"
+    damaged.mkdir()
+    (damaged / "pdq.npy").write_bytes(b"truncated")
+    _discard(tmp_path, "index", damaged)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_damaged_cache_is_replaced_by_the_next_writer(tmp_path: Path) -> None:
     """A cache damaged under its own name (a full disk, a crash during a copy) must not make
     every later process rebuild the index for as long as the archive stays the same."""

@@ -203,10 +203,13 @@ def _discard(root: Path, kind: str, folder: Path) -> None:
     then delete it; another process discarding the same folder at once is not an error."""
     try:
         aside = Path(tempfile.mkdtemp(prefix=f".{kind}-", suffix=".tmp", dir=root))
-        os.rename(folder, aside / "damaged")
     except OSError:
         return
-    shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.rename(folder, aside / "damaged")
+    except OSError:
+        pass  # gone already (another process discarded or pruned it): nothing to move
+    shutil.rmtree(aside, ignore_errors=True)  # never left behind, moved into or not
 
 
 def generation_order(generation: str) -> tuple[bool, int]:
