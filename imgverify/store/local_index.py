@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from imgverify.signals.compact import COMPACT_FORMAT, CompactFeatureIndex, Loader
+from imgverify.signals.compact import (
+    COMPACT_FORMAT,
+    MIN_VOTES,
+    TOP,
+    CompactFeatureIndex,
+    Loader,
+)
 from imgverify.signals.vocabulary import default_vocabulary
 from imgverify.store.cache import (
     MANIFEST,
@@ -113,8 +119,9 @@ class PendingLocalIndex:
     def __len__(self) -> int:
         return 0
 
-    def vote(self, query: Any, top: int = 5, min_votes: int = 8) -> list[tuple[int, int]]:
-        return []
+    def vote(self, query: Any, top: int = TOP, min_votes: int = MIN_VOTES
+             ) -> list[tuple[int, int]]:
+        return []  # the same call as the compact index it stands in for
 
     def verify(self, query: Any, ref_key: int, mirrored: bool = False) -> None:
         return None
