@@ -426,7 +426,7 @@ def main() -> None:
                   and q["verdict"] not in ("likely_recycled", "possibly_recycled")]
         false = [q for q in queries if q["kind"] == "neg"
                  and q["verdict"] in ("likely_recycled", "possibly_recycled")]
-        print(f"positives missed: {[(q['cls'], q['edit']) for q in missed]}")
+        print(f"positives missed: {[(q['cls'], q['edit'], q['photo']) for q in missed]}")
         print(f"negatives flagged: {[(q['cls'], q['edit'], q['verdict']) for q in false]}")
         by_edit: dict[tuple[str, str, str], list[float]] = {}
         for q in queries:
