@@ -421,6 +421,11 @@ def _local_picture(loaded: LoadedImage) -> tuple[Image.Image, int]:
     return picture, max(side, *picture.size)
 
 
+#: The largest picture a region is cut from (its long side): a tile of a 200-megapixel
+#: collage must not cost a full decode of it (600 MB of RGB) on a shared service.
+SHARPER_MAX_SIDE = 4096
+
+
 def _sharper_regions(loaded: LoadedImage, picture: Image.Image
                      ) -> Callable[[tuple[float, float, float, float]], Image.Image | None]:
     """Regions of the submitted image at up to MIN_FEATURE_SIDE pixels on their long side,
@@ -434,7 +439,7 @@ def _sharper_regions(loaded: LoadedImage, picture: Image.Image
             return None
         x0, y0, x1, y1 = box
         long_side = max((x1 - x0) * w, (y1 - y0) * h, 1.0)
-        want = min(max(loaded.original_size),
+        want = min(max(loaded.original_size), SHARPER_MAX_SIDE,
                    math.ceil(max(w, h) * MIN_FEATURE_SIDE / long_side))
         if not decoded or max(decoded[0].size) < want:
             decoded[:] = [picture_for_features(loaded, want)]
