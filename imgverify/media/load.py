@@ -298,6 +298,16 @@ def _draft_scale(size: tuple[int, int], request: tuple[int, int]) -> int:
     return next(s for s in _JPEG_SCALES if scale >= s or s == 1)
 
 
+def _draft_request(size: tuple[int, int], long_side: int) -> tuple[int, int] | None:
+    """What to ask a JPEG decoder for so the picture keeps at least `long_side` pixels on
+    its long side; None when only the full scale does."""
+    ratio = max(size) / long_side
+    if ratio < 2:
+        return None
+    target = max(1, int(min(size) / ratio))
+    return target, target
+
+
 def _decode(data: bytes, name: str, limits: Limits | None, reduce: bool,
             side_for: Callable[[tuple[int, int]], int] | None
             ) -> tuple[Image.Image, Image.Image | None, tuple[int, int], str]:
@@ -325,12 +335,11 @@ def _decode(data: bytes, name: str, limits: Limits | None, reduce: bool,
         request = (HASH_MIN_SIDE, HASH_MIN_SIDE)
         hash_scale = _draft_scale((w, h), request)
         if feature_side is not None:
-            ratio = max(w, h) / feature_side
-            target = max(1, int(min(w, h) / ratio))
-            if ratio < 2:
+            wanted = _draft_request((w, h), feature_side)
+            if wanted is None:
                 request = None  # the features need every pixel: decode in full
-            elif _draft_scale((w, h), (target, target)) < hash_scale:
-                request = (target, target)
+            elif _draft_scale((w, h), wanted) < hash_scale:
+                request = wanted
     try:
         if request is not None:
             im.draft("RGB", request)
@@ -401,10 +410,9 @@ def picture_for_features(loaded: LoadedImage, long_side: int) -> Image.Image:
         return loaded.larger
     try:
         im = open_image(loaded.data, loaded.name, Limits(max_pixels=2**62))
-        ratio = max(im.size) / long_side
-        if im.format in ("JPEG", "MPO") and ratio >= 2:
-            target = max(1, int(min(im.size) / ratio))
-            im.draft("RGB", (target, target))
+        request = _draft_request(im.size, long_side)
+        if im.format in ("JPEG", "MPO") and request is not None:
+            im.draft("RGB", request)
         im.load()
         rgb = _to_rgb(im)
         if max(rgb.size) > 2 * long_side:
