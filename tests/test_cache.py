@@ -205,6 +205,30 @@ def test_an_older_writer_keeps_a_newer_cache_and_a_newer_one_prunes_it(tmp_path:
     assert open_cache(tmp_path, "index", CACHE_FORMAT, k_newer) is not None
 
 
+def test_an_older_version_keeps_a_newer_versions_cache(tmp_path: Path) -> None:
+    """Two imgverify versions sharing an archive's folder (a desk upgraded one machine of
+    two) wrote the index cache in two formats and each deleted the other's, so both rebuilt
+    on every run. The older format is still pruned by the newer version (upgrade hygiene);
+    the newer format is no longer pruned by the older one."""
+    index = _random_index(4)
+    key = CacheKey("arch", "5", "t", 2)
+    newer_fmt, older_fmt = CACHE_FORMAT + 1, CACHE_FORMAT
+    publish_cache(tmp_path, "index", newer_fmt, key, lambda f: index.save(f, with_mih=False))
+    publish_cache(tmp_path, "index", older_fmt, key, lambda f: index.save(f, with_mih=False))
+    assert open_cache(tmp_path, "index", newer_fmt, key) is not None
+    assert open_cache(tmp_path, "index", older_fmt, key) is not None
+    # another archive's cache in a newer format is not kept for it
+    foreign = CacheKey("other", "5", "t", 2)
+    publish_cache(tmp_path, "index", newer_fmt + 1, foreign,
+                  lambda f: index.save(f, with_mih=False))
+    publish_cache(tmp_path, "index", older_fmt, key, lambda f: index.save(f, with_mih=False))
+    assert open_cache(tmp_path, "index", newer_fmt + 1, foreign) is None
+    # the newer version prunes the older format, as on an upgrade
+    publish_cache(tmp_path, "index", newer_fmt, key, lambda f: index.save(f, with_mih=False))
+    assert open_cache(tmp_path, "index", older_fmt, key) is None
+    assert open_cache(tmp_path, "index", newer_fmt, key) is not None
+
+
 @pytest.mark.parametrize("victim", ["pdq.npy", "ref_keys.npy", "manifest.json"])
 def test_a_truncated_cache_file_is_never_read(tmp_path: Path, victim: str) -> None:
     index = _random_index(5)

@@ -194,7 +194,7 @@ def publish_cache(root: Path, kind: str, fmt: int, key: CacheKey,
     except (OSError, RuntimeError, ValueError):
         shutil.rmtree(tmp, ignore_errors=True)
         return None
-    _prune(root, kind, keep=final.name, key=key)
+    _prune(root, kind, keep=final.name, key=key, fmt=fmt)
     return final
 
 
@@ -226,6 +226,15 @@ def _older(theirs: str, ours: str) -> bool:
     return theirs != ours
 
 
+def _same_archive(folder: Path, key: CacheKey) -> bool:
+    """Whether `folder`'s manifest names this archive (not a copied folder's)."""
+    try:
+        return bool(json.loads((folder / MANIFEST).read_text())["key"]["archive_id"]
+                    == key.archive_id)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _newer(folder: Path, key: CacheKey) -> bool:
     """Whether `folder` holds a cache of this archive at a newer generation than `key`."""
     try:
@@ -238,13 +247,21 @@ def _newer(folder: Path, key: CacheKey) -> bool:
     return generation != key.generation and not _older(generation, key.generation)
 
 
-def _prune(root: Path, kind: str, keep: str, key: CacheKey) -> None:
+def _format_of(name: str, kind: str) -> int | None:
+    """The cache format in a published folder's name (`cache_dir_name`)."""
+    digits = name[len(kind) + 2:].split("-", 1)[0]
+    return int(digits) if name.startswith(f"{kind}-f") and digits.isdigit() else None
+
+
+def _prune(root: Path, kind: str, keep: str, key: CacheKey, fmt: int) -> None:
     """Best effort: drop the caches of this kind that an older state of the archive (or an
     older format) left, and stale private folders.
 
     A cache of a newer generation is kept: a process still on an older state that publishes
     late must not delete what a newer one just wrote (two writers of different generations
-    would otherwise delete each other's caches and leave none).
+    would otherwise delete each other's caches and leave none). So is this archive's cache
+    in a newer format: an older imgverify sharing the archive's folder with a newer one
+    must not make the newer rebuild its index on every run.
     """
     try:
         entries = list(root.iterdir())
@@ -255,6 +272,9 @@ def _prune(root: Path, kind: str, keep: str, key: CacheKey) -> None:
         if entry.name == keep or not entry.is_dir():
             continue
         if entry.name.startswith(f"{kind}-f"):
+            theirs = _format_of(entry.name, kind)
+            if theirs is not None and theirs > fmt and _same_archive(entry, key):
+                continue
             if not _newer(entry, key):
                 shutil.rmtree(entry, ignore_errors=True)
         elif entry.name.startswith(f".{kind}-") and entry.name.endswith(".tmp"):
