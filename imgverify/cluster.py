@@ -31,6 +31,10 @@ from imgverify.match.result import CheckResult
 DEFAULT_BATCH_SIZE = 8
 #: batches outstanding per worker thread (running, queued or finished but not yet written)
 WINDOW_PER_THREAD = 3
+#: Times an input checked alone is sent again when the worker running it dies: a worker
+#: killed for another reason (the batch's other input, memory pressure, a restart) must
+#: not turn this input into an error line; one that kills every worker it meets still does
+SOLO_RETRIES = 2
 
 EXTRA_MISSING = ("scanning on a cluster needs the cluster extra: "
                  "pip install 'imgverify[cluster]'")
@@ -116,7 +120,8 @@ class ClusterExecutor:
         """One result dict per input, in input order, as the workers finish them.
 
         A batch whose task fails (a worker that died on it, say) is retried input by input,
-        so only the input that kills a worker becomes an `internal_error` line. An archive
+        and an input alone whose worker dies is sent again (SOLO_RETRIES), so only the input
+        that kills workers becomes an `internal_error` line. An archive
         the workers cannot open stops the run (ArchiveError): every line would fail alike.
         """
         distributed = _distributed()
@@ -134,6 +139,7 @@ class ClusterExecutor:
         window = WINDOW_PER_THREAD * self.threads()
         exhausted = False
         finished = 0
+        retried: dict[tuple[int, int], int] = {}  # (batch number, part) -> resubmissions
 
         def submit(batch: list[tuple[str, str]], number: int, part: int | None) -> None:
             future = self.client.submit(_check_batch, remote, batch, pure=False)
@@ -173,6 +179,11 @@ class ClusterExecutor:
                         parts[number] = [None] * len(batch)
                         for j, one in enumerate(batch):
                             submit([one], number, j)
+                        continue
+                    if part is not None and isinstance(exc, distributed.KilledWorker) \
+                            and retried.get((number, part), 0) < SOLO_RETRIES:
+                        retried[(number, part)] = retried.get((number, part), 0) + 1
+                        submit([batch[part]], number, part)
                         continue
                     failed = batch if part is None else [batch[part]]
                     results = [_internal_error(name, exc) for name, _ in failed]
