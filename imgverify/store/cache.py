@@ -226,24 +226,20 @@ def _older(theirs: str, ours: str) -> bool:
     return theirs != ours
 
 
-def _same_archive(folder: Path, key: CacheKey) -> bool:
-    """Whether `folder`'s manifest names this archive (not a copied folder's)."""
+def _their_key(folder: Path) -> dict[str, Any] | None:
+    """The key in a published folder's manifest (None when it cannot be read)."""
     try:
-        return bool(json.loads((folder / MANIFEST).read_text())["key"]["archive_id"]
-                    == key.archive_id)
+        key = json.loads((folder / MANIFEST).read_text())["key"]
     except (OSError, ValueError, KeyError, TypeError):
-        return False
+        return None
+    return key if isinstance(key, dict) else None
 
 
-def _newer(folder: Path, key: CacheKey) -> bool:
-    """Whether `folder` holds a cache of this archive at a newer generation than `key`."""
-    try:
-        theirs = json.loads((folder / MANIFEST).read_text())["key"]
-        if theirs["archive_id"] != key.archive_id:
-            return False  # another archive's (a copied folder): never ours to keep
-        generation = str(theirs["generation"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+def _newer(theirs: dict[str, Any] | None, key: CacheKey) -> bool:
+    """Whether a cache with key `theirs` is this archive's at a newer generation than `key`."""
+    if theirs is None or theirs.get("archive_id") != key.archive_id:
+        return False  # unreadable, or another archive's (a copied folder): never ours to keep
+    generation = str(theirs.get("generation"))
     return generation != key.generation and not _older(generation, key.generation)
 
 
@@ -272,10 +268,12 @@ def _prune(root: Path, kind: str, keep: str, key: CacheKey, fmt: int) -> None:
         if entry.name == keep or not entry.is_dir():
             continue
         if entry.name.startswith(f"{kind}-f"):
-            theirs = _format_of(entry.name, kind)
-            if theirs is not None and theirs > fmt and _same_archive(entry, key):
+            theirs = _their_key(entry)
+            version = _format_of(entry.name, kind)
+            if version is not None and version > fmt and theirs is not None \
+                    and theirs.get("archive_id") == key.archive_id:
                 continue
-            if not _newer(entry, key):
+            if not _newer(theirs, key):
                 shutil.rmtree(entry, ignore_errors=True)
         elif entry.name.startswith(f".{kind}-") and entry.name.endswith(".tmp"):
             try:
