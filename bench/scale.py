@@ -96,7 +96,8 @@ def set_constants(module: Any, assignments: list[str]) -> None:
     tuning on TUNE: the library itself never changes them)."""
     for item in assignments:
         name, _, value = item.partition("=")
-        kind = type(getattr(module, name))
+        current = getattr(module, name)
+        kind = float if current is None else type(current)  # an unset optional: a number
         setattr(module, name, value.lower() in ("1", "true", "yes") if kind is bool
                 else kind(value))
 

@@ -35,7 +35,9 @@ thread (`OMP_NUM_THREADS` etc. set before numpy/OpenCV load; `check` caps its ow
 * with ``--modes``, more configurations of the same call, each its own table: ``scan``
   (``align=False``, as ``imgverify scan`` runs it) and ``global`` (``align=False`` and
   ``Thresholds.use_local_features=False``: the global hashes alone, the scan's
-  ``--no-local`` triage setting).
+  ``--no-local`` triage setting), and any ``--variant NAME:A=1,search.B=2`` (the check
+  with those constants set for its calls only): settings compared as modes are timed on
+  the same queries in the same minutes, which separate runs are not.
 
 Per-image cost is the thread's CPU time (``time.thread_time``), so "images/s per core" is
 1000 / mean CPU ms; wall-clock p50/p95 are printed beside it. Nothing asserts on time.
@@ -234,6 +236,42 @@ def orb_floor(data: bytes) -> None:
     len(QueryExtraction(picture, QUERY_FEATURES, side=side))
 
 
+def add_variant(spec: str) -> str:
+    """`--variant NAME:A=1,search.B=2`: the check with these constants set (as `--set`
+    does), timed per query beside the other modes, so that settings compare on the same
+    queries in the same minutes (the machine's speed drifts between runs)."""
+    import scale as S
+
+    from imgverify.match import search
+    from imgverify.signals import compact
+
+    name, _, assigns = spec.partition(":")
+    items = [a for a in assigns.split(",") if a]
+
+    def apply() -> dict[tuple[Any, str], Any]:
+        saved: dict[tuple[Any, str], Any] = {}
+        for a in items:
+            module = search if a.startswith("search.") else compact
+            key = a.removeprefix("search.").partition("=")[0]
+            saved[(module, key)] = getattr(module, key)
+            S.set_constants(module, [a.removeprefix("search.")])
+        return saved
+
+    MODES[name] = {"_apply": apply, "_spec": assigns}
+    return name
+
+
+def _check_in_mode(data: bytes, archive: Any, mode: str) -> Any:
+    opts = {k: v for k, v in MODES[mode].items() if k != "_spec"}
+    apply = opts.pop("_apply", None)
+    saved = apply() if apply is not None else {}
+    try:
+        return _cpu(imgverify.check, data, archive, **opts)
+    finally:
+        for (module, key), value in saved.items():
+            setattr(module, key, value)
+
+
 def run(queries: list[dict[str, Any]], archive: Any, repeat: int,
         modes: tuple[str, ...] = ("check",)) -> None:
     for q in queries:
@@ -249,7 +287,7 @@ def run(queries: list[dict[str, Any]], archive: Any, repeat: int,
             _o, c, _w = _cpu(orb_floor, q["data"])
             q["orb"].append(c)
             for mode in modes:
-                res, c, w = _cpu(imgverify.check, q["data"], archive, **MODES[mode])
+                res, c, w = _check_in_mode(q["data"], archive, mode)
                 q[f"mode:{mode}"]["check"].append(c)
                 q[f"mode:{mode}"]["check_wall"].append(w)
                 q[f"mode:{mode}"]["verdict"] = res.verdict
@@ -330,6 +368,8 @@ def _found_per_edit(queries: list[dict[str, Any]], mode: str
 
 
 def _mode_args(mode: str) -> str:
+    if "_spec" in MODES[mode]:
+        return f"defaults, with {MODES[mode]['_spec']}"
     return ", ".join(f"{k}={v!r}" if k != "thresholds" else
                      "use_local_features=False" for k, v in MODES[mode].items()) or "defaults"
 
@@ -342,7 +382,7 @@ def profile(queries: list[dict[str, Any]], archive: Any, which: str, top: int,
     prof = cProfile.Profile()
     prof.enable()
     for q in qs:
-        imgverify.check(q["data"], archive, **MODES[mode])
+        _check_in_mode(q["data"], archive, mode)
     prof.disable()
     print(f"\nprofile of {len(qs)} {cls} {kind} checks, mode {mode} (cumulative):")
     pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
@@ -367,6 +407,9 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=0,
                     help="pad the archive with synthetic distractors to this many references "
                          "(bench/scale.py's generator; pool photos from the REPORT split)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:A=1,search.B=2",
+                    help="another mode: the check with these constants set (as --set), "
+                         "timed per query beside the others; name it in --modes")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="set a constant of imgverify.signals.compact for the run (tuning "
                          "on these TUNE photos), e.g. HE_HIT_BUDGET=100; search.NAME=VALUE "
@@ -406,6 +449,8 @@ def main() -> None:
         from imgverify.checker import warm_up
 
         warm_up(archive)
+        for spec in args.variant:
+            add_variant(spec)
         modes = tuple(args.modes.split(","))
         unknown = [m for m in modes if m not in MODES]
         if unknown:
