@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from conftest import bsds
@@ -72,6 +73,79 @@ def test_photo_whose_sky_is_the_page_colour_is_found_whole(indent: int) -> None:
     box = photo_region(page)
     assert box is not None
     assert _iou(box, truth) > 0.85, (box, truth)
+
+
+def _card(page: Image.Image, truth: tuple, width: int, dark_page: bool
+          ) -> tuple[Image.Image, tuple]:
+    """`page` shown as a rounded card inside another app's page of the same colour (a
+    screenshot of a screenshot), `width` wide, and the photo's box in the new page."""
+    W, H = 1080, 2340
+    bg = (0, 0, 0) if dark_page else (255, 255, 255)
+    outer = Image.new("RGB", (W, H), bg)
+    d = ImageDraw.Draw(outer)
+    d.text((36, 40), "Following", fill=(128, 128, 128), font_size=44)
+    f = width / page.width
+    inner = page.resize((width, round(page.height * f)))
+    x, y = (W - width) // 2 + 60, 200
+    outer.paste(inner.crop((0, 0, width, min(inner.height, H - 400))), (x, y))
+    d.rounded_rectangle((x - 2, y - 2, x + width + 2, H - 198), 24, outline=(190, 190, 190),
+                        width=3)
+    d.text((36, H - 150), "12.5K   786   9.5K", fill=(128, 128, 128), font_size=40)
+    x0, y0, x1, y1 = truth
+    return outer, (x + x0 * f, y + y0 * f, x + x1 * f, y + y1 * f)
+
+
+def _holds(box: tuple, truth: tuple, within: float = 0.75) -> bool:
+    """`box` holds the whole photo (`truth`) and the photo fills at least `within` of it:
+    what the local stage needs of a region (text lines beside the photo cost little)."""
+    ix = max(0.0, min(box[2], truth[2]) - max(box[0], truth[0]))
+    iy = max(0.0, min(box[3], truth[3]) - max(box[1], truth[1]))
+    inter = ix * iy
+    return (inter >= 0.95 * (truth[2] - truth[0]) * (truth[3] - truth[1])
+            and inter >= within * (box[2] - box[0]) * (box[3] - box[1]))
+
+
+@pytest.mark.parametrize("dark", [False, True])
+def test_a_photo_in_a_card_in_a_card_is_found(dark: bool) -> None:
+    """A feed post screenshotted inside another feed's card: the photo is indented twice
+    and fills only about two thirds of each of its rows, the rest being the page's
+    colour."""
+    photo = Image.open(bsds(1, split="val")[0]).convert("RGB")
+    inner, truth = _feed_screenshot(photo, dark, indent=156)
+    page, truth = _card(inner, truth, 820, dark)
+    box = photo_region(page)
+    assert box is not None
+    assert _holds(box, truth), (box, truth)
+
+
+def test_a_band_cut_with_a_sliver_of_the_outer_page_finds_the_photo_inside() -> None:
+    """The photo band of a screenshot of a screenshot is often cut a few pixels wide of
+    the inner screenshot, keeping a sliver of the outer (white) page down both sides; the
+    inner page (dark) is still the page around the photo."""
+    photo = Image.open(bsds(1, split="val")[0]).convert("RGB")
+    inner, truth = _feed_screenshot(photo, dark=True, indent=156)
+    inner = inner.resize((540, 1170))
+    band = Image.new("RGB", (556, 1000), (255, 255, 255))
+    band.paste(inner.crop((0, 300, 540, 1300)), (8, 0))
+    x0, y0, x1, y1 = (v / 2 for v in truth)
+    box = photo_region(band, cut=True)
+    assert box is not None
+    assert _iou(box, (round(x0 + 8), round(y0 - 300), round(x1 + 8), round(y1 - 300))) > 0.85, \
+        (box, truth)
+
+
+def test_a_dark_photo_on_a_dark_page_is_not_cut_to_its_bright_middle() -> None:
+    """The wider row share for doubly indented photos needs a filled box: a photo that is
+    near-black but for a bright oval in its middle, on a black page, must not come back as
+    the oval's bounding box (it is searched whole, as before)."""
+    photo = Image.open(bsds(1, split="val")[0]).convert("RGB")
+    w, h = photo.size
+    oval = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(oval).ellipse((0.2 * w, 0.2 * h, 0.8 * w, 0.8 * h), fill=255)
+    dark = Image.composite(photo, Image.new("RGB", (w, h), (0, 0, 0)), oval)
+    page, truth = _feed_screenshot(dark, dark=True, indent=0)
+    box = photo_region(page)
+    assert box is None or _holds(box, truth, 0.5), (box, truth)
 
 
 def _trim_line_by_line(rgb: Image.Image, tolerance: float = 10.0,
@@ -187,3 +261,31 @@ def test_no_caption_band_without_a_bar() -> None:
     # a photo whose top lines are one flat colour (an overcast sky) may show a band; none of
     # these do, and a band there costs one more hash, never a match on its own
     assert found <= 1, found
+
+
+@pytest.mark.parametrize("dark", [False, True])
+def test_a_screenshot_of_a_screenshot_of_an_archived_photo_is_found(
+        small_archive: Any, dark: bool) -> None:
+    """End to end: the archived photo, posted, screenshotted (JPEG), shown in another
+    feed's card and screenshotted again (JPEG) is reported with its archived context."""
+    import imgverify
+
+    photo_path = small_archive.photos[3]
+    photo = Image.open(photo_path).convert("RGB")
+    inner, truth = _feed_screenshot(photo, dark, indent=156)
+    inner = _jpeg_round_trip(inner, 80)
+    page, _ = _card(inner, truth, 820, dark)
+    with imgverify.Archive.open(small_archive.path) as arch:
+        r = imgverify.check(_jpeg_bytes(page, 85), arch)
+    assert r.verdict in ("likely_recycled", "possibly_recycled"), r.verdict
+    assert r.matches[0].caption == small_archive.row_of(photo_path)["caption"]
+
+
+def _jpeg_bytes(im: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _jpeg_round_trip(im: Image.Image, quality: int) -> Image.Image:
+    return Image.open(io.BytesIO(_jpeg_bytes(im, quality))).convert("RGB")

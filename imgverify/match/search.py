@@ -223,7 +223,7 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
             if not strong() and name == "photo":
                 # a screenshot of a screenshot: the photo band holds another layout, with
                 # the photo inside it; one level deeper is enough in practice
-                inner = photo_region(crop)
+                inner = photo_region(crop, cut=True)
                 if inner is not None and (inner[2] - inner[0]) * (inner[3] - inner[1]) \
                         < 0.8 * crop.width * crop.height:
                     bw, bh = x1 - x0, y1 - y0

@@ -107,47 +107,101 @@ def _grow(flat_share: np.ndarray, start: int, end: int, limit: float = 0.97
     return new_start, new_end
 
 
-def photo_region(rgb: Image.Image, gray: np.ndarray | None = None
+#: Largest share of the page's colour in a photo row: tried in turn until a photo is found.
+ROW_PAGE_SHARES = (0.3, 0.5)
+#: Largest share of the page's colour inside a photo found with a wider share than the
+#: first, and the least share of the picture it may cover (twice indented in a tall phone
+#: screenshot, a landscape photo covers about a tenth of it).
+NARROW_MAX_PAGE = 0.1
+NARROW_MIN_AREA = 0.06
+
+
+def photo_region(rgb: Image.Image, gray: np.ndarray | None = None, cut: bool = False
                  ) -> tuple[int, int, int, int] | None:
     """Box of the photo inside chrome or caption bars, in `rgb` pixels; None if not framed.
-    `gray`: `rgb`'s analysis copy when the caller has it (`find_parts` makes it once)."""
+    `gray`: `rgb`'s analysis copy when the caller has it (`find_parts` makes it once).
+    `cut`: `rgb` is a region cut from a larger layout (the photo band of a screenshot of a
+    screenshot), which often keeps a sliver of the outer app's page along a side: the
+    page's colour is then read a little inside the edges, where that sliver cannot
+    outvote the inner page."""
+    return _photo_box(rgb, gray, cut)[0]
+
+
+def _photo_box(rgb: Image.Image, gray: np.ndarray | None = None, cut: bool = False
+               ) -> tuple[tuple[int, int, int, int] | None, bool]:
+    """`photo_region`, and whether the box came from the narrow photo's wider row share."""
     g = _small_gray(rgb) if gray is None else gray
     h, w = g.shape
     if h < 32 or w < 32:
-        return None
+        return None, False
     busy = _busy_mask(g)
     # chrome and caption bars are mostly their flat background colour between the glyphs;
     # photo rows are rarely that exact colour, and some of them are textured
     edge = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
     background = float(np.median(edge))
+    if cut:  # see `cut`: a page read inside the edges counts only when it is a flat page
+        k = max(1, min(h, w) // 50)
+        inset = np.concatenate([g[k], g[-1 - k], g[:, k], g[:, -1 - k]])
+        page = float(np.median(inset))
+        if (np.abs(inset - page) <= 2).mean() >= 0.6:
+            edge, background = inset, page
     flat = np.abs(g - background) <= 8
 
     def smooth(flags: np.ndarray) -> np.ndarray:
         return np.convolve(flags.astype(float), np.ones(3) / 3, mode="same") > 0.5
 
-    rows = _photo_run(smooth(flat.mean(axis=1) < 0.3), busy.mean(axis=1) > 0.3,
-                      max(1, h // 80), int(0.15 * h))
-    if rows is None:
-        return None
-    y0, y1 = rows
-    cols = _photo_run(smooth(flat[y0:y1].mean(axis=0) < 0.3), busy[y0:y1].mean(axis=0) > 0.3,
-                      max(1, w // 60), int(0.15 * w))
-    if cols is None:
-        return None
-    x0, x1 = cols
     exact = np.abs(g - background) <= 2  # the page itself, not a smooth blur near its colour
-    if (np.abs(edge - background) <= 2).mean() >= 0.6:
-        # on a flat page (app screenshots), a photo edge that is partly the page colour (white
-        # sky on a white page) fails the 30 % rule above: grow the box, within its own
-        # columns/rows, until a line is all page colour (the margin around a photo). Not on
-        # textured surrounds (stories over a blurred copy), where nothing would stop it
-        y0, y1 = _grow(exact[:, x0:x1].mean(axis=1), y0, y1)
-        x0, x1 = _grow(exact[y0:y1].mean(axis=0), x0, x1)
-    area = (y1 - y0) * (x1 - x0) / (h * w)
-    if area > 0.92 or area < 0.12:
-        return None
+    flat_page = (np.abs(edge - background) <= 2).mean() >= 0.6
+
+    def box(most: float, least_area: float, narrow: bool) -> tuple[int, int, int, int] | None:
+        rows = _photo_run(smooth(flat.mean(axis=1) < most), busy.mean(axis=1) > 0.3,
+                          max(1, h // 80), int(0.15 * h))
+        if rows is None:
+            return None
+        y0, y1 = rows
+        cols = _photo_run(smooth(flat[y0:y1].mean(axis=0) < 0.3),
+                          busy[y0:y1].mean(axis=0) > 0.3, max(1, w // 60), int(0.15 * w))
+        if cols is None:
+            return None
+        x0, x1 = cols
+        if narrow:
+            # text lines as wide as the photo pass the wider share too (at this scale a
+            # line of glyphs is a grey band), but blank lines part them: the photo is the
+            # longest unbroken run of lines its columns fill
+            a, b = _longest_run(flat[y0:y1, x0:x1].mean(axis=1) <= 0.3, 0)
+            y0, y1 = y0 + a, y0 + b
+        if flat_page:
+            # on a flat page (app screenshots), a photo edge that is partly the page colour
+            # (white sky on a white page) fails the 30 % rule above: grow the box, within its
+            # own columns/rows, until a line is all page colour (the margin around a photo).
+            # Not on textured surrounds (stories over a blurred copy), where nothing would
+            # stop it
+            y0, y1 = _grow(exact[:, x0:x1].mean(axis=1), y0, y1)
+            x0, x1 = _grow(exact[y0:y1].mean(axis=0), x0, x1)
+        area = (y1 - y0) * (x1 - x0) / (h * w)
+        if area > 0.92 or area < least_area:
+            return None
+        return x0, y0, x1, y1
+
+    # photo rows are mostly not the page's colour. A photo indented twice (a card inside a
+    # card: a screenshot of a screenshot) leaves a third of each of its rows to the page, so
+    # when no photo is found on a flat page, one half as wide as the page is looked for,
+    # smaller too; such a box must then be filled (a dark photo on a dark page would
+    # otherwise give its bright half)
+    found = box(ROW_PAGE_SHARES[0], 0.12, False)
+    narrow = False
+    for most in ROW_PAGE_SHARES[1:]:
+        if found is not None or not flat_page:
+            break  # (a card in a card is on an app's flat page)
+        found, narrow = box(most, NARROW_MIN_AREA, True), True
+        if found is not None and \
+                flat[found[1]:found[3], found[0]:found[2]].mean() > NARROW_MAX_PAGE:
+            found = None
+    if found is None:
+        return None, False
+    x0, y0, x1, y1 = found
     sx, sy = rgb.width / w, rgb.height / h
-    return (int(x0 * sx), int(y0 * sy), int(round(x1 * sx)), int(round(y1 * sy)))
+    return (int(x0 * sx), int(y0 * sy), int(round(x1 * sx)), int(round(y1 * sy))), narrow
 
 
 #: A caption bar is between these shares of the picture's height.
@@ -281,10 +335,12 @@ def find_parts(rgb: Image.Image, query: bool = False) -> list[tuple[str, Box]]:
     if not query:
         return parts
     gray = _small_gray(rgb)  # one analysis copy for the three detectors (none changes it)
-    region = photo_region(rgb, gray)
+    region, narrow = _photo_box(rgb, gray)
+    band = caption_band(rgb, gray)
+    if narrow and region is not None and band is not None and _iou(region, band) >= 0.97:
+        region = None  # the photo under a caption bar: a "band" says more (see below)
     if region is not None and (box is None or _iou(region, box) < 0.9):
         parts.append(("photo", region))
-    band = caption_band(rgb, gray)
     # (a thin bar leaves a box close to the whole frame: only a near copy of a part is
     # left out)
     if band is not None and all(_iou(band, b) < 0.97 for _, b in parts):
