@@ -139,7 +139,7 @@ class ClusterExecutor:
         window = WINDOW_PER_THREAD * self.threads()
         exhausted = False
         finished = 0
-        retried: dict[tuple[int, int], int] = {}  # (batch number, part) -> resubmissions
+        retried: dict[tuple[int, int], int] = {}  # (batch, part or -1) -> resubmissions
 
         def submit(batch: list[tuple[str, str]], number: int, part: int | None) -> None:
             future = self.client.submit(_check_batch, remote, batch, pure=False)
@@ -180,13 +180,16 @@ class ClusterExecutor:
                         for j, one in enumerate(batch):
                             submit([one], number, j)
                         continue
-                    if part is not None and isinstance(exc, distributed.KilledWorker) \
-                            and retried.get((number, part), 0) < SOLO_RETRIES:
-                        retried[(number, part)] = retried.get((number, part), 0) + 1
-                        submit([batch[part]], number, part)
+                    # one input left: a part of a split batch, or a batch of one (the last
+                    # batch of a scan, or every batch of a batch_size of 1)
+                    alone = batch if part is None else [batch[part]]
+                    key = (number, -1 if part is None else part)
+                    if isinstance(exc, distributed.KilledWorker) \
+                            and retried.get(key, 0) < SOLO_RETRIES:
+                        retried[key] = retried.get(key, 0) + 1
+                        submit(alone, number, part)
                         continue
-                    failed = batch if part is None else [batch[part]]
-                    results = [_internal_error(name, exc) for name, _ in failed]
+                    results = [_internal_error(name, exc) for name, _ in alone]
                 finally:
                     future.release()
                 if part is not None:

@@ -317,6 +317,58 @@ def test_a_worker_killed_mid_scan_loses_no_line(in_desk: Desk, local: list[dict[
     assert summary.total == len(local)
 
 
+def test_a_worker_killed_on_a_batch_of_one_input_loses_no_line(
+        in_desk: Desk, local: list[dict[str, Any]]) -> None:
+    """The last batch of a scan often holds one input. Its worker is killed while it
+    checks it (no retries on the scheduler): the input is sent again, not written as an
+    internal error (a batch of one was not retried, only the parts of a split batch)."""
+    import io
+    import signal
+    import time
+
+    distributed = _distributed_or_skip()
+    import dask
+
+    from imgverify.batch import LineWriter, ScanConfig, iter_inputs, scan
+    from imgverify.cluster import ClusterExecutor
+
+    one = next(r for r in local if r["verdict"] == "likely_recycled")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     dashboard_address=None, host="127.0.0.1") as cluster, \
+            ClusterExecutor(cluster.scheduler_address, batch_size=2) as executor:
+        killed: list[int] = []
+
+        def kill_when_busy() -> None:
+            # the first check on a worker opens the archive: seconds, while this polls
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                busy = [w for w, keys in executor.client.processing().items() if keys]
+                if busy:
+                    pid = executor.client.run(os.getpid, workers=busy[:1])[busy[0]]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+                time.sleep(0.005)
+
+        killer = threading.Thread(target=kill_when_busy)
+        killer.start()
+        stream = io.StringIO()
+        try:
+            summary = scan(iter_inputs([one["input"]]),
+                           ScanConfig(archive_path=str(in_desk.archive)),
+                           LineWriter(stream, "jsonl", True), cluster=executor)
+        finally:
+            killer.join()
+    assert killed, "no worker was seen busy: nothing was tested"
+    got = [json.loads(line) for line in stream.getvalue().splitlines()]
+    for r in got:
+        for field in TIMING:
+            r.pop(field, None)
+    assert got == [one]
+    assert summary.total == 1
+
+
 def test_an_archive_the_workers_cannot_open_stops_the_run(scheduler: str,
                                                            tmp_path: Path) -> None:
     """Every line would fail alike (the archive is not at the same path on the workers):
