@@ -139,8 +139,9 @@ def check(source: Source, archive: Archive | None = None, *,
     """Check one image (path, URL, bytes, PIL image or '-') against the archive.
 
     Input problems do not raise: they come back as a result with verdict "error" and a typed
-    `error`, so a batch can go on. Archive problems (ArchiveError) and a malformed claimed
-    date (ValueError) do raise: they are the caller's to fix, not the input's.
+    `error`, so a batch can go on. Archive problems (ArchiveError), a malformed claimed
+    date (ValueError) and an archive passed as a path instead of an open `Archive`
+    (TypeError) do raise: they are the caller's to fix, not the input's.
     Without an archive, the shipped default is used, opened once per process and reused.
 
     `align` (default on) fits the local-feature transform of a match its hashes found, so a
@@ -161,6 +162,10 @@ def _check(source: Source, archive: Archive | None, *, claimed_date: str | dt.da
            claimed_place: str | None, thresholds: Thresholds, limits: Limits | None,
            max_matches: int, name: str | None, align: bool) -> CheckResult:
     started = time.perf_counter()
+    if isinstance(archive, (str, os.PathLike)):
+        raise TypeError(f"archive must be an open imgverify.Archive, not the path "
+                        f"{os.fspath(archive)!r}: open it once with "
+                        "imgverify.Archive.open(path) and pass it to every check")
     archive = archive if archive is not None else shared_default_archive()
     claimed = parse_claimed_date(claimed_date)
     label = name or describe_source(source)

@@ -90,6 +90,9 @@ def test_input_problems_are_results_and_caller_errors_raise(archive: imgverify.A
         imgverify.check(coco(1)[0], archive, claimed_date="31/12/2024")
     with pytest.raises(imgverify.ArchiveError):
         imgverify.Archive.open(tmp_path / "nope.sqlite", readonly=True)
+    for path in (tmp_path / "a.sqlite", str(tmp_path / "a.sqlite")):  # not an AttributeError
+        with pytest.raises(TypeError, match=r"Archive\.open\(path\)"):
+            imgverify.check(coco(1)[0], path)  # type: ignore[arg-type]
 
 
 # -- threads and silence -----------------------------------------------------------------------
