@@ -8,6 +8,7 @@ clear message when it is absent.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sqlite3
@@ -55,6 +56,13 @@ def bsds(n: int, start: int = 0, split: str = "train") -> list[Path]:
     files = sorted(folder.glob("*.jpg"))[start:start + n]
     assert len(files) == n, f"bsds500/{split} has fewer than {start + n} photos"
     return files
+
+
+def jpeg_bytes(picture: Any, quality: int = 85) -> bytes:
+    """`picture` (a PIL image) as a JPEG file's bytes, as it would be uploaded."""
+    buf = io.BytesIO()
+    picture.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def write_manifest(path: Path, rows: Sequence[dict[str, str]]) -> Path:

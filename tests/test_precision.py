@@ -6,14 +6,13 @@ bug, as broadcasters and pages put on every picture)."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PHOTOS, coco, manifest_rows, require, write_manifest
+from conftest import PHOTOS, coco, jpeg_bytes, manifest_rows, require, write_manifest
 from PIL import Image, ImageDraw, ImageFont
 
 import imgverify
@@ -47,12 +46,6 @@ def with_logo(path: Path) -> Image.Image:
     m = int(min(out.size) * 0.03)
     out.paste(logo, (out.width - side - m, m), logo)
     return out
-
-
-def jpeg_bytes(picture: Image.Image, quality: int = 85) -> bytes:
-    buf = io.BytesIO()
-    picture.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

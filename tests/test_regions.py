@@ -6,7 +6,7 @@ import io
 from typing import Any
 
 import pytest
-from conftest import bsds
+from conftest import bsds, jpeg_bytes
 from PIL import Image, ImageDraw, ImageFilter
 
 from imgverify.signals.regions import _iou, caption_band, find_parts, photo_region
@@ -276,16 +276,10 @@ def test_a_screenshot_of_a_screenshot_of_an_archived_photo_is_found(
     inner = _jpeg_round_trip(inner, 80)
     page, _ = _card(inner, truth, 820, dark)
     with imgverify.Archive.open(small_archive.path) as arch:
-        r = imgverify.check(_jpeg_bytes(page, 85), arch)
+        r = imgverify.check(jpeg_bytes(page, 85), arch)
     assert r.verdict in ("likely_recycled", "possibly_recycled"), r.verdict
     assert r.matches[0].caption == small_archive.row_of(photo_path)["caption"]
 
 
-def _jpeg_bytes(im: Image.Image, quality: int) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
 def _jpeg_round_trip(im: Image.Image, quality: int) -> Image.Image:
-    return Image.open(io.BytesIO(_jpeg_bytes(im, quality))).convert("RGB")
+    return Image.open(io.BytesIO(jpeg_bytes(im, quality))).convert("RGB")

@@ -107,11 +107,12 @@ def _grow(flat_share: np.ndarray, start: int, end: int, limit: float = 0.97
     return new_start, new_end
 
 
-#: Largest share of the page's colour in a photo row: tried in turn until a photo is found.
-ROW_PAGE_SHARES = (0.3, 0.5)
-#: Largest share of the page's colour inside a photo found with a wider share than the
-#: first, and the least share of the picture it may cover (twice indented in a tall phone
-#: screenshot, a landscape photo covers about a tenth of it).
+#: Largest share of the page's colour in a photo row; in the second look for a narrower
+#: photo (see `_photo_box`), the largest share of it inside the box found, and the least
+#: share of the picture that box may cover (twice indented in a tall phone screenshot, a
+#: landscape photo covers about a tenth of it).
+ROW_PAGE_SHARE = 0.3
+NARROW_ROW_PAGE_SHARE = 0.5
 NARROW_MAX_PAGE = 0.1
 NARROW_MIN_AREA = 0.06
 
@@ -188,12 +189,10 @@ def _photo_box(rgb: Image.Image, gray: np.ndarray | None = None, cut: bool = Fal
     # when no photo is found on a flat page, one half as wide as the page is looked for,
     # smaller too; such a box must then be filled (a dark photo on a dark page would
     # otherwise give its bright half)
-    found = box(ROW_PAGE_SHARES[0], 0.12, False)
-    narrow = False
-    for most in ROW_PAGE_SHARES[1:]:
-        if found is not None or not flat_page:
-            break  # (a card in a card is on an app's flat page)
-        found, narrow = box(most, NARROW_MIN_AREA, True), True
+    found = box(ROW_PAGE_SHARE, 0.12, False)
+    narrow = found is None and flat_page  # (a card in a card is on an app's flat page)
+    if narrow:
+        found = box(NARROW_ROW_PAGE_SHARE, NARROW_MIN_AREA, True)
         if found is not None and \
                 flat[found[1]:found[3], found[0]:found[2]].mean() > NARROW_MAX_PAGE:
             found = None
