@@ -154,13 +154,14 @@ def _photo_box(rgb: Image.Image, gray: np.ndarray | None = None, cut: bool = Fal
     exact = np.abs(g - background) <= 2  # the page itself, not a smooth blur near its colour
     flat_page = (np.abs(edge - background) <= 2).mean() >= 0.6
 
-    def box(most: float, least_area: float, narrow: bool) -> tuple[int, int, int, int] | None:
+    def box(narrow: bool) -> tuple[int, int, int, int] | None:
+        most = NARROW_ROW_PAGE_SHARE if narrow else ROW_PAGE_SHARE
         rows = _photo_run(smooth(flat.mean(axis=1) < most), busy.mean(axis=1) > 0.3,
                           max(1, h // 80), int(0.15 * h))
         if rows is None:
             return None
         y0, y1 = rows
-        cols = _photo_run(smooth(flat[y0:y1].mean(axis=0) < 0.3),
+        cols = _photo_run(smooth(flat[y0:y1].mean(axis=0) < ROW_PAGE_SHARE),
                           busy[y0:y1].mean(axis=0) > 0.3, max(1, w // 60), int(0.15 * w))
         if cols is None:
             return None
@@ -169,7 +170,7 @@ def _photo_box(rgb: Image.Image, gray: np.ndarray | None = None, cut: bool = Fal
             # text lines as wide as the photo pass the wider share too (at this scale a
             # line of glyphs is a grey band), but blank lines part them: the photo is the
             # longest unbroken run of lines its columns fill
-            a, b = _longest_run(flat[y0:y1, x0:x1].mean(axis=1) <= 0.3, 0)
+            a, b = _longest_run(flat[y0:y1, x0:x1].mean(axis=1) <= ROW_PAGE_SHARE, 0)
             y0, y1 = y0 + a, y0 + b
         if flat_page:
             # on a flat page (app screenshots), a photo edge that is partly the page colour
@@ -180,7 +181,9 @@ def _photo_box(rgb: Image.Image, gray: np.ndarray | None = None, cut: bool = Fal
             y0, y1 = _grow(exact[:, x0:x1].mean(axis=1), y0, y1)
             x0, x1 = _grow(exact[y0:y1].mean(axis=0), x0, x1)
         area = (y1 - y0) * (x1 - x0) / (h * w)
-        if area > 0.92 or area < least_area:
+        if area > 0.92 or area < (NARROW_MIN_AREA if narrow else 0.12):
+            return None
+        if narrow and flat[y0:y1, x0:x1].mean() > NARROW_MAX_PAGE:
             return None
         return x0, y0, x1, y1
 
@@ -189,13 +192,10 @@ def _photo_box(rgb: Image.Image, gray: np.ndarray | None = None, cut: bool = Fal
     # when no photo is found on a flat page, one half as wide as the page is looked for,
     # smaller too; such a box must then be filled (a dark photo on a dark page would
     # otherwise give its bright half)
-    found = box(ROW_PAGE_SHARE, 0.12, False)
+    found = box(narrow=False)
     narrow = found is None and flat_page  # (a card in a card is on an app's flat page)
     if narrow:
-        found = box(NARROW_ROW_PAGE_SHARE, NARROW_MIN_AREA, True)
-        if found is not None and \
-                flat[found[1]:found[3], found[0]:found[2]].mean() > NARROW_MAX_PAGE:
-            found = None
+        found = box(narrow=True)
     if found is None:
         return None, False
     x0, y0, x1, y1 = found

@@ -235,10 +235,16 @@ def _their_key(folder: Path) -> dict[str, Any] | None:
     return key if isinstance(key, dict) else None
 
 
+def _ours(theirs: dict[str, Any] | None, key: CacheKey) -> bool:
+    """Whether a cache with key `theirs` is this archive's (not unreadable, not another
+    archive's in a copied folder: never ours to keep)."""
+    return theirs is not None and theirs.get("archive_id") == key.archive_id
+
+
 def _newer(theirs: dict[str, Any] | None, key: CacheKey) -> bool:
     """Whether a cache with key `theirs` is this archive's at a newer generation than `key`."""
-    if theirs is None or theirs.get("archive_id") != key.archive_id:
-        return False  # unreadable, or another archive's (a copied folder): never ours to keep
+    if theirs is None or not _ours(theirs, key):
+        return False
     generation = str(theirs.get("generation"))
     return generation != key.generation and not _older(generation, key.generation)
 
@@ -270,8 +276,7 @@ def _prune(root: Path, kind: str, keep: str, key: CacheKey, fmt: int) -> None:
         if entry.name.startswith(f"{kind}-f"):
             theirs = _their_key(entry)
             version = _format_of(entry.name, kind)
-            if version is not None and version > fmt and theirs is not None \
-                    and theirs.get("archive_id") == key.archive_id:
+            if version is not None and version > fmt and _ours(theirs, key):
                 continue
             if not _newer(theirs, key):
                 shutil.rmtree(entry, ignore_errors=True)
