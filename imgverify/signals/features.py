@@ -21,6 +21,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from imgverify.signals.hashing import trim_uniform_borders
+
 #: Keypoints kept per reference (strongest first) and extracted per query.
 REF_FEATURES = 160
 QUERY_FEATURES = 500
@@ -612,8 +614,20 @@ def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     valid = cv2.warpPerspective(inside, a, (tw, th), flags=cv2.INTER_NEAREST | flags,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.5
+    # Only the archived photo's own pixels count, not the flat borders around it (a
+    # letterboxed broadcast still, a padded repost): bars agree with the query's bars, or
+    # with any dark or flat area, whatever the photos show, and a block across a bar's edge
+    # correlates on that edge alone. Counted, they lifted another frame of a fixed webcam
+    # over the copy bar when the archived frame was letterboxed.
+    photo = trim_uniform_borders(reference_picture)
+    px0, py0, px1, py1 = photo if photo is not None else (0, 0, tw, th)
+    if photo is not None:
+        valid[:py0] = False
+        valid[py1:] = False
+        valid[:, :px0] = False
+        valid[:, px1:] = False
     ys, xs = np.nonzero(valid)
-    if ys.size < MIN_AGREEMENT_OVERLAP * tw * th or ys.size < 1024:
+    if ys.size < MIN_AGREEMENT_OVERLAP * (px1 - px0) * (py1 - py0) or ys.size < 1024:
         return 0.0  # a strip or a corner (a ticker, a logo) cannot confirm a copy
     # Only the query's own pixels may be compared. Beyond the overlap the warp fills in black:
     # a blur (or the bilinear warp) that mixes it in draws a dark edge along every block at
