@@ -258,6 +258,26 @@ def test_a_letterboxed_copy_is_still_a_copy(
         assert res.matches[0].event == "Flood at the river front"
 
 
+def test_a_region_of_another_frame_is_judged_where_the_scene_goes_on(tmp_path: Path
+                                                                     ) -> None:
+    """A year-later frame of a fixed webcam, against the archived frame kept as a
+    letterboxed still: the region finder cuts the frame's upper part as a "photo", whose
+    match, judged on that part alone (the differing sky and street left out), agreed at
+    0.91, over the copy bar ("likely recycled" on a different photo). Beyond the region
+    the submitted frame still shows the archived scene, so the match is judged on all of
+    the frame that lies over the archived photo: same place, not a copy."""
+    archived = require(COURBEVOIE / "20131007_155702.png")
+    later = require(COURBEVOIE / "20140930_135707.png")
+    with Image.open(archived) as im:
+        _letterboxed(im.convert("RGB")).save(tmp_path / "still.png")
+    rows = manifest_rows([tmp_path / "still.png"] + coco(10, start=40))
+    archive = Archive(tmp_path / "a.sqlite")
+    ingest_manifest(archive, write_manifest(tmp_path / "m.csv", rows))
+    res = imgverify.check(later.read_bytes(), archive)
+    assert res.verdict == "no_match", res.notes
+    assert [s.event for s in res.same_scene] == ["Event 0 <b>&</b>"]
+
+
 def test_copy_of_the_webcam_frame_is_still_a_copy(
         webcam_archive: tuple[Archive, list[Path]]) -> None:
     """The archived frame itself, colour-graded and re-encoded, is a copy, not 'same place'."""

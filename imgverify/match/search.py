@@ -169,11 +169,14 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
                     if perspective is not None and (gm.agreement is None
                                                     or perspective > gm.agreement):
                         gm.agreement = perspective
+            if box is not None:
+                gm = _in_parent(gm, box)
+                if ref_pic is not None and gm.agreement is not None and confirmed(gm):
+                    gm.agreement = _agreement_beyond(picture, ref_pic, gm, box,
+                                                     thresholds.scene_agreement)
             if gm.inliers < thresholds.local_possible and (
                     gm.agreement is None or gm.agreement < thresholds.copy_agreement):
                 continue  # few inliers count only when the pixels confirm them
-            if box is not None:
-                gm = _in_parent(gm, box)
             prev = found.get(key)
             if prev is None or (confirmed(gm), gm.inliers) > (confirmed(prev), prev.inliers):
                 found[key] = gm
@@ -231,6 +234,35 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
                         x0 + inner[0] / crop.width * bw, y0 + inner[1] / crop.height * bh,
                         x0 + inner[2] / crop.width * bw, y0 + inner[3] / crop.height * bh)))
     return sorted(found.values(), key=lambda g: -g.inliers)
+
+
+def _agreement_beyond(picture: Image.Image, reference: Image.Image, gm: GeometricMatch,
+                      box: tuple[float, float, float, float], scene: float) -> float | None:
+    """The pixel agreement of a region's match, judged on more than the region when the
+    archived photo goes on beyond it.
+
+    A region is searched on its own because the rest of the picture is not the photo
+    (app chrome, other collage tiles), so its match is checked on its own pixels. But the
+    region finder also cuts plain photos (a sky or a dark wall read as a border): there
+    the archived scene goes on beyond the region, and another frame of a fixed camera,
+    judged on the region alone, can agree like a copy (its sky, people and light, which
+    differ, left out). So the submitted picture beyond the region is laid over the
+    archived photo by the same fit: where it still shows the archived scene (agreement at
+    the same-place level or more), the match is judged on all of the picture that lies
+    over the photo, as the whole picture's own match is; where it shows something else
+    (chrome, other tiles) or too little to say, on the region, as before.
+    """
+    matrices = [m for m in (gm.matrix, gm.homography) if m is not None]
+    beyond = [a for m in matrices
+              if (a := aligned_agreement(picture, reference, m, query_box=box,
+                                         outside=True)) is not None]
+    if not beyond or max(beyond) < scene:
+        return gm.agreement
+    whole = [a for m in matrices
+             if (a := aligned_agreement(picture, reference, m)) is not None]
+    if not whole or gm.agreement is None:
+        return gm.agreement
+    return min(gm.agreement, max(whole))
 
 
 def reference_outline(matrix: list[list[float]] | None,

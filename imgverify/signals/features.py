@@ -568,8 +568,8 @@ AGREEMENT_BLUR = 1.0
 
 def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image,
                       matrix: list[list[float]],
-                      query_box: tuple[float, float, float, float] | None = None
-                      ) -> float | None:
+                      query_box: tuple[float, float, float, float] | None = None,
+                      outside: bool = False) -> float | None:
     """How well the query, warped onto the reference by the fitted transform, reproduces the
     reference's pixels: the median normalised cross-correlation of textured blocks of the
     aligned overlap (grey levels, each block normalised on its own, so colour grades, gamma
@@ -582,7 +582,8 @@ def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image
     `matrix` maps normalised reference coordinates to normalised query coordinates (2x3
     affine or 3x3 homography: a photo of a screen is a perspective view); `query_box`
     (normalised) limits the comparison to where the photo sits in the query, so the other
-    tiles of a collage or the layout of a screenshot are not compared with the photo.
+    tiles of a collage or the layout of a screenshot are not compared with the photo;
+    with `outside`, the comparison is limited to the rest of the query instead.
     """
     import cv2
 
@@ -606,9 +607,10 @@ def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image
     inside = np.ones_like(qry)
     if query_box is not None:  # only where the photo is: not the tiles or layout around it
         qh_, qw_ = qry.shape
-        inside[:] = 0
+        inside[:] = 1 if outside else 0
         inside[max(0, int(query_box[1] * qh_)):int(math.ceil(query_box[3] * qh_)),
-               max(0, int(query_box[0] * qw_)):int(math.ceil(query_box[2] * qw_))] = 1
+               max(0, int(query_box[0] * qw_)):int(math.ceil(query_box[2] * qw_))] = \
+            0 if outside else 1
     flags = cv2.WARP_INVERSE_MAP
     warped = cv2.warpPerspective(qry, a, (tw, th), flags=cv2.INTER_LINEAR | flags,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
