@@ -172,7 +172,7 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
             if box is not None:
                 gm = _in_parent(gm, box)
                 if ref_pic is not None and gm.agreement is not None and confirmed(gm):
-                    gm.agreement = _agreement_beyond(picture, ref_pic, gm, box,
+                    gm.agreement = _agreement_beyond(picture, ref_pic, gm, gm.agreement, box,
                                                      thresholds.scene_agreement)
             if gm.inliers < thresholds.local_possible and (
                     gm.agreement is None or gm.agreement < thresholds.copy_agreement):
@@ -237,9 +237,11 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
 
 
 def _agreement_beyond(picture: Image.Image, reference: Image.Image, gm: GeometricMatch,
-                      box: tuple[float, float, float, float], scene: float) -> float | None:
-    """The pixel agreement of a region's match, judged on more than the region when the
-    archived photo goes on beyond it.
+                      agreement: float, box: tuple[float, float, float, float],
+                      scene: float) -> float:
+    """The pixel agreement of a region's match (`agreement`, judged on the region, in
+    whole-picture terms `gm`), judged on more than the region when the archived photo
+    goes on beyond it.
 
     A region is searched on its own because the rest of the picture is not the photo
     (app chrome, other collage tiles), so its match is checked on its own pixels. But the
@@ -257,12 +259,10 @@ def _agreement_beyond(picture: Image.Image, reference: Image.Image, gm: Geometri
               if (a := aligned_agreement(picture, reference, m, query_box=box,
                                          outside=True)) is not None]
     if not beyond or max(beyond) < scene:
-        return gm.agreement
+        return agreement
     whole = [a for m in matrices
              if (a := aligned_agreement(picture, reference, m)) is not None]
-    if not whole or gm.agreement is None:
-        return gm.agreement
-    return min(gm.agreement, max(whole))
+    return min(agreement, max(whole)) if whole else agreement
 
 
 def reference_outline(matrix: list[list[float]] | None,
