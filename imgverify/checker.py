@@ -58,6 +58,7 @@ from imgverify.signals.features import (
     QueryExtraction,
     aligned_agreement,
     extract,
+    photo_box,
 )
 from imgverify.signals.hashing import DIHEDRAL_TRANSPOSE
 from imgverify.store.sqlite import Archive, shared_default_archive
@@ -572,7 +573,9 @@ def _global_agreement(query: QueryHashes, r: RawMatch, reference: Image.Image | 
                                                          / max(1, reference.height))
     if abs(math.log(max(ratio, 1e-6))) > 0.15:
         return None  # framed differently: no identity alignment to check
-    plain = aligned_agreement(oriented, reference, [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    ref_box = photo_box(reference)
+    plain = aligned_agreement(oriented, reference, [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+                              reference_box=ref_box)
     if plain is None or plain >= thresholds.copy_agreement:
         return plain
     gm = archive.feature_index().verify(extract(oriented, QUERY_FEATURES), r.ref_key)
@@ -581,7 +584,7 @@ def _global_agreement(query: QueryHashes, r: RawMatch, reference: Image.Image | 
     best = plain
     for matrix in (gm.matrix, gm.homography):
         if matrix is not None:
-            aligned = aligned_agreement(oriented, reference, matrix)
+            aligned = aligned_agreement(oriented, reference, matrix, reference_box=ref_box)
             if aligned is not None and aligned > best:
                 best = aligned
     return best

@@ -25,6 +25,7 @@ from imgverify.signals.features import (
     LocalIndex,
     QueryExtraction,
     aligned_agreement,
+    photo_box,
 )
 from imgverify.signals.hashing import (
     EDIT_DESCRIPTION,
@@ -159,20 +160,24 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
             if gm.coverage < thresholds.local_min_coverage:
                 continue  # clustered in one patch: an overlay or a logo, not the photo
             ref_pic = reference_picture(key) if reference_picture is not None else None
+            ref_box = photo_box(ref_pic) if ref_pic is not None else None
             if ref_pic is not None and gm.matrix is not None:
                 # the matrices already map onto the unmirrored picture
                 base = picture if mirrored else pic
-                gm.similarity_agreement = aligned_agreement(base, ref_pic, gm.matrix)
+                gm.similarity_agreement = aligned_agreement(base, ref_pic, gm.matrix,
+                                                            reference_box=ref_box)
                 gm.agreement = gm.similarity_agreement
                 if gm.homography is not None:
-                    perspective = aligned_agreement(base, ref_pic, gm.homography)
+                    perspective = aligned_agreement(base, ref_pic, gm.homography,
+                                                    reference_box=ref_box)
                     if perspective is not None and (gm.agreement is None
                                                     or perspective > gm.agreement):
                         gm.agreement = perspective
             if box is not None:
                 gm = _in_parent(gm, box)
                 if ref_pic is not None and gm.agreement is not None and confirmed(gm):
-                    gm.agreement = _agreement_beyond(picture, ref_pic, gm, gm.agreement, box,
+                    gm.agreement = _agreement_beyond(picture, ref_pic, ref_box, gm,
+                                                     gm.agreement, box,
                                                      thresholds.scene_agreement)
             if gm.inliers < thresholds.local_possible and (
                     gm.agreement is None or gm.agreement < thresholds.copy_agreement):
@@ -236,7 +241,8 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
     return sorted(found.values(), key=lambda g: -g.inliers)
 
 
-def _agreement_beyond(picture: Image.Image, reference: Image.Image, gm: GeometricMatch,
+def _agreement_beyond(picture: Image.Image, reference: Image.Image,
+                      reference_box: tuple[int, int, int, int] | None, gm: GeometricMatch,
                       agreement: float, box: tuple[float, float, float, float],
                       scene: float) -> float:
     """The pixel agreement of a region's match (`agreement`, judged on the region, in
@@ -257,11 +263,13 @@ def _agreement_beyond(picture: Image.Image, reference: Image.Image, gm: Geometri
     matrices = [m for m in (gm.matrix, gm.homography) if m is not None]
     beyond = [a for m in matrices
               if (a := aligned_agreement(picture, reference, m, query_box=box,
-                                         outside=True)) is not None]
+                                         outside=True, reference_box=reference_box))
+              is not None]
     if not beyond or max(beyond) < scene:
         return agreement
     whole = [a for m in matrices
-             if (a := aligned_agreement(picture, reference, m)) is not None]
+             if (a := aligned_agreement(picture, reference, m,
+                                        reference_box=reference_box)) is not None]
     return min(agreement, max(whole)) if whole else agreement
 
 

@@ -566,10 +566,21 @@ MIN_AGREEMENT_OVERLAP = 0.25
 AGREEMENT_BLUR = 1.0
 
 
+def photo_box(reference_picture: Image.Image) -> tuple[int, int, int, int]:
+    """The archived photo inside its flat borders (the whole frame when it has none), in
+    the picture's pixels: what `aligned_agreement` compares. Computed once per reference
+    by callers that check several fits against it."""
+    box = trim_uniform_borders(reference_picture)
+    return box if box is not None else (0, 0, reference_picture.width,
+                                        reference_picture.height)
+
+
 def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image,
                       matrix: list[list[float]],
                       query_box: tuple[float, float, float, float] | None = None,
-                      outside: bool = False) -> float | None:
+                      outside: bool = False,
+                      reference_box: tuple[int, int, int, int] | None = None
+                      ) -> float | None:
     """How well the query, warped onto the reference by the fitted transform, reproduces the
     reference's pixels: the median normalised cross-correlation of textured blocks of the
     aligned overlap (grey levels, each block normalised on its own, so colour grades, gamma
@@ -584,6 +595,7 @@ def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image
     (normalised) limits the comparison to where the photo sits in the query, so the other
     tiles of a collage or the layout of a screenshot are not compared with the photo;
     with `outside`, the comparison is limited to the rest of the query instead.
+    `reference_box`: `photo_box(reference_picture)`, when the caller has it.
     """
     import cv2
 
@@ -621,13 +633,12 @@ def aligned_agreement(query_picture: Image.Image, reference_picture: Image.Image
     # with any dark or flat area, whatever the photos show, and a block across a bar's edge
     # correlates on that edge alone. Counted, they lifted another frame of a fixed webcam
     # over the copy bar when the archived frame was letterboxed.
-    photo = trim_uniform_borders(reference_picture)
-    px0, py0, px1, py1 = photo if photo is not None else (0, 0, tw, th)
-    if photo is not None:
-        valid[:py0] = False
-        valid[py1:] = False
-        valid[:, :px0] = False
-        valid[:, px1:] = False
+    px0, py0, px1, py1 = reference_box if reference_box is not None \
+        else photo_box(reference_picture)
+    valid[:py0] = False
+    valid[py1:] = False
+    valid[:, :px0] = False
+    valid[:, px1:] = False
     ys, xs = np.nonzero(valid)
     if ys.size < MIN_AGREEMENT_OVERLAP * (px1 - px0) * (py1 - py0) or ys.size < 1024:
         return 0.0  # a strip or a corner (a ticker, a logo) cannot confirm a copy
