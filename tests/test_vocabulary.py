@@ -90,5 +90,5 @@ def test_stop_words_are_not_looked_up() -> None:
     query = LocalFeatures(np.zeros((1, 2), np.float32), desc, 100, 100)
     common, stop = index(1500), index(5000)
     assert common.stop_length < 5000 and stop.stop_length < 5000
-    assert common._hits(query)[1].size == 1500
-    assert stop._hits(query)[1].size == 0
+    assert common._hits(query).rows.size == 1500
+    assert stop._hits(query).rows.size == 0

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -312,23 +312,20 @@ class CompactFeatureIndex:
         useful = lengths <= self.stop_length
         return q_idx[useful], w[useful], lo[useful], lengths[useful]
 
-    def _hits(self, query: LocalFeatures
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(query descriptor, reference row, embedding distance, word) of every agreeing
-        posting."""
+    def _hits(self, query: LocalFeatures) -> Hits:
+        """Every agreeing posting of the query's lookups, with per-lookup sums (`Hits`)."""
         desc = np.ascontiguousarray(query.descriptors)
         q_idx, w, lo, lengths = self.lookups(desc)
-        total = int(lengths.sum())
-        if total == 0:
+        if int(lengths.sum()) == 0:
             empty = np.zeros(0, np.int64)
-            return empty, empty, empty, empty
+            return Hits(q_idx, w, empty, empty, empty, np.zeros(q_idx.shape, np.int64),
+                        np.zeros(q_idx.shape, np.float64))
         # the embedding depends on the word: one per (descriptor, word looked up)
         query_he = self.vocabulary.embed(desc[q_idx], w)
         bits, starts = self.tables_of(w, lengths)
-        lookup, rows, dist = scan_postings(
+        return Hits(q_idx, w, *_scan(
             lo, lengths, query_he, bits, starts, np.asarray(self.buckets),
-            np.asarray(self.he), np.asarray(self.postings), distance_limits(lengths))
-        return q_idx[lookup], rows, dist, w[lookup]
+            np.asarray(self.he), np.asarray(self.postings), distance_limits(lengths)))
 
     def vote(self, query: LocalFeatures, top: int = TOP, min_votes: int = MIN_VOTES
              ) -> list[tuple[int, int]]:
@@ -337,33 +334,38 @@ class CompactFeatureIndex:
         A vote weighs more the closer the embedded bits agree (soft Hamming embedding) and
         less the more references the same query descriptor hits, relative to the query's
         typical descriptor (burstiness).
+
+        Nearly every agreeing posting of a picture that is not archived is chance, and only
+        the few of references with `min_votes` hits are looked at one by one: the rest are
+        summed per lookup by the scan (`Hits.counts`, `Hits.sums`), never weighed singly.
         """
         if len(query) == 0 or self.references == 0 or len(self) == 0:
             return []
-        q, rows, he_dist, words = self._hits(query)
-        if rows.size == 0:
+        h = self._hits(query)
+        if h.rows.size == 0:
             return []
         # burstiness relative to the query's typical descriptor: a descriptor that hits far
         # more references than its siblings (a logo, a ticker, flat sky) counts less, but
         # the typical one keeps weight 1 however large the archive (its fan-out grows with
         # the archive; an absolute 1/sqrt(hits) made true votes fade as the archive grew)
-        per_q = np.bincount(q, minlength=len(query)).astype(np.float64)
+        per_q = np.bincount(h.q_idx, weights=h.counts, minlength=len(query))
         typical = max(1.0, float(np.median(per_q[per_q > 0])))
-        # per descriptor and per distance, then gathered: one multiply per hit
         burst = 1.0 / np.sqrt(np.maximum(1.0, per_q / typical))
-        weight = _HE_WEIGHT[he_dist] * burst[q]
-        near = rows_with_votes(rows, min_votes, self.references)
+        near = rows_with_votes(h.rows, min_votes, self.references)
         # the references with enough votes count again, one vote per word they share with
         # the query: several query descriptors on one texture, or a reference with several
         # keypoints on one frequent word, agree with each other and are one piece of evidence
         sel = np.flatnonzero(near)
         if sel.size == 0:
             return []
-        key = rows[sel] * np.int64(self.vocabulary.words) + words[sel]
-        order = np.lexsort((-weight[sel], key))
+        lookup = h.lookup[sel]
+        rows = h.rows[sel]
+        weight = _HE_WEIGHT[h.dist[sel]] * burst[h.q_idx[lookup]]
+        key = rows * np.int64(self.vocabulary.words) + h.words[lookup]
+        order = np.lexsort((-weight, key))
         first = np.ones(order.size, bool)
         first[1:] = key[order[1:]] != key[order[:-1]]
-        best = sel[order[first]]
+        best = order[first]
         uniq, inverse = np.unique(rows[best], return_inverse=True)
         votes = np.bincount(inverse)
         weighted = np.bincount(inverse, weights=weight[best])
@@ -373,10 +375,10 @@ class CompactFeatureIndex:
             return []
         # chance: the votes land on references in proportion to their postings
         share = np.asarray(self.ref_counts[uniq], np.float64) / max(1, len(self))
-        expected = float(weight.sum()) * share
+        expected = float(np.dot(burst[h.q_idx], h.sums)) * share
         ok = weighted >= CHANCE_FACTOR * expected + MIN_WEIGHT
         if math.isfinite(CHANCE_REFERENCES):
-            tail = poisson_log_tail(votes, rows.size * share)
+            tail = poisson_log_tail(votes, h.rows.size * share)
             ok &= math.log(self.references) + tail <= math.log(CHANCE_REFERENCES)
         if not ok.any():
             return []
@@ -389,8 +391,8 @@ class CompactFeatureIndex:
         a type of their own) now, at a service's or batch worker's start-up, rather than on
         the first query that reaches it."""
         none = np.zeros(0, np.int64)
-        scan_postings(none, none, np.zeros(0, np.uint16), none, none, np.asarray(self.buckets),
-                      np.asarray(self.he), np.asarray(self.postings), HE_MAX_DISTANCE)
+        _scan(none, none, np.zeros(0, np.uint16), none, none, np.asarray(self.buckets),
+              np.asarray(self.he), np.asarray(self.postings), HE_MAX_DISTANCE)
         rows_with_votes(none, MIN_VOTES, self.references)
 
     def features_of(self, key: int) -> LocalFeatures | None:
@@ -441,6 +443,21 @@ def query_words(vocabulary: Vocabulary, desc: np.ndarray) -> tuple[np.ndarray, n
     return np.nonzero(keep)[0], words[keep]
 
 
+class Hits(NamedTuple):
+    """What one vote's scan found. Per lookup (a query descriptor and one of its words):
+    `q_idx` the descriptor, `words` the word, `counts` its agreeing postings and `sums`
+    their embedding weights (`_HE_WEIGHT`) summed; per agreeing posting: `lookup`, the
+    reference `rows` and the embedding distance `dist`."""
+
+    q_idx: np.ndarray
+    words: np.ndarray
+    lookup: np.ndarray
+    rows: np.ndarray
+    dist: np.ndarray
+    counts: np.ndarray
+    sums: np.ndarray
+
+
 def scan_postings(lo: np.ndarray, lengths: np.ndarray, query_he: np.ndarray,
                   bits: np.ndarray, table_start: np.ndarray, buckets: np.ndarray,
                   he: np.ndarray, postings: np.ndarray, max_distance: int | np.ndarray
@@ -455,6 +472,17 @@ def scan_postings(lo: np.ndarray, lengths: np.ndarray, query_he: np.ndarray,
     reads them again; one fused loop reads each posting once and keeps only the few percent
     that agree, and skips the buckets that cannot agree.
     """
+    return _scan(lo, lengths, query_he, bits, table_start, buckets, he, postings,
+                 max_distance)[:3]
+
+
+def _scan(lo: np.ndarray, lengths: np.ndarray, query_he: np.ndarray, bits: np.ndarray,
+          table_start: np.ndarray, buckets: np.ndarray, he: np.ndarray, postings: np.ndarray,
+          max_distance: int | np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`scan_postings`, and per lookup the count and summed embedding weight of its hits
+    (the vote's chance figures, summed while the hits are found instead of in more passes
+    over them)."""
     total = int(lengths.sum())
     capacity = min(total, total // 8 + 1024)  # a few percent agree; rescanned if not
     if np.ndim(max_distance) == 0:
@@ -466,19 +494,22 @@ def scan_postings(lo: np.ndarray, lengths: np.ndarray, query_he: np.ndarray,
         out_q = np.empty(capacity, np.int64)
         out_row = np.empty(capacity, np.int64)
         out_d = np.empty(capacity, np.int64)
+        counts = np.zeros(limit.shape, np.int64)
+        sums = np.zeros(limit.shape, np.float64)
         n = _compiled_scan()(
             np.ascontiguousarray(lo, np.int64), np.ascontiguousarray(lengths, np.int64),
             np.ascontiguousarray(query_he, np.uint16), np.ascontiguousarray(bits, np.int64),
             np.ascontiguousarray(table_start, np.int64), buckets, he, postings,
-            limit, _POPCOUNT16, _near_masks(widest), out_q, out_row, out_d)
+            limit, _POPCOUNT16, _near_masks(widest), _HE_WEIGHT, out_q, out_row, out_d,
+            counts, sums)
         if n >= 0:
-            return out_q[:n], out_row[:n], out_d[:n]
+            return out_q[:n], out_row[:n], out_d[:n], counts, sums
         capacity = total
 
 
 def _scan_py(lo: Any, lengths: Any, query_he: Any, bits: Any, table_start: Any, buckets: Any,
-             he: Any, postings: Any, limit: Any, popcount: Any, masks: Any,
-             out_q: Any, out_row: Any, out_d: Any) -> int:
+             he: Any, postings: Any, limit: Any, popcount: Any, masks: Any, weights: Any,
+             out_q: Any, out_row: Any, out_d: Any, counts: Any, sums: Any) -> int:
     n = 0
     cap = out_q.shape[0]
     for k in range(lo.shape[0]):
@@ -526,6 +557,8 @@ def _scan_py(lo: Any, lengths: Any, query_he: Any, bits: Any, table_start: Any, 
                     out_row[n] = postings[i]
                     out_d[n] = d
                     n += 1
+                    counts[k] += 1
+                    sums[k] += weights[d]
     return n
 
 
