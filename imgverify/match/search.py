@@ -145,6 +145,7 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
     if len(features) == 0:
         return []
     found: dict[int, GeometricMatch] = {}
+    boxes: dict[int, tuple[int, int, int, int]] = {}  # archived photo inside its borders
 
     def extraction(pic: Image.Image) -> QueryExtraction:
         # the caller sized the picture (larger for tall screenshots); do not shrink it again
@@ -160,7 +161,11 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
             if gm.coverage < thresholds.local_min_coverage:
                 continue  # clustered in one patch: an overlay or a logo, not the photo
             ref_pic = reference_picture(key) if reference_picture is not None else None
-            ref_box = photo_box(ref_pic) if ref_pic is not None else None
+            ref_box = None
+            if ref_pic is not None:
+                if key not in boxes:  # a reference verified again for a region or mirror
+                    boxes[key] = photo_box(ref_pic)
+                ref_box = boxes[key]
             if ref_pic is not None and gm.matrix is not None:
                 # the matrices already map onto the unmirrored picture
                 base = picture if mirrored else pic
