@@ -3,6 +3,7 @@ goes through, without raising false alarms on photos that are not archived?
 
     python bench/robustness.py [--quick] [--originals N] [--distractors N] [--negatives N]
                                [--split tune|report|fresh] [--workers 2] [--edits a,b,...]
+                               [--compare bench/out/robustness-tune-before.json]
 
 Data: ../shared/data/photos (see its README). bsds500 + coco128 are split by the sha256 of
 each file's relative path into TUNE and REPORT halves; imgverify's thresholds are tuned on
@@ -529,7 +530,13 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, help="negative queries")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--edits", default="", help="comma-separated subset of edits")
+    ap.add_argument("--compare", default="", metavar="OLD.json",
+                    help="an earlier run's results (same split and sizes): list every query "
+                         "whose verdict or first reference changed")
     args = ap.parse_args()
+    if args.compare and not Path(args.compare).is_file():
+        sys.exit(f"robustness: --compare {args.compare}: no such file (an earlier run's "
+                 "bench/out/robustness-<split>.json, copied aside before this run)")
     if not PHOTOS.is_dir():
         sys.exit(f"robustness: {PHOTOS} not found. This benchmark needs the shared real photos "
                  "(../shared/data/photos beside the project); nothing was run.")
@@ -650,6 +657,39 @@ def main() -> None:
     print(f"\nruntime {runtime:.0f} s ({query_s:.0f} s of queries, {args.workers} workers; load "
           f"average {load_start[0]:.1f} at start, {info['loadavg_end'][0]:.1f} at end); "
           f"results in {out.relative_to(ROOT)}")
+    if args.compare:
+        old = json.loads(Path(args.compare).read_text())["queries"]
+        print_changes(compare_runs(old, results), args.compare)
+
+
+def _query_key(r: dict[str, Any]) -> tuple[str, str, str, int]:
+    return (r["kind"], r["photo"], r["edit"], int(r["seed"]))
+
+
+def compare_runs(old: list[dict[str, Any]], new: list[dict[str, Any]]
+                 ) -> dict[str, Any]:
+    """Queries of two runs matched by (kind, photo, edit, seed): those whose verdict or
+    first reference changed, and those only one run has (a different draw or size)."""
+    before = {_query_key(r): r for r in old}
+    after = {_query_key(r): r for r in new}
+    changed = []
+    for key in sorted(before.keys() & after.keys()):
+        a, b = before[key], after[key]
+        if (a["verdict"], a.get("right_rank")) != (b["verdict"], b.get("right_rank")):
+            changed.append((key, a["verdict"], a.get("right_rank"), b["verdict"],
+                            b.get("right_rank")))
+    return {"common": len(before.keys() & after.keys()), "changed": changed,
+            "only_old": len(before.keys() - after.keys()),
+            "only_new": len(after.keys() - before.keys())}
+
+
+def print_changes(diff: dict[str, Any], old_name: str) -> None:
+    print(f"\ncompared with {old_name}: {diff['common']} queries in both, "
+          f"{len(diff['changed'])} changed (verdict or rank of the right reference)"
+          + (f"; {diff['only_old']} only in the old run, {diff['only_new']} only in this one "
+             "(not the same draw)" if diff["only_old"] or diff["only_new"] else ""))
+    for (kind, photo, edit, _seed), v0, r0, v1, r1 in diff["changed"]:
+        print(f"  {kind} {edit} {photo}: {v0} (rank {r0}) -> {v1} (rank {r1})")
 
 
 # -- summary and printing ---------------------------------------------------------------------
