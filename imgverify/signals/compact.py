@@ -316,6 +316,10 @@ class CompactFeatureIndex:
         """Every agreeing posting of the query's lookups, with per-lookup sums (`Hits`)."""
         desc = np.ascontiguousarray(query.descriptors)
         q_idx, w, lo, lengths = self.lookups(desc)
+        # in the order the lists lie in memory: the scan then walks the postings forwards
+        # (neighbouring lookups often share pages), not jumping back and forth
+        order = np.argsort(lo, kind="stable")
+        q_idx, w, lo, lengths = q_idx[order], w[order], lo[order], lengths[order]
         if int(lengths.sum()) == 0:
             empty = np.zeros(0, np.int64)
             return Hits(q_idx, w, empty, empty, empty, np.zeros(q_idx.shape, np.int64),
