@@ -298,7 +298,7 @@ def _top(result: Any) -> dict[str, Any] | None:
         return None
     m = result.matches[0]
     return {"sha": m.sha256, "strength": m.strength, "method": m.method, "score": round(m.score, 3),
-            "distances": m.distances, "transform": m.transform}
+            "distances": m.distances, "transform": m.transform, "agreement": m.agreement}
 
 
 def run_query(task: tuple[str, str, str, int, str | None]) -> dict[str, Any]:

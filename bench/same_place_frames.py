@@ -27,6 +27,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +75,7 @@ def main() -> None:
     logging.getLogger("exifread").setLevel(logging.ERROR)
     tally: collections.Counter[tuple[str, str]] = collections.Counter()
     alarms = []
+    closest: list[tuple[float, str]] = []
     for group in sorted(p for p in SAME_PLACE.iterdir() if p.is_dir()):
         files = sorted(p for p in group.iterdir()
                        if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
@@ -95,6 +97,12 @@ def main() -> None:
                                 ("white padding", framed(pic, (255, 255, 255), True, 0.2))):
                             res = imgverify.check(jpeg_bytes(posted, 88), archive)
                             tally[(how, res.verdict)] += 1
+                            seen = [s.evidence.get("agreement") for s in res.same_scene] + [
+                                m.agreement for m in res.matches]
+                            seen = [a for a in seen if a is not None]
+                            if seen:  # the closest this other photo came to a copy
+                                closest.append((max(seen), f"{group.name}/{name} archived "
+                                                           f"{how}, posted {posted_as}"))
                             if res.verdict != "no_match":
                                 m = res.matches[0]
                                 alarms.append(f"{group.name}/{name}: archived {how}, posted "
@@ -107,6 +115,16 @@ def main() -> None:
         print(f"  archived {how:12s} {verdict:18s} {n}")
     for line in alarms:
         print("  " + line)
+    # the margin: how near the copy bar the other photos' pixel agreement came
+    bar = imgverify.Thresholds().copy_agreement
+    values = sorted(a for a, _ in closest)
+    if values:
+        q = np.percentile(values, [50, 90, 99])
+        print(f"pixel agreement of the {len(values)} checks that reached a pixel check "
+              f"(copy bar {bar}): median {q[0]:.3f}, p90 {q[1]:.3f}, p99 {q[2]:.3f}, "
+              f"max {values[-1]:.3f}; highest:")
+        for a, what in sorted(closest, reverse=True)[:5]:
+            print(f"  {a:.3f} {what}")
 
 
 if __name__ == "__main__":
