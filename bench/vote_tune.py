@@ -77,6 +77,10 @@ class Recorder:
         self.calls.append(Call(self.task, query, min_votes < C.MIN_VOTES))
         return self.inner.vote(query, top, min_votes)  # type: ignore[no-any-return]
 
+    def probe(self, query: LocalFeatures) -> bool:
+        self.calls.append(Call(self.task, query, True))
+        return bool(self.inner.probe(query))
+
     def verify(self, *a: Any, **k: Any) -> Any:
         return self.inner.verify(*a, **k)
 

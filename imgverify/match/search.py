@@ -208,8 +208,9 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
         if len(region) <= REGION_PROBE_FEATURES:
             return True  # that is all there is: the full vote is the probe
         probe = region.head(REGION_PROBE_FEATURES)
-        return bool(features.vote(probe, min_votes=getattr(features, "probe_votes",
-                                                         REGION_PROBE_VOTES)))
+        if hasattr(features, "probe"):  # the compact index's own bar for a probe
+            return bool(features.probe(probe))
+        return bool(features.vote(probe, min_votes=REGION_PROBE_VOTES))
 
     # (not `whole or ...`: an extraction with no keypoints has length 0, and is still done)
     whole = whole if whole is not None else extraction(picture)

@@ -80,6 +80,10 @@ MIN_WEIGHT = 0.75
 #: 1 M references (bench/vote_tune.py, bench/throughput.py; CHANGELOG): 10 keeps every
 #: positive the checker found; 1 was cheaper still but lost two.
 CHANCE_REFERENCES = 10.0
+#: The same bar for a region's probe (`probe`): its strongest descriptors must lift some
+#: reference so far above chance that fewer than this many references of the archive would
+#: get there by chance, before the region is described and voted in full.
+PROBE_CHANCE_REFERENCES = 10.0
 #: Candidates verified per query picture. On TUNE at 10 k and 1 M references the true
 #: reference, when voted at all, came first (bench/vote_tune.py); 4 leave margin.
 TOP = 4
@@ -331,8 +335,13 @@ class CompactFeatureIndex:
             lo, lengths, query_he, bits, starts, np.asarray(self.buckets),
             np.asarray(self.he), np.asarray(self.postings), distance_limits(lengths)))
 
-    def vote(self, query: LocalFeatures, top: int = TOP, min_votes: int = MIN_VOTES
-             ) -> list[tuple[int, int]]:
+    def probe(self, query: LocalFeatures) -> bool:
+        """Whether a region's strongest descriptors (`query`) point at some reference
+        clearly enough to search the region in full (`match.search.find_local`)."""
+        return bool(self.vote(query, 1, self.probe_votes, PROBE_CHANCE_REFERENCES))
+
+    def vote(self, query: LocalFeatures, top: int = TOP, min_votes: int = MIN_VOTES,
+             chance_references: float | None = None) -> list[tuple[int, int]]:
         """[(ref_key, votes)] of the references whose votes clearly exceed chance.
 
         A vote weighs more the closer the embedded bits agree (soft Hamming embedding) and
@@ -381,9 +390,10 @@ class CompactFeatureIndex:
         share = np.asarray(self.ref_counts[uniq], np.float64) / max(1, len(self))
         expected = float(np.dot(burst[h.q_idx], h.sums)) * share
         ok = weighted >= CHANCE_FACTOR * expected + MIN_WEIGHT
-        if math.isfinite(CHANCE_REFERENCES):
+        chance = CHANCE_REFERENCES if chance_references is None else chance_references
+        if math.isfinite(chance):
             tail = poisson_log_tail(votes, h.rows.size * share)
-            ok &= math.log(self.references) + tail <= math.log(CHANCE_REFERENCES)
+            ok &= math.log(self.references) + tail <= math.log(chance)
         if not ok.any():
             return []
         cand = np.flatnonzero(ok)
@@ -739,6 +749,15 @@ class LayeredLocalIndex:
         if len(self.delta):
             found += self.delta.vote(query, top)
         return found
+
+    def probe(self, query: LocalFeatures) -> bool:
+        """`CompactFeatureIndex.probe` over the base (its stale references left out), or
+        any candidate of the delta."""
+        if any(k not in self.stale for k, _ in self.base.vote(
+                query, 1 + min(len(self.stale), 16), self.probe_votes,
+                PROBE_CHANCE_REFERENCES)):
+            return True
+        return bool(len(self.delta) and self.delta.vote(query, TOP))
 
     def verify(self, query: LocalFeatures, ref_key: int, mirrored: bool = False
                ) -> GeometricMatch | None:
