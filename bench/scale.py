@@ -4,7 +4,7 @@ what cost per query and per reference, and without false alarms?
 
     python bench/scale.py [--sizes 10000,100000,1000000] [--split tune|report]
                           [--originals 120] [--negatives 5000] [--workers 2]
-                          [--design compact|flat]
+                          [--design compact|flat] [--set NAME=VALUE (tune only)]
     python bench/scale.py --sizes 10000000          # the 10 M row, on its own
 
 Data (../shared/data/photos, see its README): bsds500 + coco128, split into TUNE and REPORT
@@ -456,9 +456,24 @@ def main() -> None:
     ap.add_argument("--salt", default="scale",
                     help="orders the split and draws the edits; a new salt is a fresh draw "
                     "(after a split has been looked at)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="set a constant of imgverify.signals.compact for the run, e.g. "
+                         "PROBE_CHANCE_REFERENCES=1, or search.NAME=VALUE one of "
+                         "imgverify.match.search (tuning: TUNE split only)")
     args = ap.parse_args()
+    if args.set and args.split != "tune":
+        ap.error("--set tunes: use it on --split tune, never on the held-out report split")
     if not PHOTOS.is_dir():
         sys.exit(f"skipped: {PHOTOS} not found (../shared/data/photos beside the project)")
+    if args.set:
+        from imgverify.match import search
+        from imgverify.signals import compact
+
+        # NAME=VALUE sets imgverify.signals.compact's constant; search.NAME=VALUE search's
+        set_constants(compact, [a for a in args.set if not a.startswith("search.")])
+        set_constants(search, [a.removeprefix("search.") for a in args.set
+                               if a.startswith("search.")])
+        print(f"constants set for this run: {', '.join(args.set)}", flush=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     real, real_index, real_feats, pool, freq, tasks, _keys = prepare(args)
 

@@ -502,6 +502,15 @@ def test_a_probe_at_a_million_references_is_not_passed_by_chance(
     assert len(by_ratio) > 20, len(by_ratio)  # chance alone passes the ratio test
     assert counted and counted[0][0] == 0 and counted[0][1] >= 6
     assert len(counted) <= 3, counted
+    monkeypatch.undo()
+    # the matcher asks `probe`: the planted reference passes it, and once it and the few
+    # chance passers are stale (replaced since the build), a layered index's probe fails
+    from imgverify.signals.features import FeatureIndex
+
+    assert ix.probe(query)
+    stale = {k for k, _ in counted}
+    assert not LayeredLocalIndex(ix, FeatureIndex([], []), stale).probe(query)
+    assert LayeredLocalIndex(ix, FeatureIndex([], []), stale - {0}).probe(query)
 
 
 def test_the_newest_of_several_compact_caches_is_the_one_layered(tmp_path: Path) -> None:
