@@ -39,8 +39,9 @@ from imgverify.store.index import PDQ_ONLY_PART, HashIndex
 
 #: An inner region (photo band, collage tile) is searched with all its descriptors only
 #: when its REGION_PROBE_FEATURES strongest give some reference at least REGION_PROBE_VOTES
-#: votes, more than chance (`FeatureIndex.vote`).
-REGION_PROBE_FEATURES = 160
+#: votes, more than chance (`FeatureIndex.vote`; the compact index's `probe` has its own
+#: chance bar, `compact.PROBE_CHANCE_REFERENCES`, chosen with this number).
+REGION_PROBE_FEATURES = 250
 REGION_PROBE_VOTES = 4
 
 

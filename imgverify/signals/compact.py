@@ -82,8 +82,14 @@ MIN_WEIGHT = 0.75
 CHANCE_REFERENCES = 10.0
 #: The same bar for a region's probe (`probe`): its strongest descriptors must lift some
 #: reference so far above chance that fewer than this many references of the archive would
-#: get there by chance, before the region is described and voted in full.
-PROBE_CHANCE_REFERENCES = 10.0
+#: get there by chance, before the region is described and voted in full. At the full
+#: vote's 10, some reference passes by chance nearly every time at a million references
+#: (the region of a picture that is not archived was voted in full anyway). Chosen on TUNE
+#: at 1 M references with `search.REGION_PROBE_FEATURES` (bench/scale.py --set,
+#: bench/throughput.py --variant): 1 with 250 descriptors found every positive the checker
+#: found before; 1 or 0.1 with 160 lost 4-5 of 120 collages and a story, 0.1 with 250 one
+#: collage.
+PROBE_CHANCE_REFERENCES = 1.0
 #: Candidates verified per query picture. On TUNE at 10 k and 1 M references the true
 #: reference, when voted at all, came first (bench/vote_tune.py); 4 leave margin.
 TOP = 4
