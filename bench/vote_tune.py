@@ -107,7 +107,10 @@ def vote_variant(ix: C.CompactFeatureIndex, query: LocalFeatures, probe: bool,
                                   query.width, query.height),
                     top=1000, min_votes=ix.probe_votes):
                 return [], None  # a whole-picture probe gate, as regions have
-            keys = [k for k, _v in ix.vote(query, top=1000, min_votes=mv)]
+            # a probe as the library asks it: its own chance bar (PROBE_CHANCE_REFERENCES)
+            chance = C.PROBE_CHANCE_REFERENCES if probe else None
+            keys = [k for k, _v in ix.vote(query, top=1000, min_votes=mv,
+                                           chance_references=chance)]
         finally:
             for k, v in saved.items():
                 setattr(C, k, v)
