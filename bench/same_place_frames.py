@@ -97,9 +97,9 @@ def main() -> None:
                                 ("white padding", framed(pic, (255, 255, 255), True, 0.2))):
                             res = imgverify.check(jpeg_bytes(posted, 88), archive)
                             tally[(how, res.verdict)] += 1
-                            seen = [s.evidence.get("agreement") for s in res.same_scene] + [
-                                m.agreement for m in res.matches]
-                            seen = [a for a in seen if a is not None]
+                            seen = [float(a) for a in [
+                                s.evidence.get("agreement") for s in res.same_scene] + [
+                                m.agreement for m in res.matches] if a is not None]
                             if seen:  # the closest this other photo came to a copy
                                 closest.append((max(seen), f"{group.name}/{name} archived "
                                                            f"{how}, posted {posted_as}"))
