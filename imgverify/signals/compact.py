@@ -749,9 +749,7 @@ class LayeredLocalIndex:
         neighbour and so many votes), the base's are weighted word votes. Cutting the merged
         list at `top` let a small delta crowd every base candidate out, so an old reference
         was not verified at all until the next `archive index`."""
-        found = [(k, v) for k, v in self.base.vote(query, top + min(len(self.stale), 16),
-                                                   min_votes)
-                 if k not in self.stale][:top]
+        found = self._base_vote(query, top, min_votes, None)
         if len(self.delta):
             found += self.delta.vote(query, top)
         return found
@@ -759,11 +757,17 @@ class LayeredLocalIndex:
     def probe(self, query: LocalFeatures) -> bool:
         """`CompactFeatureIndex.probe` over the base (its stale references left out), or
         any candidate of the delta."""
-        if any(k not in self.stale for k, _ in self.base.vote(
-                query, 1 + min(len(self.stale), 16), self.probe_votes,
-                PROBE_CHANCE_REFERENCES)):
+        if self._base_vote(query, 1, self.probe_votes, PROBE_CHANCE_REFERENCES):
             return True
         return bool(len(self.delta) and self.delta.vote(query, TOP))
+
+    def _base_vote(self, query: LocalFeatures, top: int, min_votes: int,
+                   chance_references: float | None) -> list[tuple[int, int]]:
+        """The base's best `top` that are not stale (it is asked for more, so stale ones
+        do not crowd the rest out)."""
+        return [(k, v) for k, v in self.base.vote(query, top + min(len(self.stale), 16),
+                                                  min_votes, chance_references)
+                if k not in self.stale][:top]
 
     def verify(self, query: LocalFeatures, ref_key: int, mirrored: bool = False
                ) -> GeometricMatch | None:
