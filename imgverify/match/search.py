@@ -38,11 +38,10 @@ from imgverify.signals.regions import find_parts, photo_region
 from imgverify.store.index import PDQ_ONLY_PART, HashIndex
 
 #: An inner region (photo band, collage tile) is searched with all its descriptors only
-#: when its REGION_PROBE_FEATURES strongest give some reference at least REGION_PROBE_VOTES
-#: votes, more than chance (`FeatureIndex.vote`; the compact index's `probe` has its own
-#: chance bar, `compact.PROBE_CHANCE_REFERENCES`, chosen with this number).
+#: when its REGION_PROBE_FEATURES strongest point at some reference (the index's `probe`:
+#: `FeatureIndex.probe_votes` nearest-neighbour votes, or for the compact index a chance
+#: bar of its own, `compact.PROBE_CHANCE_REFERENCES`, chosen with this number).
 REGION_PROBE_FEATURES = 250
-REGION_PROBE_VOTES = 4
 
 
 @dataclass
@@ -208,10 +207,7 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
         # here, at a third of the cost)
         if len(region) <= REGION_PROBE_FEATURES:
             return True  # that is all there is: the full vote is the probe
-        probe = region.head(REGION_PROBE_FEATURES)
-        if hasattr(features, "probe"):  # the compact index's own bar for a probe
-            return bool(features.probe(probe))
-        return bool(features.vote(probe, min_votes=REGION_PROBE_VOTES))
+        return features.probe(region.head(REGION_PROBE_FEATURES))
 
     # (not `whole or ...`: an extraction with no keypoints has length 0, and is still done)
     whole = whole if whole is not None else extraction(picture)

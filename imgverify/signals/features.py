@@ -288,6 +288,8 @@ class LocalIndex(Protocol):
     def vote(self, query: LocalFeatures, top: int = 5, min_votes: int = 8
              ) -> list[tuple[int, int]]: ...
 
+    def probe(self, query: LocalFeatures) -> bool: ...
+
     def verify(self, query: LocalFeatures, ref_key: int, mirrored: bool = False
                ) -> GeometricMatch | None: ...
 
@@ -402,6 +404,15 @@ class FeatureIndex:
     @property
     def nbytes(self) -> int:
         return self.size * (32 + 8 + 4) + len(self.by_key) * 64
+
+    #: nearest-neighbour votes a region's strongest descriptors must give some reference
+    #: before the region is searched in full (`probe`)
+    probe_votes = 4
+
+    def probe(self, query: LocalFeatures) -> bool:
+        """Whether a region's strongest descriptors (`query`) point at some reference
+        clearly enough to search the region in full (`match.search.find_local`)."""
+        return bool(self.vote(query, min_votes=self.probe_votes))
 
     def vote(self, query: LocalFeatures, top: int = 5, min_votes: int = 8
              ) -> list[tuple[int, int]]:

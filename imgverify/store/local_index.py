@@ -123,6 +123,9 @@ class PendingLocalIndex:
              ) -> list[tuple[int, int]]:
         return []  # the same call as the compact index it stands in for
 
+    def probe(self, query: Any) -> bool:
+        return False
+
     def verify(self, query: Any, ref_key: int, mirrored: bool = False) -> None:
         return None
 
