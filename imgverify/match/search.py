@@ -204,7 +204,7 @@ def find_local(picture: Image.Image, features: LocalIndex, thresholds: Threshold
         # a region's strongest, spread-out descriptors vote first (only they are described
         # so far); only when they lift some reference above chance are the rest described
         # and all of them vote (most inner regions of a picture that is not archived stop
-        # here, at a third of the cost)
+        # here, at half the cost of a full vote)
         if len(region) <= REGION_PROBE_FEATURES:
             return True  # that is all there is: the full vote is the probe
         return features.probe(region.head(REGION_PROBE_FEATURES))
